@@ -1,0 +1,1 @@
+"""One thin module per subcommand: parse flags, call a library function."""

@@ -1,0 +1,40 @@
+"""`lt chunk`: raw documents in, documents with `chunks` out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, report_bad, run_command
+
+HELP = "Split documents into sentence chunks (deterministic per document)."
+EPILOG = """Examples:
+
+\b
+  lt chunk docs.jsonl > chunked.jsonl
+  cat docs.jsonl | lt chunk - --shard 0/8 -o chunked.00.jsonl.gz
+  lt chunk --mode uniform --avg-units 8 val.jsonl -o val.chunked.jsonl
+"""
+
+
+@run_command
+def command(
+    input: InputArg = None,
+    output: OutputOpt = None,
+    mode: Annotated[str, typer.Option(help="random: 1+Poisson(7) sentences per chunk (training, E-step); uniform: ceil(n/avg) equal chunks (ELBO eval).")] = "random",
+    units: Annotated[str, typer.Option(help="sentence, paragraph or word units.")] = "sentence",
+    avg_units: Annotated[int, typer.Option(help="Mean units per chunk.")] = 8,
+    min_units: Annotated[int, typer.Option(help="Minimum units per chunk (random mode).")] = 1,
+    max_units: Annotated[int, typer.Option(help="Maximum units per chunk (random mode).")] = 20,
+    chunk_seed: Annotated[int, typer.Option(help="Added to md5(text) to seed each document's RNG (reference: 42).")] = 42,
+    shard: ShardOpt = None,
+    skip_bad: SkipBadOpt = False,
+    rejects: RejectsOpt = None,
+) -> int:
+    from ..chunking import ChunkingConfig
+    from ..pipeline import chunk_documents
+
+    check_stdin(input)
+    config = ChunkingConfig(mode=mode, units=units, avg_units=avg_units, min_units=min_units, max_units=max_units, seed=chunk_seed)
+    return chunk_documents(input, output, config, shard=shard, skip_bad=skip_bad, rejects=rejects_path(output, rejects) if skip_bad else None)

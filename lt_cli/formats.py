@@ -1,0 +1,118 @@
+"""The thought format: special tokens, training layouts, prompts and scoring strings.
+
+This is the only module that builds strings containing the special tokens. Every other module
+asks it for a prompt, a layout or a scoring pair, so the E-step, training and eval can never drift
+apart. The four token strings are the reference's (``ryoungj/BoLT``, ``lingua/tokenizer.py``) so
+data released by the authors stays compatible.
+
+Strings here never contain the tokenizer's BOS/EOS: those are token ids, added by whoever encodes
+(training adds BOS+EOS per document; backends add BOS to every prompt and context).
+
+Notation used in docstrings: ``<SoL>`` start of latent, ``<EoL>`` end of latent, ``<PRIOR>`` prior
+(latent-first) tag, ``<POST>`` posterior (text-first) tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+START_OF_LATENT = "<|START_OF_LATENT|>"
+END_OF_LATENT = "<|END_OF_LATENT|>"
+PRIOR_PREFIX = "<|PRIOR_PREFIX|>"
+POSTERIOR_PREFIX = "<|POSTERIOR_PREFIX|>"
+
+#: The four special tokens, in the order they are added to a tokenizer.
+SPECIAL_TOKENS: tuple[str, ...] = (START_OF_LATENT, END_OF_LATENT, PRIOR_PREFIX, POSTERIOR_PREFIX)
+
+#: Training layouts accepted by ``lt train --layout``.
+LAYOUTS = ("random", "prior", "posterior", "pure", "raw")
+
+
+def prior_chunk(latent: str, text: str) -> str:
+    """Latent-first layout of one chunk (models p(Z, X)): ``<SoL><PRIOR> latent <EoL> text``."""
+    return f"{START_OF_LATENT}{PRIOR_PREFIX}{latent}{END_OF_LATENT}{text}"
+
+
+def posterior_chunk(latent: str, text: str) -> str:
+    """Text-first layout of one chunk (models q(Z | X)): ``<SoL><EoL> text <SoL><POST> latent <EoL>``.
+
+    The empty ``<SoL><EoL>`` pair marks the chunk boundary, as in the reference.
+    """
+    return f"{START_OF_LATENT}{END_OF_LATENT}{text}{START_OF_LATENT}{POSTERIOR_PREFIX}{latent}{END_OF_LATENT}"
+
+
+def render_chunks(chunks: Sequence[dict], layouts: Sequence[str]) -> str:
+    """Concatenate chunks (dicts with ``text`` and ``latent``), one layout per chunk, no separator.
+
+    ``layouts[i]`` is ``"prior"`` or ``"posterior"``; a chunk with an empty or missing latent is
+    still rendered in its layout (the reference stores a missing latent as an empty string).
+    """
+    if len(layouts) != len(chunks):
+        raise ValueError(f"{len(chunks)} chunks but {len(layouts)} layouts")
+    parts = []
+    for chunk, layout in zip(chunks, layouts):
+        latent = chunk.get("latent") or ""
+        if layout == "prior":
+            parts.append(prior_chunk(latent, chunk["text"]))
+        elif layout == "posterior":
+            parts.append(posterior_chunk(latent, chunk["text"]))
+        else:
+            raise ValueError(f"unknown chunk layout {layout!r} (expected 'prior' or 'posterior')")
+    return "".join(parts)
+
+
+def posterior_prompt(prefix: str, text: str, *, reference_quirks: bool = False) -> str:
+    """The prompt from which q(Z | X) is sampled for one chunk; generation stops at ``<EoL>``.
+
+    ``prefix`` is the raw text of the previous P chunks (no latents), empty for the first chunk.
+    Default (fixed): ``prefix <SoL><EoL> text <SoL><POST>`` for every chunk, which matches the
+    posterior training layout. With ``reference_quirks`` the first chunk gets the reference's
+    ``text <SoL><POST>`` (no ``<SoL><EoL>`` boundary marker).
+    """
+    if reference_quirks and not prefix:
+        return f"{text}{START_OF_LATENT}{POSTERIOR_PREFIX}"
+    return f"{prefix}{START_OF_LATENT}{END_OF_LATENT}{text}{START_OF_LATENT}{POSTERIOR_PREFIX}"
+
+
+@dataclass(frozen=True)
+class ScoringPair:
+    """A (context, continuation) pair: log p is summed over the continuation's tokens only."""
+
+    context: str
+    continuation: str
+
+
+def joint_scoring_pair(prefix: str, latent: str, text: str, *, reference_quirks: bool = False) -> ScoringPair:
+    """The joint string ``prefix <SoL><PRIOR> latent <EoL> text`` split for scoring log p(Z, X | prefix).
+
+    Default (fixed): every token after the prefix is scored, ``<SoL>`` included. With
+    ``reference_quirks`` the first ``<SoL>`` moves into the context, reproducing the reference's
+    off-by-one (it is the same for all K candidates, so importance weights are unchanged, but
+    ``log_p`` and the ELBO shift by log p(<SoL> | prefix)).
+    """
+    body = f"{PRIOR_PREFIX}{latent}{END_OF_LATENT}{text}"
+    if reference_quirks:
+        return ScoringPair(prefix + START_OF_LATENT, body)
+    return ScoringPair(prefix, START_OF_LATENT + body)
+
+
+def latent_eval_suffix() -> str:
+    """Appended to an eval question in the ``latent`` variant so the model thinks in a prior latent."""
+    return f"{START_OF_LATENT}{PRIOR_PREFIX}"
+
+
+def latent_answer_separator() -> str:
+    """Closes the thinking in latent-variant exemplars; what follows is the stated answer."""
+    return END_OF_LATENT
+
+
+def strip_special_tokens(text: str) -> str:
+    """Remove the four special-token strings (for display and for graders of raw variants)."""
+    for token in SPECIAL_TOKENS:
+        text = text.replace(token, "")
+    return text
+
+
+def contains_special_token(text: str) -> bool:
+    return any(token in text for token in SPECIAL_TOKENS)

@@ -1,0 +1,327 @@
+"""JSONL in and out: the one module every command uses to read and write records.
+
+* ``None`` or ``"-"`` means stdin/stdout; ``.gz`` paths are (de)compressed transparently (written
+  with mtime 0, so equal records give equal bytes).
+* Records are dicts; unknown fields pass through untouched; blank lines are skipped.
+* A malformed line raises :class:`~lt_cli.errors.RecordError` (``FILE:LINE: reason``, exit 2), or
+  with ``skip_bad`` is counted and appended to a rejects file.
+* ``--shard I/N`` keeps the records whose index among non-blank lines is ``I mod N``; lines of other
+  shards are not even parsed, so a bad line is reported by the shard that owns it.
+* Output files appear atomically: records go to a temporary file that is renamed over the final
+  name only when the command succeeds. Resumable outputs (``resume=True``) keep their progress in
+  ``FILE.partial`` (flushed per record); a rerun of the same command continues after the last
+  complete record, so the final file is byte-identical to an uninterrupted run.
+* ``marker=True`` writes ``FILE.done`` (record count and sha256) after the rename: the completion
+  marker that ``lt merge`` requires of every shard.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+import orjson
+
+from .errors import RecordError, UsageError
+
+Record = dict[str, Any]
+Validator = Callable[[Record], None]
+
+_DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+
+
+def is_std(path: str | os.PathLike | None) -> bool:
+    return path is None or str(path) == "-"
+
+
+def display_name(path: str | os.PathLike | None) -> str:
+    return "<stdin>" if is_std(path) else str(path)
+
+
+def dumps(record: Any) -> bytes:
+    """One JSONL line (with newline). Keys keep their insertion order."""
+    return orjson.dumps(record, option=_DUMP_OPTIONS)
+
+
+# --------------------------------------------------------------------------------------- sharding
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def owns(self, record_index: int) -> bool:
+        return record_index % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(value: str | None) -> Shard | None:
+    """Parse ``I/N`` (0 <= I < N). ``None`` or ``0/1`` mean no sharding."""
+    if value is None or value == "":
+        return None
+    try:
+        index_text, count_text = value.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise UsageError(f"--shard must look like I/N (for example 0/8), got {value!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {value}: need 0 <= I < N")
+    return None if count == 1 else Shard(index, count)
+
+
+# --------------------------------------------------------------------------------------- reading
+def _open_binary_input(path: str | os.PathLike | None) -> BinaryIO:
+    if is_std(path):
+        return sys.stdin.buffer
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+class RejectsWriter:
+    """Appends rejected lines (with their source, line number and reason) to a JSONL file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.count = 0
+        self._file: BinaryIO | None = None
+
+    def write(self, source: str, line: int, reason: str, raw: bytes) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")
+        self.count += 1
+        self._file.write(
+            dumps({"source": source, "line": line, "reason": reason, "raw": raw.decode("utf-8", "replace")})
+        )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class RecordReader:
+    """Iterate the records of one JSONL file (or stdin), validating each.
+
+    ``validate(record)`` raises ``ValueError(reason)`` for a record that is JSON but unusable
+    (a missing field, say). ``bad_count`` counts lines rejected under ``skip_bad``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        *,
+        validate: Validator | None = None,
+        shard: Shard | None = None,
+        skip_bad: bool = False,
+        rejects: RejectsWriter | None = None,
+    ):
+        self.path = path
+        self.name = display_name(path)
+        self.validate = validate
+        self.shard = shard
+        self.skip_bad = skip_bad
+        self.rejects = rejects
+        self.bad_count = 0
+        self.count = 0
+
+    def _reject(self, line_no: int, reason: str, raw: bytes) -> None:
+        if not self.skip_bad:
+            raise RecordError(self.name, line_no, reason)
+        self.bad_count += 1
+        if self.rejects is not None:
+            self.rejects.write(self.name, line_no, reason, raw)
+
+    def __iter__(self) -> Iterator[Record]:
+        stream = _open_binary_input(self.path)
+        record_index = -1
+        try:
+            for line_no, raw in enumerate(stream, start=1):
+                stripped = raw.strip()
+                if not stripped:
+                    continue
+                record_index += 1
+                if self.shard is not None and not self.shard.owns(record_index):
+                    continue
+                try:
+                    record = orjson.loads(stripped)
+                except orjson.JSONDecodeError as exc:
+                    reason = str(exc)
+                    try:
+                        stripped.decode("utf-8")
+                    except UnicodeDecodeError:
+                        reason = "invalid UTF-8"
+                    self._reject(line_no, f"bad JSON: {reason}", raw)
+                    continue
+                if not isinstance(record, dict):
+                    self._reject(line_no, f"expected a JSON object, got {type(record).__name__}", raw)
+                    continue
+                if self.validate is not None:
+                    try:
+                        self.validate(record)
+                    except ValueError as exc:
+                        self._reject(line_no, str(exc), raw)
+                        continue
+                self.count += 1
+                yield record
+        except EOFError:
+            raise RecordError(self.name, 0, "truncated gzip stream") from None
+        finally:
+            if not is_std(self.path):
+                stream.close()
+
+
+def read_records(path: str | os.PathLike | None, **kwargs: Any) -> RecordReader:
+    return RecordReader(path, **kwargs)
+
+
+def read_all(path: str | os.PathLike | None, **kwargs: Any) -> list[Record]:
+    return list(RecordReader(path, **kwargs))
+
+
+# --------------------------------------------------------------------------------------- writing
+class OutputWriter:
+    """Write records to stdout or atomically to a file; see the module docstring.
+
+    Use as a context manager: leaving it with an exception discards a non-resumable temporary file
+    (nothing appears under the final name) and keeps a resumable ``.partial`` for the next run.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False):
+        self.path = None if is_std(path) else Path(path)
+        self.resume = resume and self.path is not None
+        self.marker = marker and self.path is not None
+        self.count = 0
+        #: records already present from an interrupted earlier run (resume only)
+        self.done = 0
+        self.resumed_records: list[Record] = []
+        self._file: BinaryIO | None = None
+        self._tmp: Path | None = None
+
+    @property
+    def partial_path(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".partial")
+
+    def __enter__(self) -> "OutputWriter":
+        if self.path is None:
+            from .console import protect_stdout
+
+            self._file = protect_stdout()
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._open_partial()
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            self._tmp = Path(tmp)
+            self._file = os.fdopen(fd, "wb")
+        return self
+
+    def _open_partial(self) -> None:
+        partial = self.partial_path
+        if partial.exists():
+            data = partial.read_bytes()
+            keep = 0
+            for line in data.splitlines(keepends=True):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    self.resumed_records.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    break
+                keep += len(line)
+            with open(partial, "r+b") as f:
+                f.truncate(keep)
+            self.done = len(self.resumed_records)
+            self.count = self.done
+        self._file = open(partial, "ab")
+
+    def write(self, record: Record) -> None:
+        assert self._file is not None, "OutputWriter used outside its context"
+        self._file.write(dumps(record))
+        self.count += 1
+        if self.resume:
+            self._file.flush()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.path is None:
+            if self._file is not None:
+                try:
+                    self._file.flush()
+                except BrokenPipeError:
+                    raise
+            return
+        assert self._file is not None
+        self._file.close()
+        source = self.partial_path if self.resume else self._tmp
+        assert source is not None
+        if exc_type is not None:
+            if not self.resume and source.exists():
+                source.unlink()
+            return
+        if self.path.suffix == ".gz":
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                with open(source, "rb") as src:
+                    while block := src.read(1 << 20):
+                        gz.write(block)
+            source.unlink()
+            source = Path(tmp)
+        os.replace(source, self.path)
+        if self.marker:
+            write_json(self.path.with_name(self.path.name + ".done"), {"records": self.count, "sha256": file_sha256(self.path)})
+
+
+def open_output(path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False) -> OutputWriter:
+    return OutputWriter(path, resume=resume, marker=marker)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: bool = True) -> None:
+    """Write one JSON document atomically (configs, metrics, manifests, markers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
+    data = orjson.dumps(to_jsonable(obj), option=option, default=str)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return orjson.loads(Path(path).read_bytes())
+
+
+def write_stdout_json(obj: Any) -> None:
+    """A single JSON object as the command's data output (metrics), on the record stream."""
+    from .console import protect_stdout
+
+    stream = protect_stdout()
+    stream.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY, default=str))
+    stream.flush()

@@ -1,0 +1,78 @@
+"""Record schemas shared by every stage (documented in docs/formats.md).
+
+* raw document: ``{"id"?, "text", ...}``
+* chunked document: ``{..., "num_chunks", "chunks": [{"text", "latent"?}]}``
+* candidates: each chunk gains ``candidates: [{latent, log_q, log_p, log_w, finished, n_tokens}]``
+* augmented document (what ``lt train`` reads): every chunk has ``latent``; ``select`` adds
+  ``elbo`` (``{"1": x, "2": y, ...}``), ``ess`` and ``mean_log_w``.
+
+Chunks written by the reference use ``suffix`` for the chunk text; it is accepted on input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from .chunking import ChunkingConfig, chunk_record
+
+Record = dict[str, Any]
+
+
+def document_text(record: Record) -> str:
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    return "".join(chunk["text"] for chunk in record["chunks"])
+
+
+def document_id(record: Record) -> str:
+    """The record's ``id`` as a string, or a stable hash of its text when it has none."""
+    if record.get("id") is not None:
+        return str(record["id"])
+    return "md5:" + hashlib.md5(document_text(record).encode("utf-8")).hexdigest()[:16]
+
+
+def _normalise_chunks(record: Record) -> None:
+    for chunk in record["chunks"]:
+        if "text" not in chunk and isinstance(chunk.get("suffix"), str):
+            chunk["text"] = chunk.pop("suffix")
+
+
+def validate_document(record: Record) -> None:
+    """Raise ValueError unless the record is a raw document or a chunked document."""
+    chunks = record.get("chunks")
+    if chunks is not None:
+        if not isinstance(chunks, list):
+            raise ValueError("field 'chunks' must be a list")
+        for i, chunk in enumerate(chunks):
+            if not isinstance(chunk, dict):
+                raise ValueError(f"chunks[{i}] must be an object")
+            text = chunk.get("text", chunk.get("suffix"))
+            if not isinstance(text, str):
+                raise ValueError(f"chunks[{i}] has no string 'text'")
+            latent = chunk.get("latent")
+            if latent is not None and not isinstance(latent, str):
+                raise ValueError(f"chunks[{i}].latent must be a string")
+        return
+    if "text" not in record:
+        raise ValueError("missing field 'text'")
+    if not isinstance(record["text"], str):
+        raise ValueError(f"field 'text' must be a string, got {type(record['text']).__name__}")
+
+
+def validate_raw_document(record: Record) -> None:
+    if "text" not in record:
+        raise ValueError("missing field 'text'")
+    if not isinstance(record["text"], str):
+        raise ValueError(f"field 'text' must be a string, got {type(record['text']).__name__}")
+
+
+def ensure_chunks(record: Record, config: ChunkingConfig = ChunkingConfig()) -> Record:
+    """A chunked copy of ``record``: chunks it exactly as ``lt chunk`` does when it has none."""
+    if record.get("chunks") is not None:
+        out = dict(record)
+        out["chunks"] = [dict(c) for c in record["chunks"]]
+        _normalise_chunks(out)
+        out.setdefault("num_chunks", len(out["chunks"]))
+        return out
+    return chunk_record(record, config)

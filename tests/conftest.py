@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny Llama saved in HF format (built offline, seeded), paths to real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LT_PROGRESS_INTERVAL", "3600")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("LT_SHARED_DATA", REPO.parent / "shared" / "data"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Two torch processes on 2 cores slow each other several-fold; tests use one thread."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised (seeded) 3-layer, 128-wide Llama with the byte tokenizer."""
+    from lt_cli.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _reset_record_stream():
+    from lt_cli import console
+
+    console.reset_record_stream()
+    yield
+    console.reset_record_stream()
