@@ -1,13 +1,18 @@
 """The ``lt`` command: registers subcommands. Imports nothing heavy (no torch, transformers,
 vllm or datasets), so ``lt --help`` and shell completion stay fast; commands import what they need
-inside their bodies."""
+inside their bodies.
+
+Each command module defines ``HELP`` (one line), ``EXAMPLES`` (example lines, shown first in
+``--help``) and ``command`` (the typer function, thin: flags in, one library call).
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import typer
 
 from . import __version__
-from .commands import chunk
 
 HELP = """Reasoning to Learn from Latent Thoughts (BoLT) as Unix commands over JSONL.
 
@@ -16,9 +21,25 @@ Examples:
 \b
   lt bootstrap --iters 3        # the embedded CPU demo, end to end
   lt chunk docs.jsonl > chunked.jsonl
+  lt synthesize --backend api --model gpt-4o-mini docs.jsonl -o teacher.jsonl
   lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
   lt train --model M --data augmented.jsonl --output ckpt/
+  lt eval --model ckpt/ --task gsm8k --limit 50
+
+Every command reads and writes JSONL (stdin/stdout by default); logs and progress go to stderr.
 """
+
+#: (command name, module under lt_cli.commands), in pipeline order.
+COMMANDS = [
+    ("chunk", "chunk"),
+    ("synthesize", "synthesize"),
+    ("sample-thoughts", "sample_thoughts"),
+    ("select", "select"),
+    ("train", "train"),
+    ("eval", "eval"),
+    ("bootstrap", "bootstrap"),
+    ("merge", "merge"),
+]
 
 app = typer.Typer(
     name="lt",
@@ -26,7 +47,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     add_completion=True,
 )
 
@@ -44,11 +65,14 @@ def _main(
     pass
 
 
-def _register(module, name: str) -> None:
-    app.command(name, help=module.HELP, epilog=module.EPILOG, no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", False))(module.command)
+def command_help(module) -> str:
+    examples = "\n".join("  " + line for line in module.EXAMPLES.strip("\n").splitlines())
+    return f"{module.HELP}\n\nExamples:\n\n\b\n{examples}\n\n{getattr(module, 'DETAILS', '')}".rstrip() + "\n"
 
 
-_register(chunk, "chunk")
+for _name, _module_name in COMMANDS:
+    _module = importlib.import_module(f".commands.{_module_name}", __package__)
+    app.command(_name, help=command_help(_module), short_help=_module.HELP, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", False))(_module.command)
 
 
 def main() -> None:

@@ -9,12 +9,10 @@ import typer
 from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, report_bad, run_command
 
 HELP = "Split documents into sentence chunks (deterministic per document)."
-EPILOG = """Examples:
-
-\b
-  lt chunk docs.jsonl > chunked.jsonl
-  cat docs.jsonl | lt chunk - --shard 0/8 -o chunked.00.jsonl.gz
-  lt chunk --mode uniform --avg-units 8 val.jsonl -o val.chunked.jsonl
+EXAMPLES = """\
+lt chunk docs.jsonl > chunked.jsonl
+cat docs.jsonl | lt chunk - --shard 0/8 -o chunked.00.jsonl.gz
+lt chunk --mode uniform --avg-units 8 val.jsonl -o val.chunked.jsonl
 """
 
 
