@@ -102,7 +102,7 @@ class RejectsWriter:
             self._file = open(self.path, "wb")
         self.count += 1
         self._file.write(
-            dumps({"source": source, "line": line, "reason": reason, "raw": raw.decode("utf-8", "replace")})
+            dumps({"source": source, "line": line, "reason": reason, "raw": raw.rstrip(b"\r\n").decode("utf-8", "replace")})
         )
 
     def close(self) -> None:
