@@ -24,3 +24,17 @@ def test_bash_completion_completes_commands_and_options():
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()
     assert out == ["chunk", "--skip-bad"]
+
+
+def test_zsh_and_fish_scripts_parse():
+    import shutil
+
+    import pytest
+
+    checked = 0
+    for shell, name in (("zsh", "_lt"), ("fish", "lt.fish")):
+        if shutil.which(shell):
+            subprocess.run([shell, "-n", str(REPO / "completions" / name)], check=True)
+            checked += 1
+    if not checked:
+        pytest.skip("neither zsh nor fish is installed")
