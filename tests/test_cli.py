@@ -108,3 +108,18 @@ def test_stdout_carries_only_records():
 
 def test_unknown_command_is_usage_error():
     assert run(["nope"]).returncode == 2
+
+
+def test_library_noise_on_fd1_goes_to_stderr():
+    """Once records flow to stdout, anything else writing to fd 1 (C code, vLLM, print) lands on stderr."""
+    code = (
+        "import os\n"
+        "from lt_cli.io import open_output\n"
+        "with open_output('-') as w:\n"
+        "    print('noise from print')\n"
+        "    os.write(1, b'noise from C\\n')\n"
+        "    w.write({'record': 1})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO, check=True)
+    assert result.stdout == b'{"record":1}\n'
+    assert b"noise from print" in result.stderr and b"noise from C" in result.stderr
