@@ -198,10 +198,15 @@ class OutputWriter:
     (nothing appears under the final name) and keeps a resumable ``.partial`` for the next run.
     """
 
-    def __init__(self, path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False):
+    def __init__(
+        self, path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False, shard: "Shard | str | None" = None
+    ):
         self.path = None if is_std(path) else Path(path)
         self.resume = resume and self.path is not None
-        self.marker = marker and self.path is not None
+        # ``shard`` (I/N of a --shard run) turns the marker on and records which shard this is, so
+        # ``lt merge`` can check that it got every shard, in order, each complete.
+        self.shard = parse_shard(shard) if isinstance(shard, str) else shard
+        self.marker = (marker or self.shard is not None) and self.path is not None
         self.count = 0
         #: records already present from an interrupted earlier run (resume only)
         self.done = 0
@@ -281,11 +286,16 @@ class OutputWriter:
             source = Path(tmp)
         os.replace(source, self.path)
         if self.marker:
-            write_json(self.path.with_name(self.path.name + ".done"), {"records": self.count, "sha256": file_sha256(self.path)})
+            done: dict[str, Any] = {"records": self.count, "sha256": file_sha256(self.path)}
+            if self.shard is not None:
+                done["shard"] = str(self.shard)
+            write_json(self.path.with_name(self.path.name + ".done"), done)
 
 
-def open_output(path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False) -> OutputWriter:
-    return OutputWriter(path, resume=resume, marker=marker)
+def open_output(
+    path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False, shard: "Shard | str | None" = None
+) -> OutputWriter:
+    return OutputWriter(path, resume=resume, marker=marker, shard=shard)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -33,7 +33,7 @@ def map_records(
     rejects_writer = RejectsWriter(rejects) if (skip_bad and rejects) else None
     reader = read_records(input_path, validate=validate, shard=parse_shard(shard), skip_bad=skip_bad, rejects=rejects_writer)
     try:
-        with open_output(output_path, marker=marker) as writer, progress(description, unit="docs") as bar:
+        with open_output(output_path, marker=marker, shard=shard) as writer, progress(description, unit="docs") as bar:
             for record in reader:
                 result = fn(record)
                 if result is None:
