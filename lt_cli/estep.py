@@ -486,3 +486,166 @@ class SelectionSummary:
         for name, value in self.rows():
             table.add_row(name, value)
         err.print(table)
+
+
+# ------------------------------------------------------------------------------------ commands
+def run_stream(
+    input_path: str | None,
+    output_path: str | None,
+    produce: Callable[[Iterable[Record], int], Iterable[Record]],
+    *,
+    validate: Callable[[Record], None] | None,
+    shard: str | None = None,
+    skip_bad: bool = False,
+    rejects: str | None = None,
+    description: str = "records",
+    on_resumed: Callable[[list[Record]], None] | None = None,
+) -> int:
+    """Read, transform and write a JSONL stream with resume: the driver of the three E-step commands.
+
+    With ``-o FILE`` the output is resumable: records already in ``FILE.partial`` from a killed run
+    are kept and ``produce`` is told to skip that many outputs. Returns the exit code (0, or 3 when
+    ``--skip-bad`` set records aside).
+    """
+    from .commands.common import report_bad
+    from .console import log, progress
+    from .io import RejectsWriter, open_output, parse_shard, read_records
+
+    rejects_writer = RejectsWriter(rejects) if (skip_bad and rejects) else None
+    shard_spec = parse_shard(shard)
+    reader = read_records(input_path, validate=validate, shard=shard_spec, skip_bad=skip_bad, rejects=rejects_writer)
+    try:
+        with open_output(output_path, resume=True, shard=shard_spec) as writer, progress(description, unit="docs") as bar:
+            if writer.done:
+                log(f"{description}: resuming after {writer.done:,} finished record(s) in {writer.partial_path}")
+                bar.advance(writer.done)
+                if on_resumed is not None:
+                    on_resumed(writer.resumed_records)
+            for record in produce(reader, writer.done):
+                writer.write(record)
+                bar.advance()
+    finally:
+        if rejects_writer is not None:
+            rejects_writer.close()
+    return report_bad(reader, rejects_writer)
+
+
+def _load_backend(name: str, backend_config):
+    from .backends import load_backend
+
+    return load_backend(name, backend_config)
+
+
+def run_sample_thoughts(
+    input_path: str | None,
+    output_path: str | None,
+    backend_name: str,
+    backend_config,
+    config: SampleConfig,
+    *,
+    cache_path: str | None = None,
+    shard: str | None = None,
+    skip_bad: bool = False,
+    rejects: str | None = None,
+) -> int:
+    """``lt sample-thoughts`` as a function: K scored candidates per chunk for every document."""
+    from .console import log
+    from .records import validate_document
+    from .sample_cache import open_cache
+
+    if config.max_model_len is None:
+        config.max_model_len = backend_config.max_model_len
+    stats = {"chunks": 0, "candidates": 0, "unfinished": 0, "latent_tokens": 0}
+
+    def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
+        backend = _load_backend(backend_name, backend_config)
+        cache = open_cache(cache_path)
+        try:
+            for doc in sample_candidates(backend, records, config, cache, skip=skip):
+                for chunk in doc["chunks"]:
+                    stats["chunks"] += 1
+                    for candidate in chunk["candidates"]:
+                        stats["candidates"] += 1
+                        stats["unfinished"] += not candidate["finished"]
+                        stats["latent_tokens"] += candidate["n_tokens"]
+                yield doc
+        finally:
+            if cache is not None:
+                log(f"sample cache {cache.path}: {cache.hits:,} hits, {cache.misses:,} misses")
+                cache.close()
+            backend.close()
+
+    code = run_stream(input_path, output_path, produce, validate=validate_document, shard=shard, skip_bad=skip_bad, rejects=rejects, description="sample-thoughts")
+    if stats["candidates"]:
+        log(
+            f"sample-thoughts: {stats['chunks']:,} chunks, {stats['candidates']:,} candidates, "
+            f"mean {stats['latent_tokens'] / stats['candidates']:.1f} latent tokens, "
+            f"{stats['unfinished']:,} hit --max-new-tokens before <EoL> (kept, as in the reference)"
+        )
+    return code
+
+
+def run_select(
+    input_path: str | None,
+    output_path: str | None,
+    *,
+    method: str = "importance",
+    seed: int = 42,
+    keep_candidates: bool = False,
+    backend_name: str | None = None,
+    backend_config=None,
+    score_config: SampleConfig | None = None,
+    cache_path: str | None = None,
+    shard: str | None = None,
+    skip_bad: bool = False,
+    rejects: str | None = None,
+) -> int:
+    """``lt select`` as a function: one latent per chunk, ELBO/ESS per document, a summary table."""
+    from .errors import UsageError
+
+    if method not in SELECT_METHODS:
+        raise UsageError(f"--method must be one of {', '.join(SELECT_METHODS)}, got {method!r}")
+    summary = SelectionSummary()
+    state: dict[str, Any] = {}
+
+    def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
+        from .sample_cache import open_cache
+
+        documents: Iterable[Record] = records
+        if backend_config is not None:
+            config = score_config or SampleConfig()
+            state["backend"] = _load_backend(backend_name or "transformers", backend_config)
+            state["cache"] = open_cache(cache_path)
+            documents = score_candidates(state["backend"], records, config, state["cache"], skip=skip)
+            skip_here = 0
+        else:
+            skip_here = skip
+        try:
+            for index, doc in enumerate(documents):
+                if index < skip_here:
+                    continue
+                needs = any(chunk_log_w(c) is None for c in doc["chunks"])
+                if needs and method in ("importance", "argmax") and not all(len(c["candidates"]) == 1 for c in doc["chunks"]):
+                    raise LtError(
+                        f"document {document_id(doc)} has candidates without log_w: pass --model (and --backend) "
+                        "so select can score them, or use --method uniform|first"
+                    )
+                out = select_document(doc, method, seed, keep_candidates=keep_candidates)
+                summary.add(out)
+                yield out
+        finally:
+            if state.get("cache") is not None:
+                state["cache"].close()
+            if state.get("backend") is not None:
+                state["backend"].close()
+
+    def resumed(records: list[Record]) -> None:
+        for record in records:
+            summary.add(record)
+
+    code = run_stream(
+        input_path, output_path, produce, validate=validate_candidates_document, shard=shard, skip_bad=skip_bad,
+        rejects=rejects, description="select", on_resumed=resumed,
+    )
+    summary.print(f"lt select --method {method}")
+    return code

@@ -1,15 +1,63 @@
-"""PLACEHOLDER: being built; replace this whole file (HELP, EXAMPLES, command)."""
+"""`lt select`: pick one latent per chunk from its candidates (importance resampling by default)."""
 
 from __future__ import annotations
 
-from .common import run_command
+from typing import Annotated, Optional
 
-HELP = "(being built)"
-EXAMPLES = "lt select --help"
+import typer
+
+from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, run_command
+from .sample_thoughts import BackendOpt, BatchSizeOpt, CacheOpt, DtypeOpt, MaxModelLenOpt, NoCacheOpt, backend_config, resolve_cache
+
+HELP = "E-step resampling: one latent per chunk drawn from softmax(log w); ELBO_n and ESS per document."
+EXAMPLES = """\
+lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
+lt select cand.jsonl -o augmented.jsonl --seed 43
+lt select --method argmax --keep-candidates cand.jsonl > best.jsonl
+lt select --model M cand-unscored.jsonl > augmented.jsonl   # scores missing log p first
+"""
+DETAILS = """\
+Methods: importance (one draw from softmax(log w), the reference's E-step), uniform (no Monte Carlo
+weighting), argmax (highest log w), first (candidate 0). Each chunk's draw is seeded from
+(--seed, document id, chunk index). K=1 passes its only sample through.
+
+Output: augmented documents for lt train (chunks[].latent, chunks[].selected) plus per document
+elbo {"1", "2", "4", ..., "K"} (nats, summed over chunks: logsumexp(log w[:n]) - log n), ess (mean
+over chunks of 1/sum p^2, a diagnostic that the reference does not compute) and mean_log_w.
+"""
 
 
 @run_command
-def command() -> int:
-    from ..errors import LtError
+def command(
+    input: InputArg = None,
+    output: OutputOpt = None,
+    method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.")] = "importance",
+    seed: Annotated[int, typer.Option("--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.")] = 42,
+    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Score candidates that lack log p with this model.", show_default=False)] = None,
+    prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Context chunks used when scoring (must match sample-thoughts).")] = 3,
+    reference_quirks: Annotated[bool, typer.Option("--reference-quirks", help="Score with the reference's off-by-one (must match sample-thoughts).")] = False,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Unused by select except for symmetry with sample-thoughts.", hidden=True)] = 1024,
+    backend: BackendOpt = "transformers",
+    dtype: DtypeOpt = "auto",
+    batch_size: BatchSizeOpt = 16,
+    max_model_len: MaxModelLenOpt = None,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    shard: ShardOpt = None,
+    skip_bad: SkipBadOpt = False,
+    rejects: RejectsOpt = None,
+) -> int:
+    from ..estep import SampleConfig, run_select
 
-    raise LtError("not built yet")
+    check_stdin(input)
+    config = None
+    if model is not None:
+        config = SampleConfig(prefix_chunks=prefix_chunks, reference_quirks=reference_quirks, max_model_len=max_model_len, seed=seed, max_new_tokens=max_new_tokens)
+    return run_select(
+        input, output, method=method, seed=seed, keep_candidates=keep_candidates,
+        backend_name=backend if model is not None else None,
+        backend_config=backend_config(model, dtype, batch_size, max_model_len) if model is not None else None,
+        score_config=config, cache_path=resolve_cache(output, cache, no_cache) if model is not None else None,
+        shard=shard, skip_bad=skip_bad, rejects=rejects_path(output, rejects) if skip_bad else None,
+    )
