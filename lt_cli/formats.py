@@ -62,6 +62,31 @@ def render_chunks(chunks: Sequence[dict], layouts: Sequence[str]) -> str:
     return "".join(parts)
 
 
+def observed_spans(chunks: Sequence[dict], layouts: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans ``[start, end)`` of each chunk's observed text inside
+    ``render_chunks(chunks, layouts)``; everything outside them is latent or a special token.
+
+    Used by ``lt train --loss-on observed`` to mask latent tokens.
+    """
+    if len(layouts) != len(chunks):
+        raise ValueError(f"{len(chunks)} chunks but {len(layouts)} layouts")
+    spans = []
+    position = 0
+    for chunk, layout in zip(chunks, layouts):
+        latent = chunk.get("latent") or ""
+        text = chunk["text"]
+        if layout == "prior":
+            start = position + len(START_OF_LATENT) + len(PRIOR_PREFIX) + len(latent) + len(END_OF_LATENT)
+            position = start + len(text)
+        elif layout == "posterior":
+            start = position + len(START_OF_LATENT) + len(END_OF_LATENT)
+            position = start + len(text) + len(START_OF_LATENT) + len(POSTERIOR_PREFIX) + len(latent) + len(END_OF_LATENT)
+        else:
+            raise ValueError(f"unknown chunk layout {layout!r} (expected 'prior' or 'posterior')")
+        spans.append((start, start + len(text)))
+    return spans
+
+
 def posterior_prompt(prefix: str, text: str, *, reference_quirks: bool = False) -> str:
     """The prompt from which q(Z | X) is sampled for one chunk; generation stops at ``<EoL>``.
 

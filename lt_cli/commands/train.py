@@ -1,15 +1,95 @@
-"""PLACEHOLDER: being built; replace this whole file (HELP, EXAMPLES, command)."""
+"""`lt train`: the M-step (continued pretraining on thought-augmented or raw documents)."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
+
 from .common import run_command
 
-HELP = "(being built)"
-EXAMPLES = "lt train --help"
+HELP = "Train a causal LM on augmented (or raw) documents; resumable, torchrun-ready."
+EXAMPLES = """\
+lt train --model M --data augmented.jsonl --output ckpt/ --tokens 13e9 --batch-size 192
+lt train --init-config tiny.json --data aug.jsonl --output ckpt/ --seq-len 256 --batch-size 8 --epochs 3
+lt train --model M --data aug.jsonl --data raw.jsonl:0.5 --layout random --output ckpt/ --save-every 1000
+torchrun --nproc_per_node 8 -m lt_cli train --model M --data aug.jsonl --output ckpt/ --micro-batch-size 8
+"""
+DETAILS = """\
+Layouts: random (prior or posterior per chunk, fair coin, redrawn each epoch), prior, posterior,
+pure (synthetic text only: 'latent' or chunk latents), raw ('text'). The final model is written
+to OUTPUT/ in Hugging Face format; rerunning the same command resumes from OUTPUT/checkpoints/.
+See docs/training.md.
+"""
+NO_ARGS_IS_HELP = True
+
+
+def _parse_tokens(value: Optional[str]) -> Optional[int]:
+    """Token budgets are large: accept 13e9, 13_000_000_000, 800M, 13B."""
+    if value is None:
+        return None
+    from ..errors import UsageError
+
+    text = value.strip().replace("_", "").replace(",", "")
+    multiplier = 1
+    suffixes = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+    if text and text[-1].lower() in suffixes:
+        multiplier = suffixes[text[-1].lower()]
+        text = text[:-1]
+    try:
+        number = float(text) * multiplier
+    except ValueError:
+        raise UsageError(f"--tokens must be a number like 13e9 or 800M, got {value!r}") from None
+    if number != int(number):
+        raise UsageError(f"--tokens must be a whole number, got {value!r}")
+    return int(number)
 
 
 @run_command
-def command() -> int:
-    from ..errors import LtError
+def command(
+    output: Annotated[str, typer.Option("--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.", show_default=False)],
+    data: Annotated[list[str], typer.Option("--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.", show_default=False)],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False)] = None,
+    init_config: Annotated[Optional[str], typer.Option("--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).", show_default=False)] = None,
+    layout: Annotated[str, typer.Option(help="random, prior, posterior, pure or raw.")] = "random",
+    loss_on: Annotated[str, typer.Option(help="all (the reference) or observed (mask latent tokens; ablation).")] = "all",
+    seq_len: Annotated[int, typer.Option(help="Tokens per training sequence (packed window).")] = 2048,
+    batch_size: Annotated[int, typer.Option(help="Global sequences per optimizer step, whatever the number of GPUs.")] = 96,
+    micro_batch_size: Annotated[Optional[int], typer.Option(help="Sequences per forward pass per process; the rest is gradient accumulation (default: batch / world size).", show_default=False)] = None,
+    tokens: Annotated[Optional[str], typer.Option(help="Token budget: steps = tokens // (batch * seq_len) (e.g. 13e9).", show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Budget in epochs over the (weighted) data (default 1 when no budget is given).", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps.", show_default=False)] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    min_lr_ratio: Annotated[float, typer.Option(help="Cosine decays to lr * this at the last step.")] = 1e-6,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup steps (default min(1000, 10% of steps)).", show_default=False)] = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seeds data order, layouts and the torch RNG.")] = 42,
+    shuffle: Annotated[bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle documents each epoch (seeded by seed and epoch).")] = True,
+    dtype: Annotated[str, typer.Option(help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    strategy: Annotated[str, typer.Option(help="Multi-process: auto, ddp or fsdp (FSDP2).")] = "auto",
+    save_every: Annotated[Optional[int], typer.Option(help="Save a resumable checkpoint every N steps.", show_default=False)] = None,
+    keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.")] = 1,
+    log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,
+    report_to: Annotated[Optional[list[str]], typer.Option("--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False)] = None,
+    run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
+) -> int:
+    from ..io import write_stdout_json
+    from ..training import TrainConfig, train
 
-    raise LtError("not built yet")
+    config = TrainConfig(
+        output=output, data=list(data), model=model, init_config=init_config, layout=layout, loss_on=loss_on,
+        seq_len=seq_len, batch_size=batch_size, micro_batch_size=micro_batch_size, tokens=_parse_tokens(tokens),
+        epochs=epochs, steps=steps, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
+        weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, shuffle=shuffle, dtype=dtype, device=device,
+        strategy=strategy, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
+        report_to=list(report_to or []), run_name=run_name, overwrite=overwrite,
+    )
+    result = train(config)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_stdout_json(result)
+    return 0

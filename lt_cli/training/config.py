@@ -1,0 +1,188 @@
+"""`TrainConfig`: every knob of the M-step, resolved once and saved as ``DIR/train_config.json``.
+
+Defaults are the reference's (docs/bolt-spec.md section 5): AdamW (0.9, 0.95), eps 1e-8, weight decay
+0.01, grad clip 1.0, lr 1e-4, linear warmup then cosine to ``lr * min_lr_ratio`` (1e-6), global batch
+96 sequences of 2048 tokens, seed 42, loss on every token. The budget is one of ``tokens`` (the
+reference's way: ``steps = tokens // (batch_size * seq_len)``), ``epochs`` or ``steps``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+LAYOUTS = ("random", "prior", "posterior", "pure", "raw")
+LOSS_ON = ("all", "observed")
+STRATEGIES = ("auto", "ddp", "fsdp")
+REPORT_TO = ("tensorboard", "wandb")
+DTYPES = ("auto", "float32", "bfloat16")
+
+#: Fields that may differ between an interrupted run and its resumption (they do not change the
+#: trajectory). Everything else must match the saved train_config.json or the run refuses to resume.
+#: (Bitwise-identical resumption also needs the same world size and micro-batch size, which fix
+#: the order of floating-point reductions.)
+RESUME_FREE_FIELDS = frozenset(
+    {"save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite"}
+)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One ``--data FILE[:WEIGHT]``: each epoch holds ``weight`` times this file's documents
+    (whole copies for the integer part, a seeded subset for the fraction)."""
+
+    path: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str) -> "DataSource":
+        path, _, weight_text = spec.rpartition(":")
+        if path and weight_text:
+            try:
+                weight = float(weight_text)
+            except ValueError:
+                return cls(spec, 1.0)  # a colon inside the path, no weight
+            if not math.isfinite(weight) or weight <= 0:
+                raise UsageError(f"--data {spec}: weight must be a positive number")
+            return cls(path, weight)
+        return cls(spec, 1.0)
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``model`` (hub id or folder) or ``init_config`` (a TinyModelConfig JSON)."""
+
+    output: str
+    data: list[str] = field(default_factory=list)
+    model: str | None = None
+    init_config: str | None = None
+    layout: str = "random"
+    loss_on: str = "all"
+    seq_len: int = 2048
+    batch_size: int = 96  # global sequences per optimizer step, whatever the world size
+    micro_batch_size: int | None = None  # per-rank sequences per forward pass; None = batch_size / world
+    tokens: int | None = None
+    epochs: float | None = None
+    steps: int | None = None
+    lr: float = 1e-4
+    min_lr_ratio: float = 1e-6
+    warmup_steps: int | None = None  # None = min(1000, 10% of the steps)
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    seed: int = 42
+    shuffle: bool = True
+    dtype: str = "auto"  # bfloat16 on GPU, float32 on CPU
+    device: str = "auto"
+    strategy: str = "auto"
+    save_every: int | None = None
+    keep_checkpoints: int = 1
+    log_every: int = 10
+    report_to: list[str] = field(default_factory=list)
+    run_name: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.data = [str(d) for d in self.data]
+        self.report_to = [r for r in self.report_to if r and r != "none"]
+
+    # ------------------------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raise UsageError for any inconsistent setting (before anything heavy is loaded)."""
+        if not self.data:
+            raise UsageError("no training data: pass --data FILE (repeatable, FILE:WEIGHT for a mix)")
+        for spec in self.data:
+            source = DataSource.parse(spec)
+            if not Path(source.path).exists():
+                raise UsageError(f"--data {source.path}: no such file")
+        if (self.model is None) == (self.init_config is None):
+            raise UsageError("pass exactly one of --model and --init-config")
+        if self.init_config is not None and not Path(self.init_config).exists():
+            raise UsageError(f"--init-config {self.init_config}: no such file")
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.loss_on not in LOSS_ON:
+            raise UsageError(f"--loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
+        if self.strategy not in STRATEGIES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in self.report_to:
+            if name not in REPORT_TO:
+                raise UsageError(f"--report-to must be one of tensorboard, wandb, none; got {name!r}")
+        budgets = [b for b in (self.tokens, self.epochs, self.steps) if b is not None]
+        if len(budgets) > 1:
+            raise UsageError("pass at most one of --tokens, --epochs and --steps")
+        for name in ("seq_len", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise UsageError("--micro-batch-size must be >= 1")
+        if self.tokens is not None and self.tokens < self.batch_size * self.seq_len:
+            raise UsageError(f"--tokens {self.tokens} is less than one step ({self.batch_size} x {self.seq_len} tokens)")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError("--epochs must be > 0")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError("--steps must be >= 1")
+        if not self.lr > 0:
+            raise UsageError("--lr must be > 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UsageError("--min-lr-ratio must be in [0, 1]")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise UsageError("--warmup-steps must be >= 0")
+        if self.save_every is not None and self.save_every < 1:
+            raise UsageError("--save-every must be >= 1")
+        if self.keep_checkpoints < 1:
+            raise UsageError("--keep-checkpoints must be >= 1")
+        if self.log_every < 1:
+            raise UsageError("--log-every must be >= 1")
+
+    @property
+    def sources(self) -> list[DataSource]:
+        return [DataSource.parse(spec) for spec in self.data]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    # ------------------------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def trajectory_fields(self) -> dict[str, Any]:
+        """The fields that decide the trained weights (compared on resume)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUME_FREE_FIELDS and k != "overwrite"}
+
+
+def steps_for_tokens(tokens: int, batch_size: int, seq_len: int) -> int:
+    """The reference's budget arithmetic: whole optimizer steps that fit in a token budget."""
+    return tokens // (batch_size * seq_len)
+
+
+def default_warmup(total_steps: int) -> int:
+    """1000 steps as in the reference, but never more than 10% of a short run."""
+    return min(1000, max(total_steps // 10, 0))
+
+
+def lr_at(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warmup from lr/warmup to lr over
+    ``warmup_steps`` steps, then cosine from lr down to ``lr * min_lr_ratio`` at the last step."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    decay_steps = max(total_steps - 1 - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / decay_steps, 1.0)
+    return lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))

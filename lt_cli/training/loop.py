@@ -1,0 +1,386 @@
+"""The M-step training loop: ``train(config) -> TrainResult``.
+
+One function serves ``lt train``, ``torchrun ... -m lt_cli train`` and in-process callers (the
+bootstrap driver and the CPU demo): everything heavy is imported inside, the model is passed by
+path, and a world of one never touches ``torch.distributed`` process groups.
+
+Output folder (docs/training.md): the final model in Hugging Face format at ``DIR/`` (safetensors +
+tokenizer, loadable by transformers, vLLM and lm-eval), ``DIR/train_config.json`` (the resolved
+config), ``DIR/metrics.jsonl`` (one line per step), ``DIR/train_result.json`` (written last: the run
+is complete) and ``DIR/checkpoints/step-N/`` (resumable state every ``save_every`` steps).
+Rerunning the same command resumes from the newest checkpoint; the final weights are then bitwise
+identical to an uninterrupted run (same world size and micro-batch size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..console import log, progress, warn
+from ..errors import LtError, UsageError
+from ..io import dumps, read_json, write_json
+from . import checkpoint as ckpt
+from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
+from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
+from .distributed import DistEnv, all_reduce_sum, init_distributed, resolve_strategy, shutdown, wrap_model
+
+CONFIG_FILE = "train_config.json"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "train_result.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced. ``checkpoint_dir`` is the final model (HF format)."""
+
+    checkpoint_dir: str
+    steps: int
+    tokens_seen: int
+    final_loss: float | None
+    metrics_path: str
+    config_path: str
+    resumed_from_step: int = 0
+    elapsed_s: float = 0.0
+    tokens_per_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------ model
+def load_model_and_tokenizer_for_training(config: TrainConfig):
+    """fp32 master weights on CPU, with the four latent tokens (added when missing, seeded)."""
+    import torch
+
+    if config.init_config is not None:
+        from ..tiny import TinyModelConfig, build_byte_tokenizer, build_tiny_llama
+
+        try:
+            tiny = TinyModelConfig(**read_json(config.init_config))
+        except TypeError as exc:
+            raise UsageError(f"--init-config {config.init_config}: {exc}") from None
+        tokenizer = build_byte_tokenizer()
+        model = build_tiny_llama(len(tokenizer), tiny)
+    else:
+        from ..models import add_latent_tokens, load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(config.model, dtype="float32", device="cpu")
+        added = add_latent_tokens(model, tokenizer, seed=42)
+        if added:
+            log(f"added {added} latent special token(s) to the vocabulary")
+    model.to(torch.float32)
+    model.config.use_cache = False
+    model.train()
+    return model, tokenizer
+
+
+def _count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _resolve_total_steps(config: TrainConfig, stream: TokenStream) -> int:
+    if config.steps is not None:
+        return config.steps
+    if config.tokens is not None:
+        return steps_for_tokens(config.tokens, config.batch_size, config.seq_len)
+    epochs = config.epochs if config.epochs is not None else 1.0
+    epoch_tokens = stream.count_epoch_tokens(0)
+    steps = int(epochs * epoch_tokens // config.tokens_per_step)
+    if steps < 1:
+        raise UsageError(
+            f"{epochs:g} epoch(s) of {epoch_tokens:,} tokens is less than one step of {config.batch_size} x {config.seq_len} tokens; "
+            "lower --batch-size/--seq-len or raise --epochs"
+        )
+    return steps
+
+
+def _check_resume(output: Path, config: TrainConfig) -> None:
+    """Refuse to mix two different runs in one folder."""
+    saved_path = output / CONFIG_FILE
+    if not saved_path.exists():
+        return
+    saved = TrainConfig.from_dict(read_json(saved_path)).trajectory_fields()
+    current = config.trajectory_fields()
+    for key, value in current.items():
+        if value is None or value == "auto":
+            continue  # resolved from the same inputs when the run started
+        if saved.get(key) != value:
+            raise UsageError(
+                f"{output} holds a different run ({key}: {saved.get(key)!r} there, {value!r} now); "
+                "pass --overwrite to start over or choose another --output"
+            )
+
+
+class _Reporter:
+    """metrics.jsonl always; TensorBoard / W&B when installed and asked for."""
+
+    def __init__(self, output: Path, config: TrainConfig, resume_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = output / METRICS_FILE
+        self._file = None
+        self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        if self.path.exists():  # drop lines written after the checkpoint we resume from
+            import orjson
+
+            kept = [line for line in self.path.read_bytes().splitlines(keepends=True)
+                    if line.endswith(b"\n") and orjson.loads(line).get("step", 0) <= resume_step]
+            self.path.write_bytes(b"".join(kept))
+        self._file = open(self.path, "ab")
+        if "tensorboard" in config.report_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(output / "tensorboard"))
+            except ImportError:
+                warn("--report-to tensorboard: the tensorboard package is not installed; metrics.jsonl only")
+        if "wandb" in config.report_to:
+            try:
+                import wandb
+
+                self._wandb = wandb.init(project="lt", name=config.run_name, config=config.to_dict(), resume="allow")
+            except ImportError:
+                warn("--report-to wandb: the wandb package is not installed; metrics.jsonl only")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(dumps(record))
+        self._file.flush()
+        step = record["step"]
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"train/{key}", value, step)
+        if self._wandb is not None:
+            self._wandb.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+class _Prefetcher:
+    """Builds the next global batches on a thread (tokenizers release the GIL) while the model
+    trains; each batch carries the stream position after it, which is what checkpoints store."""
+
+    def __init__(self, stream: TokenStream, batch_size: int, depth: int = 2):
+        self.stream = stream
+        self.batch_size = batch_size
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lt-train-data")
+        self._thread.start()
+
+    def _run(self) -> None:
+        import numpy as np
+
+        try:
+            while not self._stop.is_set():
+                windows = [self.stream.next_window() for _ in range(self.batch_size)]
+                item = (np.stack([w[0] for w in windows]), np.stack([w[1] for w in windows]), self.stream.position())
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # surfaced in the training thread
+            self._queue.put(exc)
+
+    def next(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _save_final(output: Path, base_model, model, tokenizer, strategy: str, save_dtype, env: DistEnv) -> None:
+    import torch
+
+    if strategy == "fsdp":
+        state = ckpt.full_model_state(model)
+    else:
+        state = {k: v.detach().cpu() for k, v in base_model.state_dict().items()}
+    if not env.is_main:
+        return
+    if save_dtype != torch.float32:
+        state = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in state.items()}
+        base_model.config.dtype = save_dtype
+    base_model.save_pretrained(output, state_dict=state)
+    tokenizer.save_pretrained(output)
+
+
+# ------------------------------------------------------------------------------------ train
+def train(config: TrainConfig) -> TrainResult:
+    """Train (or resume, or return a finished run's result); see the module docstring."""
+    config.validate()
+    import torch
+    import torch.nn.functional as F
+
+    start_time = time.monotonic()
+    output = Path(config.output)
+    env = init_distributed(config.device)
+    try:
+        if config.overwrite and env.is_main:
+            ckpt.clear_run(output)
+        if env.distributed:
+            torch.distributed.barrier()
+        _check_resume(output, config)
+        if (output / RESULT_FILE).exists():
+            result = TrainResult(**read_json(output / RESULT_FILE))
+            if env.is_main:
+                log(f"{output}: training already complete ({result.steps} steps); pass --overwrite to retrain")
+            return result
+
+        use_bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and env.device.type == "cuda")
+        dtype_name = "bfloat16" if use_bf16 else "float32"
+
+        model, tokenizer = load_model_and_tokenizer_for_training(config)
+        corpora = load_documents(config.sources, config.layout)
+        weights = [s.weight for s in config.sources]
+
+        def make_stream(position: StreamPosition = StreamPosition()) -> TokenStream:
+            return TokenStream(corpora, weights, tokenizer, layout=config.layout, seq_len=config.seq_len, seed=config.seed,
+                               shuffle=config.shuffle, loss_on=config.loss_on, position=position)
+
+        total_steps = _resolve_total_steps(config, make_stream())
+        warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total_steps)
+
+        if config.batch_size % env.world_size:
+            raise UsageError(f"--batch-size {config.batch_size} is not divisible by the world size {env.world_size}")
+        per_rank = config.batch_size // env.world_size
+        micro = config.micro_batch_size or per_rank
+        if per_rank % micro:
+            raise UsageError(f"{per_rank} sequences per rank are not divisible by --micro-batch-size {micro}")
+        accumulation = per_rank // micro
+
+        strategy = resolve_strategy(config.strategy, env, _count_params(model))
+        resolved = replace(config, micro_batch_size=micro, warmup_steps=warmup, dtype=dtype_name, strategy=strategy if strategy != "none" else config.strategy,
+                           device=str(env.device.type), overwrite=False)
+        torch.manual_seed(config.seed)
+        model.to(env.device)
+        wrapped = wrap_model(model, strategy, env, bf16=use_bf16)
+        optimizer = torch.optim.AdamW(
+            wrapped.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
+            weight_decay=config.weight_decay, fused=(env.device.type == "cuda" and strategy != "fsdp"),
+        )
+
+        step, tokens_seen, last_loss, position = 0, 0, None, StreamPosition()
+        latest = ckpt.latest_checkpoint(output)
+        if latest is not None:
+            state = ckpt.load_checkpoint(latest, wrapped, optimizer, env)
+            step, tokens_seen, last_loss = state["step"], state["tokens_seen"], state.get("loss")
+            position = StreamPosition(**state["position"])
+            if env.is_main:
+                log(f"resuming from {latest} (step {step}/{total_steps})")
+        resumed_from = step
+        if env.is_main:
+            output.mkdir(parents=True, exist_ok=True)
+            write_json(output / CONFIG_FILE, resolved.to_dict())
+            log(
+                f"training {_count_params(model) / 1e6:.2f}M params on {env.world_size} x {env.device.type} ({strategy}, {dtype_name}): "
+                f"{total_steps} steps x {config.batch_size} seqs x {config.seq_len} tokens, warmup {warmup}, "
+                f"accumulation {accumulation} x micro-batch {micro}"
+            )
+
+        reporter = _Reporter(output, config, step, enabled=env.is_main)
+        stream = make_stream(position)
+        prefetcher = _Prefetcher(stream, config.batch_size) if step < total_steps else None
+        autocast = (torch.autocast(device_type=env.device.type, dtype=torch.bfloat16) if use_bf16 and strategy != "fsdp" else contextlib.nullcontext())
+        rank_rows = slice(env.rank * per_rank, (env.rank + 1) * per_rank)
+        trained_time, trained_tokens = 0.0, 0
+        try:
+            with progress("train", total=total_steps - step, unit="steps") if env.is_main else contextlib.nullcontext() as bar:
+                while step < total_steps:
+                    step_start = time.perf_counter()
+                    input_ids, labels, position = prefetcher.next()
+                    n_label_tokens = int((labels != IGNORE_INDEX).sum())
+                    lr = lr_at(step, lr=config.lr, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=config.min_lr_ratio)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    local_ids = torch.from_numpy(input_ids[rank_rows]).to(env.device, non_blocking=True)
+                    local_labels = torch.from_numpy(labels[rank_rows]).to(env.device, non_blocking=True)
+                    loss_sum = torch.zeros((), dtype=torch.float32, device=env.device)
+                    # DDP/FSDP average gradients over ranks; scale so the result is sum / n_label_tokens.
+                    scale = env.world_size / max(n_label_tokens, 1)
+                    for m in range(accumulation):
+                        rows = slice(m * micro, (m + 1) * micro)
+                        sync = m == accumulation - 1
+                        if strategy == "fsdp":
+                            wrapped.set_requires_gradient_sync(sync)
+                        no_sync = wrapped.no_sync() if (strategy == "ddp" and not sync) else contextlib.nullcontext()
+                        with no_sync, autocast:
+                            logits = wrapped(input_ids=local_ids[rows], use_cache=False).logits
+                            micro_loss = F.cross_entropy(
+                                logits.float().view(-1, logits.size(-1)), local_labels[rows].reshape(-1),
+                                ignore_index=IGNORE_INDEX, reduction="sum",
+                            )
+                        (micro_loss * scale).backward()
+                        loss_sum += micro_loss.detach()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip)
+                    if hasattr(grad_norm, "full_tensor"):
+                        grad_norm = grad_norm.full_tensor()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    all_reduce_sum(env, loss_sum)
+                    last_loss = loss_sum.item() / max(n_label_tokens, 1)
+                    if not math.isfinite(last_loss):
+                        raise LtError(f"loss is {last_loss} at step {step + 1}; lower --lr or check the data")
+                    step += 1
+                    tokens_seen += config.tokens_per_step
+                    elapsed = time.perf_counter() - step_start
+                    trained_time += elapsed
+                    trained_tokens += config.tokens_per_step
+                    record = {
+                        "step": step, "loss": round(last_loss, 6), "lr": lr, "grad_norm": round(float(grad_norm), 6),
+                        "tokens_seen": tokens_seen, "tokens_per_s": round(config.tokens_per_step / elapsed, 1),
+                        "epoch": position.epoch, "elapsed_s": round(time.monotonic() - start_time, 3),
+                    }
+                    reporter.write(record)
+                    if env.is_main:
+                        bar.advance()
+                        if step % config.log_every == 0 or step == total_steps:
+                            log(f"step {step}/{total_steps} loss {last_loss:.4f} lr {lr:.3g} {record['tokens_per_s']:,.0f} tok/s")
+                    if config.save_every and step % config.save_every == 0 and step < total_steps:
+                        ckpt.save_checkpoint(output, step, wrapped, optimizer,
+                                             {"tokens_seen": tokens_seen, "loss": last_loss, "position": position.to_dict(), "total_steps": total_steps},
+                                             env, keep=config.keep_checkpoints)
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+            reporter.close()
+
+        _save_final(output, model, wrapped, tokenizer, strategy, torch.bfloat16 if use_bf16 else torch.float32, env)
+        result = TrainResult(
+            checkpoint_dir=str(output), steps=step, tokens_seen=tokens_seen, final_loss=last_loss,
+            metrics_path=str(output / METRICS_FILE), config_path=str(output / CONFIG_FILE), resumed_from_step=resumed_from,
+            elapsed_s=round(time.monotonic() - start_time, 3),
+            tokens_per_s=round(trained_tokens / trained_time, 1) if trained_time > 0 else None,
+        )
+        if env.is_main:
+            write_json(output / RESULT_FILE, result.to_dict())
+            log(f"saved {output} ({step} steps, {tokens_seen:,} tokens, final loss {last_loss:.4f})" if last_loss is not None else f"saved {output}")
+        if env.distributed:
+            torch.distributed.barrier()
+        return result
+    finally:
+        shutdown(env)
