@@ -1,15 +1,79 @@
-"""PLACEHOLDER: being built; replace this whole file (HELP, EXAMPLES, command)."""
+"""`lt synthesize`: a teacher writes latent thoughts per chunk (or WRAP rephrasings per document)."""
 
 from __future__ import annotations
 
-from .common import run_command
+from typing import Annotated, Optional
 
-HELP = "(being built)"
-EXAMPLES = "lt synthesize --help"
+import typer
+
+from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, run_command
+from .sample_thoughts import CacheOpt, DtypeOpt, MaxModelLenOpt, NoCacheOpt, backend_config, resolve_cache
+
+HELP = "Teacher synthesis: latent thoughts per chunk (default) or WRAP / WRAP-CoT rephrasings per document."
+EXAMPLES = """\
+lt synthesize docs.jsonl -o teacher.jsonl                     # gpt-4o-mini over the API (LT_API_KEY)
+lt synthesize --batch docs.jsonl -o teacher.jsonl             # OpenAI Batch API; rerun to re-attach
+lt synthesize --backend transformers --model HuggingFaceTB/SmolLM2-135M-Instruct docs.jsonl > t.jsonl
+lt synthesize --method wrap --passes 5 docs.jsonl -o wrap.jsonl
+"""
+DETAILS = """\
+latent: per chunk (chunked on the fly like lt chunk) the teacher sees the previous chunk ("N/A" for
+the first) and writes the background knowledge and reasoning behind the chunk; the reply is stored
+verbatim in chunks[i].latent. wrap: one of four styles per document and pass (simple, scholarly,
+wikipedia, qa), by a seeded draw; wrap-cot: a paraphrase with inserted step-by-step reasoning. WRAP
+outputs go to the document's latent field (train with --layout pure). Defaults follow the reference:
+T=0.7, max tokens 6000 (latent) / 5000 (wrap) / 8000 (wrap-cot). Replies are cached (--cache), so
+reruns and resumed runs cost nothing. See docs/estep.md.
+"""
 
 
 @run_command
-def command() -> int:
-    from ..errors import LtError
+def command(
+    input: InputArg = None,
+    output: OutputOpt = None,
+    method: Annotated[str, typer.Option("--method", help="latent, wrap or wrap-cot.")] = "latent",
+    model: Annotated[str, typer.Option("--model", "-m", help="Teacher model (an API model name, or a local instruct checkpoint).")] = "gpt-4o-mini-2024-07-18",
+    backend: Annotated[str, typer.Option("--backend", help="api (OpenAI-compatible HTTP), vllm or transformers (chat template).")] = "api",
+    batch: Annotated[bool, typer.Option("--batch", help="api backend: send requests through the Batch API (needs -o; state in OUTPUT.batches.jsonl).")] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help="Teacher sampling temperature.")] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")] = 1.0,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens per reply (default 6000 latent, 5000 wrap, 8000 wrap-cot).", show_default=False)] = None,
+    passes: Annotated[int, typer.Option("--passes", help="Replies per document (or chunk), written as separate records.")] = 1,
+    prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Previous chunks shown to the teacher (reference: 1).")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="User seed: request seeds and WRAP style draws derive from it.")] = 42,
+    docs_per_call: Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents per backend call (default 8; all with --batch).", show_default=False)] = None,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", help="api backend: requests in flight at once.")] = 8,
+    dtype: DtypeOpt = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass (local backends).")] = 16,
+    max_model_len: MaxModelLenOpt = None,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    shard: ShardOpt = None,
+    skip_bad: SkipBadOpt = False,
+    rejects: RejectsOpt = None,
+) -> int:
+    from ..errors import UsageError
+    from ..teacher import SynthesizeConfig, run_synthesize
 
-    raise LtError("not built yet")
+    check_stdin(input)
+    options: dict = {}
+    if backend == "api":
+        options["max_concurrency"] = max_concurrency
+    if batch:
+        if backend != "api":
+            raise UsageError("--batch needs --backend api")
+        if not output or output == "-":
+            raise UsageError("--batch needs -o FILE (the batch ids are kept in FILE.batches.jsonl so a rerun re-attaches)")
+        options["batch"] = True
+        options["batch_state"] = output + ".batches.jsonl"
+    if docs_per_call is None:
+        docs_per_call = 1_000_000 if batch else 8
+    config = SynthesizeConfig(
+        method=method, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, passes=passes, seed=seed,
+        prefix_chunks=prefix_chunks, docs_per_call=docs_per_call,
+    )
+    return run_synthesize(
+        input, output, backend, backend_config(model, dtype, batch_size, max_model_len, options), config,
+        cache_path=resolve_cache(output, cache, no_cache), shard=shard, skip_bad=skip_bad,
+        rejects=rejects_path(output, rejects) if skip_bad else None,
+    )
