@@ -530,10 +530,32 @@ def run_stream(
     return report_bad(reader, rejects_writer)
 
 
-def _load_backend(name: str, backend_config):
-    from .backends import load_backend
+class LazyBackend:
+    """Loads the backend on first use, so malformed input in the first group of records is reported
+    before a model is loaded (and ``close`` of a never-used backend costs nothing)."""
 
-    return load_backend(name, backend_config)
+    def __init__(self, name: str, config):
+        self._name = name
+        self._config = config
+        self._backend = None
+
+    def _get(self):
+        if self._backend is None:
+            from .backends import load_backend
+
+            self._backend = load_backend(self._name, self._config)
+        return self._backend
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._get(), attribute)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
+def _load_backend(name: str, backend_config):
+    return LazyBackend(name, backend_config)
 
 
 def run_sample_thoughts(

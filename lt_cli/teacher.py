@@ -288,9 +288,16 @@ def synthesize(backend, documents: Iterable[Record], config: SynthesizeConfig, c
     Documents are handled in fixed groups of ``docs_per_call`` (one backend call per group), so a
     resumed run re-issues exactly the requests of the interrupted group (served by the cache).
     """
-    unit, count = _counter(backend)
-    if stats is not None:
-        stats.unit = unit
+    counter: list = []
+
+    def count(text: str) -> int:
+        if not counter:  # asked only once a group is done, so the backend loads after reading input
+            unit, fn = _counter(backend)
+            counter.append(fn)
+            if stats is not None:
+                stats.unit = unit
+        return counter[0](text)
+
     per_doc = config.passes
     block: list[Record] = []
     start = 0

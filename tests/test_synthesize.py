@@ -1,0 +1,160 @@
+"""lt synthesize: prompts, WRAP style draws, passes, cache, resume, and real backends."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from conftest import FIXTURES, REPO
+from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample
+from lt_cli.errors import LtError
+from lt_cli.records import document_id
+from lt_cli.sample_cache import SampleCache
+from lt_cli.teacher import (
+    LATENT_SYSTEM,
+    WRAP_STYLES,
+    SynthesisStats,
+    SynthesizeConfig,
+    latent_messages,
+    synthesize,
+    wrap_cot_messages,
+    wrap_messages,
+    wrap_style,
+)
+
+LT = [sys.executable, "-m", "lt_cli"]
+ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600"}
+
+
+class FakeTeacher:
+    """Replies ``"<seed>:<md5 of the last message>"`` so tests can check what was asked, and how."""
+
+    name = "fake"
+    model_id = "fake-teacher"
+
+    def __init__(self, truncate_every: int = 0):
+        self.calls: list[list] = []
+        self.truncate_every = truncate_every
+        self.n = 0
+
+    def chat(self, conversations, params, seeds=None):
+        self.calls.append([list(c) for c in conversations])
+        out = []
+        for conv, seed_row in zip(conversations, seeds):
+            self.n += 1
+            digest = hashlib.md5(conv[-1]["content"].encode()).hexdigest()[:8]
+            reason = FINISH_LENGTH if self.truncate_every and self.n % self.truncate_every == 0 else FINISH_STOP
+            out.append([Sample(text=f"{seed_row[0]}:{digest} T={params.temperature} max={params.max_new_tokens}", token_ids=[], token_logprobs=[], finish_reason=reason)])
+        return out
+
+    def close(self):
+        pass
+
+
+def docs(n: int) -> list[dict]:
+    base = [orjson.loads(line) for line in (FIXTURES / "math_docs.jsonl").read_bytes().splitlines() if line.strip()]
+    return [dict(base[i % len(base)], id=f"d{i}") for i in range(n)]
+
+
+def test_latent_prompt_follows_the_brief():
+    first = latent_messages("", "The sum of 2 and 3 is 5.")
+    assert [m["role"] for m in first] == ["system", "user"]
+    assert first[0]["content"] == LATENT_SYSTEM
+    user = first[1]["content"]
+    assert "=== Text before ===\nN/A\n\n=== Passage to explain ===\nThe sum of 2 and 3 is 5.\n" in user
+    assert "step by step" in user and "background" in user
+    # the brief forbids the words prefix/suffix in what the teacher is told to write about
+    assert "prefix" not in user.lower() and "suffix" not in user.lower()
+    later = latent_messages("Earlier text.", "Now this.")[1]["content"]
+    assert "=== Text before ===\nEarlier text.\n\n=== Passage to explain ===\nNow this.\n" in later
+
+
+def test_wrap_prompts_and_seeded_style_draw():
+    for style in WRAP_STYLES:
+        [message] = wrap_messages("Some text.", style)
+        assert message["role"] == "user" and message["content"].endswith("Text:\nSome text.")
+    assert "Question:" in wrap_messages("x", "qa")[0]["content"]
+    assert "reasoning" in wrap_cot_messages("x")[0]["content"]
+    with pytest.raises(LtError):
+        wrap_messages("x", "pirate")
+    draws = collections.Counter(wrap_style(42, f"doc{i}", 0) for i in range(4000))
+    assert set(draws) == set(WRAP_STYLES)
+    assert all(900 < c < 1100 for c in draws.values()), draws  # uniform within ~3.5 sigma
+    assert wrap_style(42, "doc1", 0) == wrap_style(42, "doc1", 0)
+    assert [wrap_style(42, "doc1", p) for p in range(8)] != [wrap_style(43, "doc1", p) for p in range(8)]
+
+
+def test_latent_synthesis_one_request_per_chunk_stored_verbatim():
+    teacher = FakeTeacher()
+    stats = SynthesisStats()
+    out = list(synthesize(teacher, docs(3), SynthesizeConfig(), stats=stats))
+    assert len(out) == 3
+    asked = [conv for call in teacher.calls for conv in call]
+    assert len(asked) == sum(len(d["chunks"]) for d in out)
+    n = 0
+    for doc in out:
+        for i, chunk in enumerate(doc["chunks"]):
+            conv = asked[n]
+            n += 1
+            previous = doc["chunks"][i - 1]["text"] if i else "N/A"
+            assert latent_messages("" if i == 0 else previous, chunk["text"]) == conv
+            digest = hashlib.md5(conv[-1]["content"].encode()).hexdigest()[:8]
+            assert chunk["latent"].split(":", 1)[1] == f"{digest} T=0.7 max=6000"
+    assert stats.records == 3 and stats.requests == n and stats.failures() == 0
+    assert stats.latent_units > 0 and stats.raw_units > 0
+
+
+def test_wrap_passes_styles_and_defaults():
+    teacher = FakeTeacher()
+    out = list(synthesize(teacher, docs(4), SynthesizeConfig(method="wrap", passes=3)))
+    assert [(r["id"], r["pass"]) for r in out] == [(f"d{i}", p) for i in range(4) for p in range(3)]
+    for r in out:
+        assert r["wrap_style"] == wrap_style(42, document_id(r), r["pass"])
+        assert r["latent"].endswith("T=0.7 max=5000")
+        assert "chunks" not in r
+    cot = list(synthesize(FakeTeacher(), docs(2), SynthesizeConfig(method="wrap-cot", max_new_tokens=77)))
+    assert all(r["wrap_style"] == "cot" and r["latent"].endswith("max=77") for r in cot)
+    with pytest.raises(LtError):
+        SynthesizeConfig(method="paraphrase")
+    with pytest.raises(LtError):
+        SynthesizeConfig(passes=0)
+
+
+def test_failures_are_counted():
+    stats = SynthesisStats()
+    list(synthesize(FakeTeacher(truncate_every=2), docs(2), SynthesizeConfig(method="wrap"), stats=stats))
+    assert stats.truncated == 1 and "failures 1" in stats.line()
+
+
+def test_cache_and_skip_make_reruns_free(tmp_path):
+    cache = SampleCache(tmp_path / "t.sqlite")
+    config = SynthesizeConfig(docs_per_call=2)
+    first = list(synthesize(FakeTeacher(), docs(5), config, cache))
+    again_teacher = FakeTeacher()
+    again = list(synthesize(again_teacher, docs(5), config, cache))
+    assert again == first and again_teacher.calls == []
+    # skipping 3 outputs recomputes only the group holding record 3 (from the cache here)
+    tail = list(synthesize(FakeTeacher(), docs(5), config, None, skip=3))
+    assert tail == first[3:]
+    cache.close()
+
+
+def run_lt(args, **kwargs):
+    return subprocess.run(LT + args, capture_output=True, env={**ENV, **kwargs.pop("env", {})}, cwd=REPO, **kwargs)
+
+
+def test_cli_rejects_bad_records_and_bad_flags(tmp_path):
+    source = tmp_path / "docs.jsonl"
+    source.write_bytes(b'{"text": "Fine."}\n{"text": 3}\n')
+    result = run_lt(["synthesize", "--backend", "transformers", "--model", "nowhere", str(source)])
+    assert result.returncode == 2 and f"{source}:2: field 'text' must be a string" in result.stderr.decode()
+    result = run_lt(["synthesize", "--batch", str(source)])
+    assert result.returncode == 2 and "--batch needs -o" in result.stderr.decode()
+    result = run_lt(["synthesize", "--method", "poem", str(source)])
+    assert result.returncode == 1 and "--method must be one of" in result.stderr.decode()
