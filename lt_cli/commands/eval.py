@@ -1,15 +1,72 @@
-"""PLACEHOLDER: being built; replace this whole file (HELP, EXAMPLES, command)."""
+"""`lt eval`: few-shot GSM8K/MATH accuracy, held-out NLL and ELBO, or grading of saved outputs."""
 
 from __future__ import annotations
 
-from .common import run_command
+from typing import Annotated, Optional
 
-HELP = "(being built)"
-EXAMPLES = "lt eval --help"
+import typer
+
+from .common import SeedOpt, run_command
+
+HELP = "Evaluate a model: GSM8K/MATH few-shot accuracy (latent or raw prompts), NLL, ELBO_n."
+EXAMPLES = """\
+lt eval --model ckpt/ --task gsm8k --limit 50 --log-samples gsm8k.samples.jsonl
+lt eval --model ckpt/ --task math --data math_test.jsonl --variant latent -o math.json
+lt eval --model ckpt/ --task gsm8k --samples 8 --temperature 0.6     # maj@k, pass@k
+lt eval --task gsm8k --grade gsm8k.samples.jsonl                      # regrade, no model
+lt eval --model ckpt/ --task elbo --data val.jsonl --limit 100        # ELBO_1,2,4 per token
+lt eval --model ckpt/ --task-file my_task.json --data my_problems.jsonl
+"""
+DETAILS = """Metrics go to stdout as one JSON object (or -o FILE); a table goes to stderr. Generation tasks
+report a top-level "accuracy" (GSM8K: flexible = last number; MATH: math-verify). See docs/eval.md."""
 
 
 @run_command
-def command() -> int:
-    from ..errors import LtError
+def command(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model folder or hub id (not needed with --grade).", show_default=False)] = None,
+    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, math, nll, elbo, or a task file (.json).")] = "gsm8k",
+    task_file: Annotated[Optional[str], typer.Option("--task-file", help="Your own task file (JSON; see docs/eval.md).", show_default=False)] = None,
+    variant: Annotated[str, typer.Option(help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; auto: latent when the tokenizer has the 4 special tokens.")] = "auto",
+    data: Annotated[Optional[str], typer.Option("--data", help="Problems or documents JSONL (or a folder with SPLIT.jsonl); default: the task's Hugging Face dataset.", show_default=False)] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Dataset split (default: the task's, usually test).", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems/documents.", show_default=False)] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Generations per problem; > 1 reports maj@k and pass@k (needs --temperature > 0).")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 is greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generated tokens per answer (reference: 1024).")] = 1024,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option("--max-prompt-tokens", help="Cap on prompt tokens (reference setup: 1024); exemplars are dropped to fit, never cut.", show_default=False)] = None,
+    num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", help="Exemplars to use (default: all in the task file: 8 GSM8K, 4 MATH).", show_default=False)] = None,
+    grade: Annotated[Optional[str], typer.Option("--grade", help="Grade this predictions JSONL (field 'output' + the problem's fields) without a model.", show_default=False)] = None,
+    log_samples: Annotated[Optional[str], typer.Option("--log-samples", help="Write per-sample JSONL (prompt, output, extracted, gold, correct).", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the metrics JSON here (and the config next to it) instead of stdout.", show_default=False)] = None,
+    backend: Annotated[str, typer.Option("--backend", help="transformers (hf), vllm or api.")] = "transformers",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per backend call.")] = 16,
+    dtype: Annotated[str, typer.Option("--dtype")] = "auto",
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Context length (default: the model's).", show_default=False)] = None,
+    elbo_n: Annotated[str, typer.Option("--elbo-n", help="ELBO_n sample counts, comma-separated (K = the largest).")] = "1,2,4",
+    max_latent_tokens: Annotated[int, typer.Option("--max-latent-tokens", help="ELBO: max tokens per sampled latent.")] = 1024,
+    seed: SeedOpt = 1234,
+) -> int:
+    from ..errors import UsageError
+    from ..evaluation import EvalConfig, evaluate
+    from ..io import write_json, write_stdout_json
 
-    raise LtError("not built yet")
+    try:
+        elbo_counts = tuple(int(x) for x in elbo_n.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--elbo-n must be comma-separated integers, got {elbo_n!r}") from None
+    config = EvalConfig(
+        task=task, model=model, task_file=task_file, backend=backend, variant=variant, data=data, split=split,
+        limit=limit, seed=seed, samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        max_prompt_tokens=max_prompt_tokens, num_fewshot=num_fewshot, grade=grade, log_samples=log_samples,
+        batch_size=batch_size, dtype=dtype, device=device, max_model_len=max_model_len, elbo_n=elbo_counts,
+        max_latent_tokens=max_latent_tokens,
+    )
+    metrics = evaluate(config)
+    if output and output != "-":
+        write_json(output, metrics)
+        write_json(output + ".config.json", config)
+    else:
+        write_stdout_json(metrics)
+    return 0

@@ -1,0 +1,38 @@
+"""``lt eval`` as a library: ``evaluate(EvalConfig(...)) -> dict`` of metrics.
+
+Tasks: ``gsm8k`` and ``math`` (few-shot generation, lt's own exemplars in ``tasks/*.json``),
+``nll`` and ``elbo`` (held-out likelihoods on raw documents), plus any task file passed with
+``task_file`` / ``--task-file``. A new generation task is one JSON file (see
+:mod:`lt_cli.evaluation.registry`); a new Python task is one module calling :func:`register_task`.
+Generation-task metrics have a top-level ``accuracy`` (the task's headline metric).
+"""
+
+from __future__ import annotations
+
+from .config import EvalConfig
+from .registry import GenerationTask, get_task, load_task_file, parse_task_file, register_task, task_names
+
+__all__ = [
+    "EvalConfig",
+    "GenerationTask",
+    "evaluate",
+    "get_task",
+    "load_task_file",
+    "parse_task_file",
+    "register_task",
+    "task_names",
+]
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Run one evaluation; returns the metrics dict (also what ``lt eval`` prints on stdout)."""
+    from dataclasses import asdict
+
+    from ..errors import UsageError
+
+    if config.limit is not None and config.limit < 0:
+        raise UsageError("--limit must be >= 0")
+    task = load_task_file(config.task_file) if config.task_file else get_task(config.task)
+    metrics = task.evaluate(config)
+    metrics["config"] = asdict(config)
+    return metrics

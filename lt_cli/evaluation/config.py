@@ -1,0 +1,54 @@
+"""``EvalConfig``: everything one ``lt eval`` run depends on (saved next to ``-o`` outputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run. ``evaluate(EvalConfig(...))`` is ``lt eval`` as a function.
+
+    Generation tasks (gsm8k, math, task files) read ``data``/``split``/``limit``, build few-shot
+    prompts in the ``variant`` (latent | raw | auto) and decode greedily unless ``temperature`` > 0;
+    ``samples`` > 1 adds maj@k and pass@k. ``grade`` grades an existing predictions file instead and
+    loads no model. Likelihood tasks (nll, elbo) read raw documents from ``data``.
+    """
+
+    task: str = "gsm8k"
+    model: str | None = None
+    #: a user task file (JSON); overrides ``task``
+    task_file: str | None = None
+    backend: str = "transformers"
+    #: latent | raw | auto (latent when the tokenizer has the four special tokens)
+    variant: str = "auto"
+    #: JSONL file, or a folder holding SPLIT.jsonl; None: the task's default (Hugging Face datasets)
+    data: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    seed: int = 1234
+    #: generations per problem (maj@k, pass@k when > 1; needs temperature > 0)
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    #: cap on prompt tokens (the reference's vLLM setup used 1024); None: context - max_new_tokens
+    max_prompt_tokens: int | None = None
+    #: exemplars to use (None: all in the task file)
+    num_fewshot: int | None = None
+    #: grade this predictions JSONL (fields ``output`` or ``outputs`` + the problem's fields)
+    grade: str | None = None
+    #: per-sample JSONL (prompt, output, extracted, gold, correct, problem fields)
+    log_samples: str | None = None
+    # backend
+    batch_size: int = 16
+    dtype: str = "auto"
+    device: str = "auto"
+    max_model_len: int | None = None
+    backend_options: dict = field(default_factory=dict)
+    # elbo task
+    elbo_n: tuple[int, ...] = (1, 2, 4)
+    #: max latent tokens per chunk when sampling thoughts for the ELBO (reference: 1024)
+    max_latent_tokens: int = 1024
+    #: average sentences per uniform chunk for the ELBO (reference: 8)
+    elbo_avg_units: int = 8

@@ -1,0 +1,64 @@
+"""Aggregating per-sample correctness: accuracy, maj@k and pass@k.
+
+* ``accuracy`` of a metric = mean correctness over all samples of all problems (with one greedy
+  sample per problem: the usual exact-match accuracy).
+* ``pass@k`` = the unbiased estimator ``1 - C(n - c, k) / C(n, k)`` (Chen et al. 2021) averaged
+  over problems, with n samples of which c are correct.
+* ``maj@k`` = the first k samples vote with their extracted answers (grouped by the grader's
+  ``vote_key``; a sample with no answer does not vote; ties go to the answer seen first), and the
+  problem counts as solved when the winning answer is correct.
+* k runs over the powers of two below n, and n itself.
+"""
+
+from __future__ import annotations
+
+from math import comb
+from typing import Sequence
+
+
+def k_values(n: int) -> list[int]:
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    ks.append(n)
+    return ks
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def majority_correct(keys: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """Whether the most frequent non-None key (first seen wins ties) belongs to a correct sample."""
+    counts: dict[str, int] = {}
+    first_correct: dict[str, bool] = {}
+    for key, ok in zip(keys, correct):
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        first_correct.setdefault(key, ok)
+    if not counts:
+        return False
+    best = max(counts.values())
+    winner = next(key for key in counts if counts[key] == best)
+    return first_correct[winner]
+
+
+def aggregate_samples(per_problem_keys: list[list[str | None]], per_problem_correct: list[list[bool]]) -> dict[str, float]:
+    """maj@k and pass@k over problems that all have the same number of samples n."""
+    if not per_problem_correct:
+        return {}
+    n = len(per_problem_correct[0])
+    if any(len(c) != n for c in per_problem_correct):
+        raise ValueError("every problem needs the same number of samples for maj@k/pass@k")
+    out: dict[str, float] = {}
+    for k in k_values(n):
+        out[f"maj@{k}"] = sum(majority_correct(keys[:k], corr[:k]) for keys, corr in zip(per_problem_keys, per_problem_correct)) / len(per_problem_correct)
+    for k in k_values(n):
+        out[f"pass@{k}"] = sum(pass_at_k(n, sum(corr), k) for corr in per_problem_correct) / len(per_problem_correct)
+    return out
