@@ -158,3 +158,94 @@ def test_cli_rejects_bad_records_and_bad_flags(tmp_path):
     assert result.returncode == 2 and "--batch needs -o" in result.stderr.decode()
     result = run_lt(["synthesize", "--method", "poem", str(source)])
     assert result.returncode == 1 and "--method must be one of" in result.stderr.decode()
+
+
+# ------------------------------------------------------------------------ real backends
+def write_docs(path, records):
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+
+def test_synthesize_against_openai_compatible_server(tmp_path):
+    from servers.openai_server import run_openai_server
+
+    source = tmp_path / "docs.jsonl"
+    write_docs(source, docs(3))
+    with run_openai_server() as server:
+        env = server.client_env()
+        out = tmp_path / "teacher.jsonl"
+        result = run_lt(["synthesize", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "12"], env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        assert len(records) == 3
+        for r in records:
+            assert all(len(c["latent"]) == 12 and set(c["latent"]) <= set("abcdefghijklmnopqrstuvwxyz ") for c in r["chunks"])
+        stderr = result.stderr.decode()
+        assert "latent/raw words ratio" in stderr and "failures" in stderr
+        chats = server.requests("/v1/chat/completions")
+        assert len(chats) == sum(len(r["chunks"]) for r in records)
+        # a rerun is served from the cache: no new request, same bytes
+        again = tmp_path / "again.jsonl"
+        result = run_lt(["synthesize", str(source), "-o", str(again), "--model", "teacher-x", "--max-new-tokens", "12", "--cache", str(out) + ".cache.sqlite"], env=env)
+        assert result.returncode == 0 and again.read_bytes() == out.read_bytes()
+        assert len(server.requests("/v1/chat/completions")) == len(chats)
+        # wrap over the same server
+        wrap = run_lt(["synthesize", "--method", "wrap", "--passes", "2", str(source), "--model", "teacher-x", "--max-new-tokens", "5"], env=env)
+        assert wrap.returncode == 0, wrap.stderr.decode()
+        lines = [orjson.loads(line) for line in wrap.stdout.splitlines()]
+        assert [r["pass"] for r in lines] == [0, 1] * 3 and all(len(r["latent"]) == 5 for r in lines)
+
+
+def test_synthesize_batch_api_against_server(tmp_path):
+    from servers.openai_server import run_openai_server
+
+    source = tmp_path / "docs.jsonl"
+    write_docs(source, docs(2))
+    with run_openai_server() as server:
+        env = server.client_env()
+        out = tmp_path / "teacher.jsonl"
+        result = run_lt(["synthesize", "--batch", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "7"], env={**env})
+        assert result.returncode == 0, result.stderr.decode()
+        assert server.requests("/v1/batches") and not server.requests("/v1/chat/completions")
+        records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+        assert all(len(c["latent"]) == 7 for r in records for c in r["chunks"])
+        assert (tmp_path / "teacher.jsonl.batches.jsonl").exists()
+
+
+def test_synthesize_resumes_after_kill(tmp_path):
+    import signal
+    import time
+
+    from servers.openai_server import run_openai_server
+
+    source = tmp_path / "docs.jsonl"
+    write_docs(source, docs(10))
+    args = ["synthesize", str(source), "--model", "teacher-x", "--max-new-tokens", "9", "--docs-per-call", "1", "--max-concurrency", "1"]
+    with run_openai_server(faults={"hang_first": 10_000, "hang_s": 0.15}) as server:
+        env = {**ENV, **server.client_env()}
+        reference = tmp_path / "reference.jsonl"
+        out = tmp_path / "out.jsonl"
+        proc = subprocess.Popen(LT + args + ["-o", str(out)], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        partial = tmp_path / "out.jsonl.partial"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if partial.exists() and partial.read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before = partial.read_bytes().count(b"\n")
+        assert 2 <= done_before < 10 and not out.exists()
+        server.set_faults()
+        n_before = len(server.requests("/v1/chat/completions"))
+        resumed = run_lt(args + ["-o", str(out)], env=server.client_env())
+        assert resumed.returncode == 0, resumed.stderr.decode()
+        assert "resuming after" in resumed.stderr.decode()
+        n_resumed = len(server.requests("/v1/chat/completions")) - n_before
+        full = run_lt(args + ["-o", str(reference), "--no-cache"], env=server.client_env())
+        assert full.returncode == 0
+        n_full = len(server.requests("/v1/chat/completions")) - n_before - n_resumed
+        assert out.read_bytes() == reference.read_bytes()
+        assert n_resumed < n_full  # finished documents were not asked again
+        ids = [orjson.loads(line)["id"] for line in out.read_bytes().splitlines()]
+        assert ids == [f"d{i}" for i in range(10)]
