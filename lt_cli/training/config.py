@@ -26,7 +26,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 #: (Bitwise-identical resumption also needs the same world size and micro-batch size, which fix
 #: the order of floating-point reductions.)
 RESUME_FREE_FIELDS = frozenset(
-    {"save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite"}
+    {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite"}
 )
 
 

@@ -225,14 +225,23 @@ def _save_final(output: Path, base_model, model, tokenizer, strategy: str, save_
     if save_dtype != torch.float32:
         state = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in state.items()}
         base_model.config.dtype = save_dtype
-    base_model.save_pretrained(output, state_dict=state)
-    tokenizer.save_pretrained(output)
+    from transformers.utils import logging as hf_logging
+
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the "Writing model shards" bar; lt prints its own line
+    try:
+        base_model.save_pretrained(output, state_dict=state)
+        tokenizer.save_pretrained(output)
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------------------ train
 def train(config: TrainConfig) -> TrainResult:
     """Train (or resume, or return a finished run's result); see the module docstring."""
     config.validate()
+    corpora = load_documents(config.sources, config.layout)  # bad records fail before torch loads
     import torch
     import torch.nn.functional as F
 
@@ -255,7 +264,6 @@ def train(config: TrainConfig) -> TrainResult:
         dtype_name = "bfloat16" if use_bf16 else "float32"
 
         model, tokenizer = load_model_and_tokenizer_for_training(config)
-        corpora = load_documents(config.sources, config.layout)
         weights = [s.weight for s in config.sources]
 
         def make_stream(position: StreamPosition = StreamPosition()) -> TokenStream:
