@@ -1,0 +1,33 @@
+"""The embedded demo: a synthetic data-constrained corpus, a tiny model and an accuracy eval.
+
+``lt bootstrap --iters 3`` with no data or model arguments runs BoLT on it on a CPU; see
+docs/bootstrap.md for what it shows and how long it takes. :data:`DEMO_SETTINGS` are the
+calibrated defaults the bootstrap driver applies in demo mode (any flag given explicitly wins).
+"""
+
+from __future__ import annotations
+
+from .corpus import DemoCorpusConfig, DemoCorpusFiles, StateMachine, parse_answer, write_demo_corpus
+
+#: Bootstrap settings for the demo (BootstrapConfig field -> value), calibrated on 2 CPU cores.
+DEMO_SETTINGS: dict = {
+    "seq_len": 128,
+    "batch_size": 20,  # 2,560 tokens per step, about 67 documents with thoughts
+    "lr": 2e-3,
+    "warmup_steps": 20,
+    "warm_steps": 300,
+    "mstep_steps": 400,
+    "save_every": 100,
+    "prefix_chunks": 3,
+    "max_latent_tokens": 32,  # 8 states = 15 bytes; a runaway thought stops here
+    "temperature": 1.0,
+    "eval_tasks": ["demo"],
+    "eval_max_new_tokens": 48,
+    "raw_baseline": True,
+    "teacher_baseline": True,
+}
+
+#: The demo's tiny Llama (TinyModelConfig fields): 3 layers, 128 wide, byte vocabulary.
+DEMO_MODEL: dict = {"hidden_size": 128, "num_layers": 3, "num_heads": 4, "num_kv_heads": 4, "intermediate_size": 512, "max_position_embeddings": 256, "seed": 0}
+
+__all__ = ["DEMO_MODEL", "DEMO_SETTINGS", "DemoCorpusConfig", "DemoCorpusFiles", "StateMachine", "parse_answer", "write_demo_corpus"]

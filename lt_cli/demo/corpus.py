@@ -1,0 +1,180 @@
+"""The demo corpus: observed text that is the compressed outcome of a multi-step latent process.
+
+A fixed random *state machine* (``n_states`` states, ``n_letters`` input letters, each letter a
+random permutation of the states) runs from state 0 over a word of ``n_steps`` letters. A document
+shows only the word and the final state::
+
+    chunk 0 (problem): "Q: cbadjehf"
+    chunk 1 (answer):  " A:7"
+
+The hidden process, the sequence of intermediate states ``"3 5 1 9 0 2 4 7"``, is the latent
+thought of the answer chunk: it is what a teacher writes down, and what the E-step has to infer.
+Without it the answer is a composition of ``n_steps`` table look-ups that a tiny model cannot learn
+from the final states alone (raw training stays near chance); with it every step is one look-up.
+
+Documents are pre-chunked (``chunks`` present) because sentence chunking would not split them into
+problem and answer. The problem chunk's latent is the empty string (nothing is hidden there).
+
+Everything is a pure function of :class:`DemoCorpusConfig` (numpy ``default_rng(seed)``), so the
+same config always writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+PROBLEM_PREFIX = "Q: "
+ANSWER_PREFIX = " A:"
+_ANSWER = re.compile(r"A:\s*(\d+)")
+
+
+@dataclass(frozen=True)
+class DemoCorpusConfig:
+    """Sizes of the synthetic task. Defaults: 2,000 training documents, 10% with teacher thoughts."""
+
+    n_states: int = 10
+    n_letters: int = 10
+    n_steps: int = 8
+    n_train: int = 2000
+    n_heldout: int = 500
+    #: fraction of training documents whose teacher thoughts the warm start may see
+    warm_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.n_states <= 100:
+            raise ValueError("n_states must be in [2, 100]")
+        if not 1 <= self.n_letters <= len(LETTERS):
+            raise ValueError(f"n_letters must be in [1, {len(LETTERS)}]")
+        if self.n_steps < 1 or self.n_train < 1 or self.n_heldout < 1:
+            raise ValueError("n_steps, n_train and n_heldout must be positive")
+        if not 0.0 < self.warm_fraction <= 1.0:
+            raise ValueError("warm_fraction must be in (0, 1]")
+
+    @property
+    def n_warm(self) -> int:
+        return max(1, int(round(self.n_train * self.warm_fraction)))
+
+    @property
+    def chance_accuracy(self) -> float:
+        return 1.0 / self.n_states
+
+
+class StateMachine:
+    """``transitions[letter][state]`` is the next state; each row is a permutation of the states."""
+
+    def __init__(self, n_states: int, n_letters: int, rng: np.random.Generator):
+        self.n_states = n_states
+        self.letters = LETTERS[:n_letters]
+        self.transitions = {letter: [int(s) for s in rng.permutation(n_states)] for letter in self.letters}
+
+    def trace(self, word: str, start: int = 0) -> list[int]:
+        """The states visited after each letter (the last one is the answer)."""
+        state = start
+        states = []
+        for letter in word:
+            state = self.transitions[letter][state]
+            states.append(state)
+        return states
+
+
+def problem_text(word: str) -> str:
+    return f"{PROBLEM_PREFIX}{word}"
+
+
+def answer_text(state: int) -> str:
+    return f"{ANSWER_PREFIX}{state}"
+
+
+def thought_text(states: list[int]) -> str:
+    """The teacher's latent for the answer chunk: every intermediate state, space-separated."""
+    return " ".join(str(s) for s in states)
+
+
+def parse_answer(generation: str) -> int | None:
+    """The first ``A:<number>`` in a generation, or None when the model never stated an answer."""
+    match = _ANSWER.search(generation)
+    return int(match.group(1)) if match else None
+
+
+def _documents(config: DemoCorpusConfig) -> tuple[StateMachine, list[dict[str, Any]], list[dict[str, Any]]]:
+    rng = np.random.default_rng(config.seed)
+    machine = StateMachine(config.n_states, config.n_letters, rng)
+    n_total = config.n_train + config.n_heldout
+    seen: set[str] = set()
+    words: list[str] = []
+    # Distinct words, so no held-out problem is a training document.
+    while len(words) < n_total:
+        word = "".join(machine.letters[i] for i in rng.integers(0, config.n_letters, size=config.n_steps))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    docs = []
+    for index, word in enumerate(words):
+        states = machine.trace(word)
+        split = "train" if index < config.n_train else "heldout"
+        number = index if split == "train" else index - config.n_train
+        docs.append(
+            {
+                "id": f"demo-{split}-{number:05d}",
+                "text": problem_text(word) + answer_text(states[-1]),
+                "num_chunks": 2,
+                "chunks": [
+                    {"text": problem_text(word), "latent": ""},
+                    {"text": answer_text(states[-1]), "latent": thought_text(states)},
+                ],
+                "answer": states[-1],
+            }
+        )
+    return machine, docs[: config.n_train], docs[config.n_train :]
+
+
+def strip_latents(doc: dict[str, Any]) -> dict[str, Any]:
+    """The raw document (chunk texts only): what the E-step and the raw baseline see."""
+    out = {k: v for k, v in doc.items() if k != "chunks"}
+    out["chunks"] = [{"text": c["text"]} for c in doc["chunks"]]
+    return out
+
+
+@dataclass(frozen=True)
+class DemoCorpusFiles:
+    raw: Path  # all training documents, no latents (pre-chunked)
+    warm: Path  # the warm-start subset with teacher thoughts
+    teacher: Path  # every training document with teacher thoughts (the teacher baseline)
+    heldout: Path  # held-out problems with the answer (accuracy eval)
+    machine: Path  # the state machine, for inspection
+
+
+def write_demo_corpus(folder: str | Path, config: DemoCorpusConfig = DemoCorpusConfig()) -> DemoCorpusFiles:
+    """Write the four JSONL files of the demo (atomically; identical bytes for the same config)."""
+    from ..io import open_output, write_json
+
+    folder = Path(folder)
+    machine, train_docs, heldout_docs = _documents(config)
+    files = DemoCorpusFiles(
+        raw=folder / "raw.jsonl",
+        warm=folder / "warm.jsonl",
+        teacher=folder / "teacher.jsonl",
+        heldout=folder / "heldout.jsonl",
+        machine=folder / "machine.json",
+    )
+    with open_output(files.raw) as out:
+        for doc in train_docs:
+            out.write(strip_latents(doc))
+    with open_output(files.teacher) as out:
+        for doc in train_docs:
+            out.write(doc)
+    with open_output(files.warm) as out:
+        for doc in train_docs[: config.n_warm]:
+            out.write(doc)
+    with open_output(files.heldout) as out:
+        for doc in heldout_docs:
+            out.write(strip_latents(doc))
+    write_json(files.machine, {"config": asdict(config), "letters": machine.letters, "transitions": machine.transitions})
+    return files

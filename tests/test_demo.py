@@ -1,0 +1,171 @@
+"""The demo corpus, its prompts and its accuracy grading (no training; a scripted backend)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from lt_cli import formats
+from lt_cli.backends.base import FINISH_EOS, Sample
+from lt_cli.demo import DemoCorpusConfig, StateMachine, parse_answer, write_demo_corpus
+from lt_cli.demo.accuracy import DemoEvalConfig, demo_prompt, evaluate_demo_accuracy, graded_text
+from lt_cli.demo.corpus import strip_latents, thought_text
+from lt_cli.errors import LtError
+from lt_cli.io import read_all, read_json
+
+
+def small_config(**overrides) -> DemoCorpusConfig:
+    values = dict(n_train=60, n_heldout=20, warm_fraction=0.1, seed=3)
+    values.update(overrides)
+    return DemoCorpusConfig(**values)
+
+
+def test_corpus_files_are_deterministic_and_consistent(tmp_path):
+    config = small_config()
+    a = write_demo_corpus(tmp_path / "a", config)
+    b = write_demo_corpus(tmp_path / "b", config)
+    for name in ("raw", "warm", "teacher", "heldout", "machine"):
+        assert getattr(a, name).read_bytes() == getattr(b, name).read_bytes(), name
+    raw, teacher, warm, heldout = (read_all(p) for p in (a.raw, a.teacher, a.warm, a.heldout))
+    assert (len(raw), len(teacher), len(warm), len(heldout)) == (60, 60, 6, 20)
+    machine_data = read_json(a.machine)
+    transitions = machine_data["transitions"]
+    # every letter is a permutation of the states
+    for row in transitions.values():
+        assert sorted(row) == list(range(config.n_states))
+    words = set()
+    for doc, raw_doc in zip(teacher, raw):
+        problem, answer = doc["chunks"]
+        word = problem["text"][len("Q: "):]
+        assert len(word) == config.n_steps and problem["latent"] == ""
+        # replay the state machine from state 0: the thought lists every state, the last is the answer
+        state, states = 0, []
+        for letter in word:
+            state = transitions[letter][state]
+            states.append(state)
+        assert answer["latent"] == " ".join(map(str, states))
+        assert answer["text"] == f" A:{states[-1]}" and doc["answer"] == states[-1]
+        assert doc["text"] == problem["text"] + answer["text"]
+        # the raw document is the same text with no latents anywhere
+        assert raw_doc["chunks"] == [{"text": problem["text"]}, {"text": answer["text"]}]
+        words.add(word)
+    assert warm == teacher[:6]
+    held_words = {d["chunks"][0]["text"][3:] for d in heldout}
+    assert not held_words & words, "held-out problems must not be training documents"
+    assert len(words) == 60
+
+
+def test_other_seed_gives_another_machine(tmp_path):
+    a = read_json(write_demo_corpus(tmp_path / "a", small_config(seed=1)).machine)
+    b = read_json(write_demo_corpus(tmp_path / "b", small_config(seed=2)).machine)
+    assert a["transitions"] != b["transitions"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(n_states=1), dict(n_letters=0), dict(n_letters=27), dict(n_steps=0), dict(n_train=0), dict(warm_fraction=0.0), dict(warm_fraction=1.5)],
+)
+def test_bad_corpus_config(overrides):
+    with pytest.raises(ValueError):
+        small_config(**overrides)
+
+
+def test_state_machine_trace():
+    import numpy as np
+
+    machine = StateMachine(4, 2, np.random.default_rng(0))
+    a, b = machine.transitions["a"], machine.transitions["b"]
+    assert machine.trace("ab") == [a[0], b[a[0]]]
+    assert thought_text([3, 1, 2]) == "3 1 2"
+
+
+def test_parse_answer_and_graded_text():
+    assert parse_answer(" A:7") == 7
+    assert parse_answer("junk A: 12 A:3") == 12
+    assert parse_answer("no answer") is None
+    eol = formats.END_OF_LATENT
+    # latent variant: only what follows the first <EoL> counts (an answer inside the thought does not)
+    assert parse_answer(graded_text(f"3 5 A:9{eol} A:4</s>", "latent")) == 4
+    assert graded_text("3 5 A:9 A:4", "latent") == ""
+    assert parse_answer(graded_text(" A:4", "raw")) == 4
+
+
+def test_prompts():
+    latent = demo_prompt("Q: abc", "latent")
+    # the problem chunk exactly as training renders it (prior layout, empty latent), then <SoL><PRIOR>
+    assert latent == formats.prior_chunk("", "Q: abc") + formats.START_OF_LATENT + formats.PRIOR_PREFIX
+    assert demo_prompt("Q: abc", "raw") == "Q: abc"
+    with pytest.raises(ValueError):
+        demo_prompt("Q: abc", "other")
+    with pytest.raises(ValueError):
+        DemoEvalConfig(variant="other")
+
+
+@dataclass
+class ScriptedBackend:
+    """Answers each prompt with a fixed generation (records the prompts and params it saw)."""
+
+    outputs: dict
+    name: str = "scripted"
+    model_id: str = "scripted"
+
+    def __post_init__(self):
+        self.calls = []
+
+    def sample(self, prompts, params, seeds=None):
+        self.calls.append((list(prompts), params))
+        return [[Sample(self.outputs[p], [], [], FINISH_EOS)] for p in prompts]
+
+    def close(self):
+        pass
+
+
+def test_accuracy_counts_exact_answers(tmp_path):
+    files = write_demo_corpus(tmp_path, small_config(n_heldout=4))
+    docs = read_all(files.heldout)
+    eol = formats.END_OF_LATENT
+    outputs = {}
+    for i, doc in enumerate(docs):
+        prompt = demo_prompt(doc["chunks"][0]["text"], "latent")
+        gold = doc["answer"]
+        outputs[prompt] = [f"1 2{eol} A:{gold}", f"1 2{eol} A:{(gold + 1) % 10}", f"A:{gold} never closed", f"1{eol} A:{gold}"][i]
+    backend = ScriptedBackend(outputs)
+    metrics = evaluate_demo_accuracy(backend, docs, DemoEvalConfig(variant="latent", batch_size=3))
+    assert metrics["accuracy"] == pytest.approx(0.5)
+    assert metrics["n_problems"] == 4 and metrics["n_answered"] == 3
+    assert [s["correct"] for s in metrics["samples"]] == [True, False, False, True]
+    # greedy, in batches of 3
+    assert [len(p) for p, _ in backend.calls] == [3, 1]
+    assert all(params.temperature == 0.0 for _, params in backend.calls)
+
+
+def test_accuracy_rejects_non_demo_records():
+    backend = ScriptedBackend({})
+    with pytest.raises(LtError):
+        evaluate_demo_accuracy(backend, [{"text": "hello"}])
+    with pytest.raises(LtError):
+        evaluate_demo_accuracy(backend, [])
+
+
+def test_strip_latents_keeps_other_fields():
+    doc = {"id": "x", "text": "Q: ab A:1", "answer": 1, "chunks": [{"text": "Q: ab", "latent": ""}, {"text": " A:1", "latent": "0 1"}]}
+    raw = strip_latents(doc)
+    assert raw == {"id": "x", "text": "Q: ab A:1", "answer": 1, "chunks": [{"text": "Q: ab"}, {"text": " A:1"}]}
+    assert doc["chunks"][1]["latent"] == "0 1"
+
+
+def test_demo_task_registers_in_eval_registry(tmp_path):
+    from lt_cli.demo import task as demo_task
+    from lt_cli.evaluation import EvalConfig, evaluate
+    from lt_cli.evaluation.registry import get_task
+
+    assert isinstance(get_task("demo"), demo_task.DemoTask)
+    files = write_demo_corpus(tmp_path, small_config(n_heldout=2))
+    docs = read_all(files.heldout)
+    outputs = {demo_prompt(d["chunks"][0]["text"], "raw"): f" A:{d['answer']}" for d in docs}
+    metrics = evaluate(EvalConfig(task="demo", data=str(files.heldout), variant="raw", log_samples=str(tmp_path / "s.jsonl")), backend=ScriptedBackend(outputs))
+    assert metrics["accuracy"] == 1.0 and metrics["n_problems"] == 2
+    assert len(read_all(tmp_path / "s.jsonl")) == 2
+    with pytest.raises(LtError):
+        evaluate(EvalConfig(task="demo", variant="raw"), backend=ScriptedBackend(outputs))
