@@ -1,0 +1,1 @@
+"""Real test servers started by the tests (see openai_server.py)."""
