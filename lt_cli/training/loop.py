@@ -247,6 +247,7 @@ def train(config: TrainConfig) -> TrainResult:
 
     start_time = time.monotonic()
     output = Path(config.output)
+    caller_rng = torch.get_rng_state()  # in-process callers get their RNG back untouched
     env = init_distributed(config.device)
     try:
         if config.overwrite and env.is_main:
@@ -392,3 +393,4 @@ def train(config: TrainConfig) -> TrainResult:
         return result
     finally:
         shutdown(env)
+        torch.set_rng_state(caller_rng)
