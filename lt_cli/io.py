@@ -260,6 +260,15 @@ class OutputWriter:
         if self.resume:
             self._file.flush()
 
+    def write_raw(self, line: bytes) -> None:
+        """Append one already-serialised JSONL line (newline-terminated) as is: ``lt merge`` copies
+        shard lines whose sha256 it verifies, byte for byte, without a parse/dump round trip."""
+        assert self._file is not None, "OutputWriter used outside its context"
+        self._file.write(line if line.endswith(b"\n") else line + b"\n")
+        self.count += 1
+        if self.resume:
+            self._file.flush()
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.path is None:
             if self._file is not None:
