@@ -324,6 +324,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, augmented_file, t
     a = [json.loads(l)["loss"] for l in Path(full.metrics_path).read_text().splitlines()]
     b = [json.loads(l)["loss"] for l in Path(accumulated.metrics_path).read_text().splitlines()]
     assert np.allclose(a, b, atol=1e-4)
+    recomputed = train(_config(tmp_path / "c", augmented_file, tiny_config_file, steps=3, gradient_checkpointing=True))
+    c = [json.loads(l)["loss"] for l in Path(recomputed.metrics_path).read_text().splitlines()]
+    assert np.allclose(a, c, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- CLI / resume

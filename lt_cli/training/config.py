@@ -26,7 +26,8 @@ DTYPES = ("auto", "float32", "bfloat16")
 #: (Bitwise-identical resumption also needs the same world size and micro-batch size, which fix
 #: the order of floating-point reductions.)
 RESUME_FREE_FIELDS = frozenset(
-    {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite"}
+    {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite",
+     "gradient_checkpointing"}
 )
 
 
@@ -81,6 +82,7 @@ class TrainConfig:
     dtype: str = "auto"  # bfloat16 on GPU, float32 on CPU
     device: str = "auto"
     strategy: str = "auto"
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     save_every: int | None = None
     keep_checkpoints: int = 1
     log_every: int = 10

@@ -77,6 +77,11 @@ def load_model_and_tokenizer_for_training(config: TrainConfig):
             log(f"added {added} latent special token(s) to the vocabulary")
     model.to(torch.float32)
     model.config.use_cache = False
+    if config.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model, tokenizer
 
