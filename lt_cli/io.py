@@ -190,6 +190,44 @@ def read_all(path: str | os.PathLike | None, **kwargs: Any) -> list[Record]:
     return list(RecordReader(path, **kwargs))
 
 
+def index_records(path: str | os.PathLike, *, validate: Validator | None = None) -> Iterator[tuple[int, int, Record]]:
+    """``(byte offset, byte length, record)`` for each record of an uncompressed JSONL file, checked
+    like :func:`read_records` (a bad line raises ``FILE:LINE: reason``). Callers keep the offsets and
+    drop the records, then fetch records on demand with :func:`read_record_at` (large corpora that
+    should not live in memory, read in shuffled order)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.suffix == ".gz":
+        raise UsageError(f"{path}: random access needs an uncompressed file")
+    name = str(path)
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            start = offset
+            offset += len(raw)
+            stripped = raw.strip()
+            if not stripped:
+                continue
+            try:
+                record = orjson.loads(stripped)
+            except orjson.JSONDecodeError as exc:
+                raise RecordError(name, line_no, f"bad JSON: {exc}") from None
+            if not isinstance(record, dict):
+                raise RecordError(name, line_no, f"expected a JSON object, got {type(record).__name__}")
+            if validate is not None:
+                try:
+                    validate(record)
+                except ValueError as exc:
+                    raise RecordError(name, line_no, str(exc)) from None
+            yield start, len(raw), record
+
+
+def read_record_at(fd: int, offset: int, length: int) -> Record:
+    """The record at a byte range found by :func:`index_records` (``os.pread``: thread-safe)."""
+    return orjson.loads(os.pread(fd, length, offset))
+
+
 # --------------------------------------------------------------------------------------- writing
 class OutputWriter:
     """Write records to stdout or atomically to a file; see the module docstring.

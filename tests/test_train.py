@@ -223,6 +223,21 @@ def test_stream_resumes_exactly_from_a_saved_position(tokenizer, augmented_file)
             assert np.array_equal(got[0], windows[i][0]) and np.array_equal(got[1], windows[i][1])
 
 
+def test_large_files_are_read_on_demand_with_the_same_stream(tokenizer, augmented_file, tmp_path):
+    in_memory = load_documents([DataSource(str(augmented_file))], "random")
+    lazy = load_documents([DataSource(str(augmented_file))], "random", lazy_over_bytes=0)
+    assert type(lazy[0]).__name__ == "LazyCorpus" and isinstance(in_memory[0], list)
+    a = TokenStream(in_memory, [1.0], tokenizer, layout="random", seq_len=50, seed=3)
+    b = TokenStream(lazy, [1.0], tokenizer, layout="random", seq_len=50, seed=3)
+    for _ in range(40):
+        wa, wb = a.next_window(), b.next_window()
+        assert np.array_equal(wa[0], wb[0]) and np.array_equal(wa[1], wb[1])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n\n{"text": "x"\n')
+    with pytest.raises(RecordError, match=r"bad.jsonl:3: bad JSON"):
+        load_documents([DataSource(str(bad))], "raw", lazy_over_bytes=0)
+
+
 def test_bad_inputs_are_reported_with_file_and_line(tmp_path, tiny_config_file):
     with pytest.raises(RecordError, match=r"math_docs.jsonl:1: --layout random needs augmented"):
         load_documents([DataSource(str(RAW_DOCS))], "random")

@@ -22,6 +22,7 @@ global batches a single process sees (the global batch does not depend on the wo
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -95,13 +96,61 @@ def _to_document(record: dict[str, Any]) -> Document:
     return Document(document_id(record), text, latent, chunks)
 
 
-def load_documents(sources: Sequence[DataSource], layout: str) -> list[list[Document]]:
-    """Read every ``--data`` file (validated for the layout; a bad line is ``FILE:LINE: reason``)."""
-    corpora = []
+class LazyCorpus:
+    """A large uncompressed JSONL file as a sequence of Documents read on demand.
+
+    Only byte offsets are kept in memory (16 bytes per document); each access re-reads and parses
+    one line with ``os.pread``. Shuffled access relies on the page cache or fast local disks.
+    """
+
+    def __init__(self, path: str, layout: str):
+        from ..io import index_records
+
+        offsets, lengths = [], []
+        for offset, length, _ in index_records(path, validate=_validator(layout)):
+            offsets.append(offset)
+            lengths.append(length)
+        self.path = path
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index: int) -> Document:
+        from ..io import read_record_at
+
+        return _to_document(read_record_at(self._fd, int(self.offsets[index]), int(self.lengths[index])))
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+#: Files larger than this (uncompressed) are read on demand instead of held in memory.
+LAZY_OVER_BYTES = 1 << 30
+
+
+def load_documents(sources: Sequence[DataSource], layout: str, *, lazy_over_bytes: int = LAZY_OVER_BYTES) -> list[Sequence[Document]]:
+    """Read every ``--data`` file (validated for the layout; a bad line is ``FILE:LINE: reason``).
+
+    Small or gzipped files are held in memory; uncompressed files over ``lazy_over_bytes`` become a
+    :class:`LazyCorpus`.
+    """
+    corpora: list[Sequence[Document]] = []
     for source in sources:
-        docs = [_to_document(r) for r in read_records(source.path, validate=_validator(layout))]
-        if not docs:
-            raise UsageError(f"--data {source.path}: no documents")
+        path = source.path
+        if not path.endswith(".gz") and os.path.exists(path) and os.path.getsize(path) > lazy_over_bytes:
+            docs: Sequence[Document] = LazyCorpus(path, layout)
+        else:
+            docs = [_to_document(r) for r in read_records(path, validate=_validator(layout))]
+        if not len(docs):
+            raise UsageError(f"--data {path}: no documents")
         corpora.append(docs)
     return corpora
 
@@ -221,7 +270,7 @@ class TokenStream:
 
     def __init__(
         self,
-        corpora: list[list[Document]],
+        corpora: Sequence[Sequence[Document]],
         weights: Sequence[float],
         tokenizer,
         *,
