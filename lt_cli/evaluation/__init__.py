@@ -24,8 +24,13 @@ __all__ = [
 ]
 
 
-def evaluate(config: EvalConfig) -> dict:
-    """Run one evaluation; returns the metrics dict (also what ``lt eval`` prints on stdout)."""
+def evaluate(config: EvalConfig, backend=None) -> dict:
+    """Run one evaluation; returns the metrics dict (also what ``lt eval`` prints on stdout).
+
+    ``backend``: an already loaded :class:`~lt_cli.backends.base.Backend` (for example the one an
+    EM loop holds); it is used as is and left open. None loads ``config.model`` with
+    ``config.backend`` and closes it afterwards.
+    """
     from dataclasses import asdict
 
     from ..errors import UsageError
@@ -33,6 +38,6 @@ def evaluate(config: EvalConfig) -> dict:
     if config.limit is not None and config.limit < 0:
         raise UsageError("--limit must be >= 0")
     task = load_task_file(config.task_file) if config.task_file else get_task(config.task)
-    metrics = task.evaluate(config)
+    metrics = task.evaluate(config, backend=backend)
     metrics["config"] = asdict(config)
     return metrics

@@ -141,23 +141,32 @@ def _gold(grader: Grader, record: Record, source: str, index: int) -> Any:
         raise RecordError(source, index + 1, str(exc)) from None
 
 
-def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config) -> tuple[list[ProblemResult], dict]:
-    """Run the model on every problem; returns the graded results and the prompt/generation report."""
+def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config, backend=None) -> tuple[list[ProblemResult], dict]:
+    """Run the model on every problem; returns the graded results and the prompt/generation report.
+
+    ``backend``: an already loaded Backend (left open); None loads ``config.model`` and closes it.
+    """
     from ..console import log, progress
 
     if config.samples < 1:
         raise UsageError("--samples must be at least 1")
     if config.samples > 1 and config.temperature <= 0:
         raise UsageError("--samples N > 1 needs --temperature > 0 (temperature 0 is greedy: every sample would be the same)")
-    if not config.model:
+    if not config.model and backend is None:
         raise UsageError("--model is required (or pass --grade PREDICTIONS.jsonl to grade existing outputs)")
     from .modelinfo import model_info
 
-    backend = open_backend(config)
+    owned = backend is None
+    if owned:
+        backend = open_backend(config)
     try:
         info = model_info(backend, config.model, max_model_len=config.max_model_len)
         variant = resolve_variant(config.variant, info.has_latent_tokens)
         latent = variant == "latent"
+        if latent and info.has_latent_tokens is False:
+            from ..console import warn
+
+            warn("--variant latent, but the tokenizer lacks the four special tokens: they are encoded as ordinary text")
         available = task.max_shots(latent)
         max_shots = available if config.num_fewshot is None else min(config.num_fewshot, available)
         if config.num_fewshot is not None and config.num_fewshot > available:
@@ -199,7 +208,8 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
                     _grade_problem(grader, result, latent)
                 bar.advance(len(batch))
     finally:
-        backend.close()
+        if owned:
+            backend.close()
     for result in results:
         if result.prompt is None:
             result.outputs = [""] * config.samples
@@ -209,8 +219,9 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
     prompt_tokens = [f.n_tokens for f in fitted if f.text is not None and f.n_tokens is not None]
     report = {
         "variant": variant,
-        "model": config.model,
-        "backend": config.backend,
+        "model": config.model or getattr(backend, "model_id", None),
+        "backend": config.backend if owned else getattr(backend, "name", type(backend).__name__),
+        "tokenizer_has_latent_tokens": info.has_latent_tokens,
         "prompts": {
             "prompt_check": budget is not None,
             "context_length": info.context_length,
@@ -355,7 +366,7 @@ def print_table(metrics: dict) -> None:
     err.print(table)
 
 
-def run_generation_task(task: GenerationTask, config) -> dict:
+def run_generation_task(task: GenerationTask, config, backend=None) -> dict:
     """Generate (or read) outputs for a generation task, grade them and return the metrics."""
     grader = get_grader(task.grader)
     if config.grade:
@@ -367,7 +378,7 @@ def run_generation_task(task: GenerationTask, config) -> dict:
         records, source = load_task_records(task.data, config, validate)
         if not records:
             raise UsageError("no problems to evaluate (empty data or --limit 0)")
-        results, report = generate_results(task, grader, records, source, config)
+        results, report = generate_results(task, grader, records, source, config, backend)
     latent = report["variant"] == "latent"
     metrics = summarize(task, grader, results, latent)
     metrics.update(report)

@@ -29,7 +29,7 @@ from ..errors import UsageError
 Record = dict[str, Any]
 
 
-def _documents(config) -> tuple[list[Record], str]:
+def _documents(config, have_backend: bool = False) -> tuple[list[Record], str]:
     from ..records import validate_raw_document
     from .data import read_jsonl, resolve_data_path
 
@@ -42,7 +42,7 @@ def _documents(config) -> tuple[list[Record], str]:
     docs = [d for d in docs if d["text"]]
     if not docs:
         raise UsageError(f"{path}: no non-empty documents")
-    if not config.model:
+    if not config.model and not have_backend:
         raise UsageError("--model is required")
     return docs, str(path)
 
@@ -66,17 +66,19 @@ class NllTask:
     version: int = 1
     kind: str = "likelihood"
 
-    def evaluate(self, config) -> dict:
+    def evaluate(self, config, backend=None) -> dict:
         from ..console import progress
         from .generation import open_backend
 
-        docs, source = _documents(config)
+        docs, source = _documents(config, backend is not None)
         per_doc: list[float] = []
         total_nll = 0.0
         total_tokens = 0
         truncated_tokens = 0
         truncated_docs = 0
-        backend = open_backend(config)
+        owned = backend is None
+        if owned:
+            backend = open_backend(config)
         try:
             with progress("eval nll", total=len(docs), unit="docs") as bar:
                 step = max(1, config.batch_size)
@@ -94,15 +96,16 @@ class NllTask:
                         truncated_docs += score.n_continuation_truncated > 0
                     bar.advance(len(batch))
         finally:
-            backend.close()
+            if owned:
+                backend.close()
         if not per_doc:
             raise UsageError("no document produced a scored token")
         nll_per_token = math.fsum(per_doc) / len(per_doc)
         metrics = {
             "task": self.name,
             "task_version": self.version,
-            "model": config.model,
-            "backend": config.backend,
+            "model": config.model or getattr(backend, "model_id", None),
+            "backend": config.backend if owned else getattr(backend, "name", type(backend).__name__),
             "data": source,
             "nll_per_token": nll_per_token,
             "nll_per_token_weighted": total_nll / total_tokens,
@@ -128,7 +131,7 @@ class ElboTask:
     version: int = 1
     kind: str = "likelihood"
 
-    def evaluate(self, config) -> dict:
+    def evaluate(self, config, backend=None) -> dict:
         from .. import estep
         from ..chunking import ChunkingConfig, prefix_text
         from ..console import progress
@@ -137,7 +140,7 @@ class ElboTask:
         ns = sorted(set(int(n) for n in config.elbo_n))
         if not ns or ns[0] < 1:
             raise UsageError("--elbo-n values must be positive integers")
-        docs, source = _documents(config)
+        docs, source = _documents(config, backend is not None)
         k = ns[-1]
         sample_config = estep.SampleConfig(
             k=k,
@@ -160,7 +163,9 @@ class ElboTask:
         n_chunks = 0
         n_unfinished = 0
         n_suffix_cut = 0
-        backend = open_backend(config)
+        owned = backend is None
+        if owned:
+            backend = open_backend(config)
         try:
             with progress("eval elbo", total=len(raw_docs), unit="docs") as bar:
                 for doc in estep.sample_candidates(backend, raw_docs, sample_config):
@@ -190,15 +195,16 @@ class ElboTask:
                         sums[n] += doc_elbo[n]
                         per_doc[n].append(doc_elbo[n] / doc_tokens)
         finally:
-            backend.close()
+            if owned:
+                backend.close()
         if not total_tokens:
             raise UsageError("no document produced a scored raw token")
         n_docs = len(per_doc_no_latent)
         metrics: dict[str, Any] = {
             "task": self.name,
             "task_version": self.version,
-            "model": config.model,
-            "backend": config.backend,
+            "model": config.model or getattr(backend, "model_id", None),
+            "backend": config.backend if owned else getattr(backend, "name", type(backend).__name__),
             "data": source,
         }
         for n in ns:

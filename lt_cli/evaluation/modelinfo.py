@@ -58,6 +58,20 @@ def tokenizer_has_latent_tokens(tokenizer: Any) -> bool:
     return all(token in vocab for token in formats.SPECIAL_TOKENS)
 
 
+def _bos_keyword(encode: Callable) -> str | None:
+    """The name of the BOS flag of a backend's ``encode`` (``add_bos`` or ``bos``), if any."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(encode).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in ("add_bos", "bos"):
+        if name in parameters:
+            return name
+    return None
+
+
 def model_info(backend: Any, model: str | None, *, add_bos: bool = True, max_model_len: int | None = None) -> ModelInfo:
     tokenizer = getattr(backend, "tokenizer", None) if backend is not None else None
     if tokenizer is None:
@@ -65,9 +79,10 @@ def model_info(backend: Any, model: str | None, *, add_bos: bool = True, max_mod
 
     count: Callable[[str], int] | None = None
     encode = getattr(backend, "encode", None) if backend is not None else None
-    if callable(encode):
+    bos_keyword = _bos_keyword(encode) if callable(encode) else None
+    if bos_keyword is not None:
         def count(text: str) -> int:
-            return len(encode(text, bos=add_bos))
+            return len(encode(text, **{bos_keyword: add_bos}))
     elif tokenizer is not None:
         bos = 1 if add_bos and getattr(tokenizer, "bos_token_id", None) is not None else 0
 

@@ -53,8 +53,11 @@ class Task(Protocol):
     name: str
     version: int
 
-    def evaluate(self, config) -> dict:
-        """Run the task under an :class:`~lt_cli.evaluation.EvalConfig`; return its metrics."""
+    def evaluate(self, config, backend=None) -> dict:
+        """Run the task under an :class:`~lt_cli.evaluation.EvalConfig`; return its metrics.
+
+        ``backend``: an already loaded Backend to use (and leave open) instead of loading
+        ``config.model``."""
 
 
 def _template_fields(template: str) -> list[str]:
@@ -124,10 +127,10 @@ class GenerationTask:
             stops.append(formats.START_OF_LATENT)
         return stops
 
-    def evaluate(self, config) -> dict:
+    def evaluate(self, config, backend=None) -> dict:
         from .generation import run_generation_task
 
-        return run_generation_task(self, config)
+        return run_generation_task(self, config, backend)
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "kind": self.kind, "grader": self.grader, "source": self.source}
@@ -239,11 +242,22 @@ def _register_builtin_files() -> None:
         register_task(path.stem, lambda path=path: load_task_file(path))
 
 
+#: modules that register Python tasks when imported (light imports only); add yours here or
+#: import your module before calling evaluate()
+TASK_MODULES = ["lt_cli.evaluation.likelihood", "lt_cli.demo.task"]
+
+
 def _ensure_builtins() -> None:
     if not _FACTORIES.get("__builtins_loaded__"):
-        _register_builtin_files()
-        from . import likelihood  # noqa: F401  (registers nll and elbo)
+        import importlib
 
+        _register_builtin_files()
+        for module in TASK_MODULES:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if not exc.name or not module.startswith(exc.name):  # present but broken: say so
+                    raise
         _FACTORIES["__builtins_loaded__"] = lambda: None
 
 
