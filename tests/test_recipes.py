@@ -203,8 +203,10 @@ def test_cost_model_matches_the_numbers_quoted_in_recipes_and_docs():
 def test_split_sizes_reproduce_the_papers_counts():
     prep = _load("prepare_finemath")
     assert prep.split_sizes(6_699_493) == {"total": 6_699_493, "val": 6_700, "train": 6_692_793, "warmstart": 334_640, "bootstrap": 1_338_556}
-    assert [prep.split_of(i) for i in (0, 1, 14, 17, 18, 1000, 1001)] == [
-        ("val",), ("train", "warmstart"), ("train", "bootstrap"), ("train",), ("train",), ("val",), ("train", "bootstrap")]
+    # position p -> train index p - (p // 1000 + 1) after removing the validation lines
+    assert [prep.split_of(i) for i in (0, 1, 13, 14, 17, 18, 1000, 1001, 1002)] == [
+        ("val",), ("train", "warmstart"), ("train",), ("train", "bootstrap"), ("train", "bootstrap"), ("train",), ("val",), ("train",),
+        ("train", "warmstart")]
 
 
 def _corpus(path: Path, n: int) -> list[dict]:
