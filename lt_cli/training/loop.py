@@ -29,7 +29,7 @@ from ..io import dumps, read_json, write_json
 from . import checkpoint as ckpt
 from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
 from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
-from .distributed import DistEnv, all_reduce_sum, init_distributed, resolve_strategy, shutdown, wrap_model
+from .distributed import DistEnv, all_reduce_sum, broadcast_object, init_distributed, resolve_strategy, shutdown, wrap_model
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -260,8 +260,9 @@ def train(config: TrainConfig) -> TrainResult:
         if env.distributed:
             torch.distributed.barrier()
         _check_resume(output, config)
-        if (output / RESULT_FILE).exists():
-            result = TrainResult(**read_json(output / RESULT_FILE))
+        finished = broadcast_object(env, read_json(output / RESULT_FILE) if (output / RESULT_FILE).exists() else None)
+        if finished is not None:  # rank 0 decides, so every node agrees even without a shared folder
+            result = TrainResult(**finished)
             if env.is_main:
                 log(f"{output}: training already complete ({result.steps} steps); pass --overwrite to retrain")
             return result
@@ -299,7 +300,11 @@ def train(config: TrainConfig) -> TrainResult:
         )
 
         step, tokens_seen, last_loss, position = 0, 0, None, StreamPosition()
-        latest = ckpt.latest_checkpoint(output)
+        latest = ckpt.latest_checkpoint(output) if env.is_main else None
+        latest_name = broadcast_object(env, str(latest) if latest is not None else None)
+        latest = Path(latest_name) if latest_name is not None else None
+        if latest is not None and not (latest / "state.json").exists():
+            raise LtError(f"rank {env.rank} cannot read checkpoint {latest}: put --output on a filesystem every node sees")
         if latest is not None:
             state = ckpt.load_checkpoint(latest, wrapped, optimizer, env)
             step, tokens_seen, last_loss = state["step"], state["tokens_seen"], state.get("loss")
