@@ -1,15 +1,139 @@
-"""PLACEHOLDER: being built; replace this whole file (HELP, EXAMPLES, command)."""
+"""`lt bootstrap`: warm start, then EM iterations (sample-thoughts, select, train, eval), resumable."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
+
 from .common import run_command
 
-HELP = "(being built)"
-EXAMPLES = "lt bootstrap --help"
+HELP = "Run BoLT end to end (warm start + EM iterations) in a resumable run folder; no data = the CPU demo."
+EXAMPLES = """\
+lt bootstrap --iters 3                      # the embedded demo on a CPU (about 10 minutes)
+lt bootstrap --iters 3 --sweep-k 1,4,8      # one EM run per K, one report comparing them
+lt bootstrap --iters 3 --dry-run            # print every command it would run
+lt bootstrap --model M --data raw.jsonl --warm-data teacher.jsonl --iters 2 --k 4 --eval-task gsm8k --launcher torchrun
+"""
+DETAILS = """\
+Rerun the same command after an interruption to resume at the first unfinished stage.
+The run folder (--run-dir, default ./lt-runs/NAME) holds config.json, manifest.json, every
+stage's JSONL, checkpoints and metrics, and report.md / report.json / report.png
+(docs/bootstrap.md).
+"""
+
+Opt = typer.Option
+
+
+def _ks(k: int | None, sweep_k: str | None) -> list[int] | None:
+    from ..errors import UsageError
+
+    if sweep_k:
+        if k is not None:
+            raise UsageError("pass --k or --sweep-k, not both")
+        try:
+            values = [int(v) for v in sweep_k.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--sweep-k must be comma-separated integers like 1,4,8, got {sweep_k!r}") from None
+        if not values:
+            raise UsageError("--sweep-k is empty")
+        return values
+    return [k] if k is not None else None
 
 
 @run_command
-def command() -> int:
-    from ..errors import LtError
+def command(
+    iters: Annotated[int, Opt(help="EM iterations after the warm start.")] = 3,
+    k: Annotated[Optional[int], Opt("--k", help="Posterior samples per chunk in the E-step (default 4).", show_default=False)] = None,
+    sweep_k: Annotated[Optional[str], Opt(help="Comma-separated K values: one EM run each, sharing the warm start (e.g. 1,4,8).", show_default=False)] = None,
+    model: Annotated[Optional[str], Opt(help="Base model every M-step starts from (hub id or folder).", show_default=False)] = None,
+    data: Annotated[Optional[str], Opt(help="Raw documents (JSONL) the E-step infers thoughts for.", show_default=False)] = None,
+    warm_data: Annotated[Optional[list[str]], Opt(help="Teacher-thought documents for the warm start (repeatable, FILE[:WEIGHT]).", show_default=False)] = None,
+    warm_model: Annotated[Optional[str], Opt(help="An already warm-started model: skip the warm-start training.", show_default=False)] = None,
+    synthesize: Annotated[Optional[str], Opt(help="Raw documents to give teacher thoughts first (lt synthesize), added to the warm-start data.", show_default=False)] = None,
+    teacher_model: Annotated[Optional[str], Opt(help="Teacher model for --synthesize.", show_default=False)] = None,
+    teacher_backend: Annotated[Optional[str], Opt(help="Backend of the teacher (api, transformers, vllm).", show_default=False)] = None,
+    teacher_data: Annotated[Optional[str], Opt(help="Teacher thoughts for all of --data: trains the teacher baseline.", show_default=False)] = None,
+    eval_task: Annotated[Optional[list[str]], Opt(help="Eval task (repeatable); the first one's accuracy is the headline. Demo: demo.", show_default=False)] = None,
+    eval_data: Annotated[Optional[str], Opt(help="Held-out problems for the demo task.", show_default=False)] = None,
+    eval_limit: Annotated[Optional[int], Opt(help="Evaluate only the first N problems.", show_default=False)] = None,
+    raw_baseline: Annotated[Optional[bool], Opt("--raw-baseline/--no-raw-baseline", help="Train on the raw documents for the same tokens (demo default: on).", show_default=False)] = None,
+    teacher_baseline: Annotated[Optional[bool], Opt("--teacher-baseline/--no-teacher-baseline", help="Train on --teacher-data for the same tokens (demo default: on).", show_default=False)] = None,
+    temperature: Annotated[Optional[float], Opt(help="E-step sampling temperature (default 1.0).", show_default=False)] = None,
+    top_p: Annotated[Optional[float], Opt(help="E-step top-p (default 1.0).", show_default=False)] = None,
+    prefix_chunks: Annotated[Optional[int], Opt(help="Raw chunks of context before each chunk in the E-step (default 3).", show_default=False)] = None,
+    max_latent_tokens: Annotated[Optional[int], Opt(help="Max tokens per sampled thought (default 1024; demo 32).", show_default=False)] = None,
+    select: Annotated[Optional[str], Opt("--select", help="Selection: importance (default), uniform or argmax.", show_default=False)] = None,
+    estep_limit: Annotated[Optional[int], Opt(help="E-step on the first N documents of --data only.", show_default=False)] = None,
+    continue_training: Annotated[bool, Opt("--continue", help="Train iteration t from model t-1 instead of the base model.")] = False,
+    layout: Annotated[Optional[str], Opt(help="Training layout for thought data (default random).", show_default=False)] = None,
+    seq_len: Annotated[Optional[int], Opt(help="Training sequence length.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Training sequences per step.", show_default=False)] = None,
+    lr: Annotated[Optional[float], Opt(help="Learning rate.", show_default=False)] = None,
+    warmup_steps: Annotated[Optional[int], Opt(help="LR warmup steps.", show_default=False)] = None,
+    warm_steps: Annotated[Optional[int], Opt(help="Warm-start training steps.", show_default=False)] = None,
+    warm_tokens: Annotated[Optional[int], Opt(help="Warm-start training tokens (instead of --warm-steps).", show_default=False)] = None,
+    steps: Annotated[Optional[int], Opt("--steps", help="M-step (and baseline) training steps.", show_default=False)] = None,
+    tokens: Annotated[Optional[int], Opt("--tokens", help="M-step (and baseline) training tokens (instead of --steps).", show_default=False)] = None,
+    save_every: Annotated[Optional[int], Opt(help="Training checkpoint interval (an interrupted training resumes from it).", show_default=False)] = None,
+    demo_train: Annotated[Optional[int], Opt(help="Demo: training documents (default 2000).", show_default=False)] = None,
+    demo_heldout: Annotated[Optional[int], Opt(help="Demo: held-out problems (default 500).", show_default=False)] = None,
+    demo_steps: Annotated[Optional[int], Opt(help="Demo: latent steps per problem (default 8).", show_default=False)] = None,
+    backend: Annotated[Optional[str], Opt(help="Inference backend for E-step and eval (transformers, vllm).", show_default=False)] = None,
+    dtype: Annotated[Optional[str], Opt(help="auto, float32 or bfloat16.", show_default=False)] = None,
+    seed: Annotated[Optional[int], Opt(help="Seed of every stage (default 42).", show_default=False)] = None,
+    launcher: Annotated[Optional[str], Opt(help="local, torchrun, slurm or a command template with {cmd}; default: stages run in this process.", show_default=False)] = None,
+    nproc_per_node: Annotated[Optional[int], Opt(help="Processes per node for distributed launchers.", show_default=False)] = None,
+    run_dir: Annotated[Optional[str], Opt(help="Run folder (default ./lt-runs/NAME).", show_default=False)] = None,
+    name: Annotated[Optional[str], Opt(help="Run name (default demo, or the --data file's stem).", show_default=False)] = None,
+    dry_run: Annotated[bool, Opt("--dry-run", help="Print every command it would run, then exit.")] = False,
+) -> int:
+    from ..bootstrap import resolve_config, run_bootstrap
 
-    raise LtError("not built yet")
+    demo_corpus = {key: value for key, value in (("n_train", demo_train), ("n_heldout", demo_heldout), ("n_steps", demo_steps)) if value is not None}
+    options = {
+        "iters": iters,
+        "ks": _ks(k, sweep_k),
+        "model": model,
+        "data": data,
+        "warm_data": warm_data or None,
+        "warm_model": warm_model,
+        "synthesize": synthesize,
+        "teacher_model": teacher_model,
+        "teacher_backend": teacher_backend,
+        "teacher_data": teacher_data,
+        "eval_tasks": eval_task or None,
+        "eval_data": eval_data,
+        "eval_limit": eval_limit,
+        "raw_baseline": raw_baseline,
+        "teacher_baseline": teacher_baseline,
+        "temperature": temperature,
+        "top_p": top_p,
+        "prefix_chunks": prefix_chunks,
+        "max_latent_tokens": max_latent_tokens,
+        "select_method": select,
+        "estep_limit": estep_limit,
+        "continue_training": continue_training or None,
+        "layout": layout,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": warmup_steps,
+        "warm_steps": warm_steps,
+        "warm_tokens": warm_tokens,
+        "mstep_steps": steps,
+        "mstep_tokens": tokens,
+        "save_every": save_every,
+        "demo_corpus": demo_corpus or None,
+        "backend": backend,
+        "dtype": dtype,
+        "seed": seed,
+        "launcher": launcher,
+        "nproc_per_node": nproc_per_node,
+        "run_dir": run_dir,
+        "name": name,
+        "dry_run": dry_run or None,
+    }
+    config = resolve_config(options)
+    run_bootstrap(config)
+    return 0

@@ -21,6 +21,7 @@ DEMO_SETTINGS: dict = {
     "prefix_chunks": 3,
     "max_latent_tokens": 32,  # 8 states = 15 bytes; a runaway thought stops here
     "temperature": 1.0,
+    "estep_docs_per_call": 64,  # 128 prompts x K rows per backend call: tiny models are overhead-bound
     "eval_tasks": ["demo"],
     "eval_max_new_tokens": 48,
     "raw_baseline": True,

@@ -1,0 +1,308 @@
+"""lt bootstrap: config resolution, the manifest, the report, dry runs, and tiny end-to-end runs
+(including resumption after an interruption and after kill -9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lt_cli.bootstrap import BootstrapConfig, build_plan, resolve_config, run_bootstrap
+from lt_cli.bootstrap.manifest import DONE, FAILED, PENDING, RUNNING, Manifest
+from lt_cli.bootstrap.report import claims, table_lines, write_report
+from lt_cli.errors import LtError, UsageError
+from lt_cli.io import read_json, write_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A demo small enough for a test on 2 shared cores (it shows nothing about the claims).
+TINY = {
+    "demo_corpus": {"n_train": 24, "n_heldout": 8, "n_steps": 3, "n_states": 4, "n_letters": 3},
+    "demo_model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64},
+    "warm_steps": 3,
+    "mstep_steps": 3,
+    "seq_len": 64,
+    "batch_size": 4,
+    "warmup_steps": 1,
+    "save_every": 2,
+    "max_latent_tokens": 8,
+    "eval_max_new_tokens": 16,
+}
+
+
+def tiny_config(run_dir: Path, **overrides) -> BootstrapConfig:
+    return resolve_config({**TINY, "run_dir": str(run_dir), "iters": 2, "ks": [2], **overrides})
+
+
+def numbers(report: dict) -> dict:
+    """Everything in a report that must not depend on interruptions (not the timings)."""
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in report["iterations"]]
+    return {"baselines": report["baselines"], "iterations": rows, "claims": report["claims"]}
+
+
+# ------------------------------------------------------------------------------------ config
+def test_no_data_means_demo_with_its_settings(tmp_path):
+    from lt_cli.demo import DEMO_SETTINGS
+
+    config = resolve_config({"run_dir": str(tmp_path), "iters": 3})
+    assert config.demo and config.name == "demo" and config.ks == [4]
+    assert config.mstep_steps == DEMO_SETTINGS["mstep_steps"] and config.lr == DEMO_SETTINGS["lr"]
+    assert config.eval_tasks == ["demo"] and config.raw_baseline and config.teacher_baseline
+    # an explicit option wins over the demo setting; a token budget replaces the default steps
+    config = resolve_config({"run_dir": str(tmp_path), "lr": 0.01, "mstep_tokens": 10_000})
+    assert config.lr == 0.01 and config.mstep_tokens == 10_000 and config.mstep_steps is None
+
+
+def test_real_data_config(tmp_path):
+    config = resolve_config({"model": "m", "data": "/x/gsm8k.jsonl", "warm_data": ["t.jsonl"]})
+    assert not config.demo and config.name == "gsm8k" and config.run_dir == str(Path("lt-runs") / "gsm8k")
+    assert config.eval_tasks == ["gsm8k"] and not config.raw_baseline and config.seq_len == 2048
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"warm_data": ["t.jsonl"]}, "--data and --model"),
+        ({"data": "d.jsonl"}, "--model is required"),
+        ({"model": "m", "data": "d.jsonl"}, "warm start needs"),
+        ({"model": "m", "data": "d.jsonl", "synthesize": "r.jsonl"}, "--teacher-model"),
+        ({"ks": [0]}, "K must be"),
+        ({"ks": [4, 4]}, "twice"),
+        ({"iters": -1}, "--iters"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"select_method": "best"}, "--select"),
+        ({"mstep_steps": 0}, "--mstep-steps"),
+        ({"launcher": "local", "estep_limit": 5}, "--estep-limit"),
+    ],
+)
+def test_bad_options(tmp_path, options, message):
+    with pytest.raises(UsageError, match=message):
+        resolve_config({"run_dir": str(tmp_path), **options})
+
+
+def test_cli_rejects_bad_sweep(tmp_path):
+    for args, message in ((["--sweep-k", "1,x"], "comma-separated"), (["--k", "2", "--sweep-k", "1,2"], "not both"), (["--sweep-k", ","], "empty")):
+        proc = subprocess.run([sys.executable, "-m", "lt_cli", "bootstrap", "--run-dir", str(tmp_path), *args], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_changed_settings_refuse_to_mix(tmp_path):
+    from lt_cli.bootstrap import _check_config
+
+    config = tiny_config(tmp_path)
+    _check_config(tmp_path, config)
+    # more iterations or another launcher may resume the same folder ...
+    _check_config(tmp_path, tiny_config(tmp_path, iters=5))
+    # ... a different training budget may not
+    with pytest.raises(UsageError, match="mstep_steps"):
+        _check_config(tmp_path, tiny_config(tmp_path, mstep_steps=7))
+
+
+# ------------------------------------------------------------------------------------ plan / dry run
+def test_plan_order_and_sweep_sharing(tmp_path):
+    keys = [s.key for s in build_plan(tiny_config(tmp_path, ks=[1, 4], iters=2))]
+    assert keys[:8] == ["demo/corpus", "warm/train", "warm/eval", "baseline-raw/train", "baseline-raw/eval",
+                        "baseline-teacher/train", "baseline-teacher/eval", "shared/iter1/sample"]
+    assert "k1/iter1/sample" not in keys and "k4/iter1/sample" not in keys  # shared from the warm start
+    assert keys[8:12] == ["k1/iter1/select", "k1/iter1/train", "k1/iter1/eval", "k1/iter2/sample"]
+    assert keys[-1] == "k4/iter2/eval" and len(keys) == 8 + 2 * 7
+    # under a launcher every K samples itself, through one shared cache
+    keys = [s.key for s in build_plan(tiny_config(tmp_path, ks=[1, 4], iters=1, launcher="local"))]
+    assert "shared/iter1/sample" not in keys and "k1/iter1/sample" in keys and "k4/iter1/sample" in keys
+
+
+def test_dry_run_prints_every_command(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "2", "--k", "3", "--run-dir", str(tmp_path / "run"), "--continue", "--dry-run"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    commands = [line for line in lines if not line.startswith("#")]
+    assert sum(" -m lt_cli train " in c for c in commands) == 5  # warm, 2 baselines, 2 M-steps
+    assert sum(" -m lt_cli sample-thoughts " in c for c in commands) == 2
+    assert sum(" -m lt_cli select " in c for c in commands) == 2
+    assert sum(" -m lt_cli eval " in c for c in commands) == 5
+    sample_2 = next(c for c in commands if "sample-thoughts" in c and "iter2" in c)
+    assert "--model " + str(tmp_path / "run" / "k3" / "iter1" / "model") in sample_2 and "--k 3" in sample_2
+    # --continue: iteration 2 trains on from model 1; iteration 1 from the warm start
+    train_2 = next(c for c in commands if " train " in c and "iter2/model" in c)
+    assert "--model " + str(tmp_path / "run" / "k3" / "iter1" / "model") in train_2
+    train_1 = next(c for c in commands if " train " in c and "iter1/model" in c)
+    assert "--model " + str(tmp_path / "run" / "warm" / "model") in train_1
+    raw = next(c for c in commands if "baseline-raw/model" in c and " train " in c)
+    assert "--layout raw" in raw and "--steps 400" in raw
+    assert not (tmp_path / "run").exists(), "a dry run writes nothing"
+
+
+# ------------------------------------------------------------------------------------ manifest
+def test_manifest_states_survive_reload(tmp_path):
+    path = tmp_path / "manifest.json"
+    manifest = Manifest(path)
+    manifest.plan(["a", "b", "c"])
+    manifest.start("a")
+    assert Manifest(path).get("a").status == RUNNING
+    manifest.finish("a", {"accuracy": 0.5}, 1.25)
+    manifest.start("b")
+    manifest.fail("b", "boom")
+    again = Manifest(path)
+    assert [again.get(k).status for k in "abc"] == [DONE, FAILED, PENDING]
+    assert again.get("a").result == {"accuracy": 0.5} and again.get("a").seconds == 1.25
+    assert again.get("b").error == "boom" and again.get("b").attempts == 1
+    # a new plan keeps known records (and their order), appends new keys
+    again.plan(["a", "b", "c", "d"])
+    assert list(Manifest(path).stages) == ["a", "b", "c", "d"] and Manifest(path).is_done("a")
+    assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_manifest_rejects_unknown_version(tmp_path):
+    write_json(tmp_path / "manifest.json", {"version": 99, "stages": []})
+    with pytest.raises(LtError, match="version"):
+        Manifest(tmp_path / "manifest.json")
+
+
+# ------------------------------------------------------------------------------------ report
+def _report(accs_by_k, raw=0.1, teacher=0.9):
+    rows = [{"iter": t, "k": k, "accuracy": a} for k, accs in accs_by_k.items() for t, a in enumerate(accs)]
+    return {"name": "t", "baselines": {"raw": {"accuracy": raw}, "teacher": {"accuracy": teacher}}, "iterations": rows}
+
+
+def test_claims():
+    c = claims(_report({1: [0.3, 0.39, 0.17, 0.13], 4: [0.3, 0.37, 0.47, 0.52], 8: [0.3, 0.44, 0.48, 0.57]}))
+    assert c["teacher_beats_raw"] is True and c["teacher_minus_raw"] == pytest.approx(0.8)
+    assert c["em_improves"] == {"1": False, "4": True, "8": True}
+    assert c["larger_k_better"] is True  # means 0.23 < 0.453 < 0.497
+    assert c["mean_em_accuracy"]["4"] == pytest.approx((0.37 + 0.47 + 0.52) / 3)
+    c = claims(_report({1: [0.3, 0.2], 4: [0.3, 0.4], 8: [0.3, 0.5]}, raw=0.2, teacher=0.3))
+    assert c["larger_k_better"] is True and c["teacher_beats_raw"] is False
+    c = claims(_report({1: [0.3, 0.5], 4: [0.3, 0.4], 8: [0.3, 0.6]}))
+    assert c["larger_k_better"] is False
+    c = claims(_report({4: [0.3, None]}))
+    assert c["em_improves"] == {"4": None} and c["larger_k_better"] is None
+
+
+def test_write_report_files(tmp_path):
+    report = _report({4: [0.3, 0.4, 0.5]})
+    write_report(report, tmp_path)
+    data = read_json(tmp_path / "report.json")
+    assert data["claims"]["em_improves"] == {"4": True}
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "report.md").read_text()
+    assert "| 0.500 |" in md and "claim 2" in md
+    lines = table_lines(report)
+    assert len(lines) == 2 + 3 and "held-out acc" in lines[0] and "0.400" in lines[3]
+
+
+# ------------------------------------------------------------------------------------ end to end
+def _check_run(run_dir: Path, report: dict, ks: list[int], iters: int) -> None:
+    manifest = Manifest(run_dir / "manifest.json")
+    assert all(r.status == DONE for r in manifest.stages.values()), {k: r.status for k, r in manifest.stages.items()}
+    assert set(report["baselines"]) == {"raw", "teacher"}
+    for name in ("raw", "teacher"):
+        assert 0.0 <= report["baselines"][name]["accuracy"] <= 1.0
+        assert report["baselines"][name]["n_tokens"] == TINY["mstep_steps"] * TINY["batch_size"] * TINY["seq_len"]
+    assert [(r["k"], r["iter"]) for r in report["iterations"]] == [(k, t) for k in ks for t in range(iters + 1)]
+    for row in report["iterations"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+        if row["iter"] > 0:
+            assert row["ess"] is not None and 1.0 <= row["ess"] <= row["k"] + 1e-9
+            assert row["elbo"] is not None and row["mean_log_w"] is not None
+    saved = read_json(run_dir / "report.json")
+    assert numbers(saved) == numbers(report)
+    for name in ("config.json", "report.md", "report.png", "data/raw.jsonl", "warm/model/train_result.json"):
+        assert (run_dir / name).exists(), name
+    # the M-step trained on the E-step's selection: every chunk has a latent from the candidates
+    k, t = ks[-1], iters
+    augmented = [json.loads(line) for line in (run_dir / f"k{k}" / f"iter{t}" / "augmented.jsonl").read_text().splitlines()]
+    assert len(augmented) == TINY["demo_corpus"]["n_train"]
+    assert all(isinstance(c["latent"], str) and 0 <= c["selected"] < k for d in augmented for c in d["chunks"])
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_and_resumes_after_an_interruption(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    report = run_bootstrap(tiny_config(run_dir))
+    _check_run(run_dir, report, [2], 2)
+    err = capsys.readouterr().err
+    assert "held-out acc" in err and "claim 2" in err
+
+    # An interruption inside k2/iter2/train: that stage "running", later ones never started, a
+    # half-written checkpoint folder. Rerunning the same config redoes only what is missing.
+    manifest = read_json(run_dir / "manifest.json")
+    for stage in manifest["stages"]:
+        if stage["key"] == "k2/iter2/train":
+            stage.update(status="running", result={}, seconds=None)
+        elif stage["key"] == "k2/iter2/eval":
+            stage.update(status="pending", result={}, seconds=None)
+    write_json(run_dir / "manifest.json", manifest)
+    (run_dir / "k2" / "iter2" / "model" / "train_result.json").unlink()
+    (run_dir / "report.json").unlink()
+    before = {k: r.attempts for k, r in Manifest(run_dir / "manifest.json").stages.items()}
+    resumed = run_bootstrap(tiny_config(run_dir))
+    after = Manifest(run_dir / "manifest.json").stages
+    assert numbers(resumed) == numbers(report)
+    assert after["k2/iter2/train"].attempts == before["k2/iter2/train"] + 1
+    assert after["k2/iter1/sample"].attempts == before["k2/iter1/sample"], "finished stages are not redone"
+    assert "resuming" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_shares_the_warm_start_samples(tmp_path):
+    run_dir = tmp_path / "sweep"
+    report = run_bootstrap(tiny_config(run_dir, ks=[1, 3], iters=1))
+    _check_run(run_dir, report, [1, 3], 1)
+    shared = [json.loads(line) for line in (run_dir / "shared" / "iter1" / "candidates.jsonl").read_text().splitlines()]
+    k1 = [json.loads(line) for line in (run_dir / "k1" / "iter1" / "augmented.jsonl").read_text().splitlines()]
+    # K=1 keeps the first of the 3 shared samples of every chunk
+    for s_doc, doc in zip(shared, k1):
+        for s_chunk, chunk in zip(s_doc["chunks"], doc["chunks"]):
+            assert len(s_chunk["candidates"]) == 3 and chunk["latent"] == s_chunk["candidates"][0]["latent"]
+    rows = {(r["k"], r["iter"]): r for r in report["iterations"]}
+    assert rows[(1, 1)]["ess"] == pytest.approx(1.0)
+    assert rows[(1, 0)]["accuracy"] == rows[(3, 0)]["accuracy"], "one warm start for the whole sweep"
+
+
+@pytest.mark.slow
+def test_kill_9_then_same_command_gives_the_same_report(tmp_path):
+    """The CLI in a subprocess, killed with SIGKILL while a training stage runs, then rerun."""
+    args = [
+        sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--k", "2",
+        "--demo-train", "24", "--demo-heldout", "8", "--demo-steps", "3",
+        "--warm-steps", "3", "--steps", "40", "--save-every", "5", "--seq-len", "64", "--batch-size", "4",
+        "--warmup-steps", "1", "--max-latent-tokens", "8",
+    ]
+    env = {**os.environ, "LT_PROGRESS_INTERVAL": "3600", "OMP_NUM_THREADS": "1"}
+    reference = subprocess.run(args + ["--run-dir", str(tmp_path / "a")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    run_b = tmp_path / "b"
+    proc = subprocess.Popen(args + ["--run-dir", str(run_b)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 600
+    killed_during = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        manifest_path = run_b / "manifest.json"
+        if manifest_path.exists():
+            try:
+                stages = read_json(manifest_path)["stages"]
+            except Exception:
+                stages = []
+            running = [s["key"] for s in stages if s["status"] == "running"]
+            # kill inside the raw baseline's training once it wrote a checkpoint
+            if running == ["baseline-raw/train"] and list((run_b / "baseline-raw" / "model").glob("checkpoints/step-*")):
+                proc.send_signal(signal.SIGKILL)
+                killed_during = running[0]
+                break
+        time.sleep(0.2)
+    proc.wait()
+    assert killed_during == "baseline-raw/train", "the run ended before the kill; make the stage longer"
+    resumed = subprocess.run(args + ["--run-dir", str(run_b)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr
+    assert numbers(read_json(run_b / "report.json")) == numbers(read_json(tmp_path / "a" / "report.json"))
