@@ -427,3 +427,27 @@ def test_sample_thoughts_and_select_on_gsm8k_with_smollm2(tmp_path, shared_data)
     out = [orjson.loads(x) for x in selected.stdout.splitlines()]
     assert len(out) == 2 and all(isinstance(c["latent"], str) for d in out for c in d["chunks"])
     assert all(set(d["elbo"]) == {"1", "2", "4", "8"} for d in out)
+
+
+def test_sample_thoughts_and_select_over_the_api_backend(tmp_path):
+    """The OpenAI-compatible path: completions with logprobs for q, echo for p (test server's text engine)."""
+    from servers.openai_server import run_openai_server
+
+    corpus = small_corpus(tmp_path / "docs.jsonl", 2)
+    with run_openai_server() as server:
+        env = {**ENV, **server.client_env()}
+        sampled = subprocess.run(
+            LT + ["sample-thoughts", "--backend", "api", "--model", "m", "--k", "3", "--max-new-tokens", "5", str(corpus)],
+            capture_output=True, env=env, cwd=REPO,
+        )
+        assert sampled.returncode == 0, sampled.stderr.decode()
+    per_token = -math.log(27)  # the text engine: uniform over a-z and space, one character per token
+    for doc in map(orjson.loads, sampled.stdout.splitlines()):
+        for i, chunk in enumerate(doc["chunks"]):
+            for c in chunk["candidates"]:
+                assert len(c["latent"]) == 5 and c["n_tokens"] == 5 and not c["finished"]
+                assert c["log_q"] == pytest.approx(5 * per_token)
+                pair = chunk_scoring_pair(doc["chunks"], i, c["latent"], SampleConfig())
+                assert c["log_p"] == pytest.approx(len(pair.continuation) * per_token)
+    code, selected, err = cli(["select"], input=sampled.stdout)
+    assert code == 0 and "mean ELBO_3" in err
