@@ -88,6 +88,11 @@ def test_uniform_draws_are_uniform_even_with_extreme_weights():
     assert chi2 < 13.82  # 2 dof, p = 0.001
 
 
+def test_document_without_chunks_passes_through():
+    out = select_document({"id": "e", "text": "", "chunks": []}, "importance", seed=1)
+    assert out["chunks"] == [] and out["elbo"] is None and out["num_chunks"] == 0
+
+
 def test_argmax_first_and_single_candidate():
     document = doc_with([[-3.0, 2.0, 1.0], [5.0, 5.0, -1.0]])
     argmax = select_document(document, "argmax", seed=0)
@@ -135,7 +140,7 @@ def test_elbo_and_ess_functions():
 @pytest.mark.parametrize(
     "record, message",
     [
-        ({"text": "raw"}, "non-empty 'chunks'"),
+        ({"text": "raw"}, "a 'chunks' list"),
         ({"chunks": [{"text": "a"}]}, "chunks[0] has no 'candidates'"),
         ({"chunks": [{"text": "a", "candidates": []}]}, "chunks[0] has no 'candidates'"),
         ({"chunks": [{"text": "a", "candidates": [{"latent": 3}]}]}, "needs a string 'latent'"),
