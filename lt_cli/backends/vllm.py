@@ -30,7 +30,9 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
+from ..console import warn
 from ..errors import LtError
+from ..seeding import derive_seed
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score
 
 
@@ -97,6 +99,44 @@ def _prepare_environment(options: VLLMOptions) -> None:
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
 
 
+def _check_params(params: SamplingParams) -> None:
+    if params.n < 1:
+        raise LtError(f"n must be at least 1, got {params.n}")
+    if params.temperature < 0 or not math.isfinite(params.temperature):
+        raise LtError(f"temperature must be >= 0, got {params.temperature}")
+    if not (0.0 < params.top_p <= 1.0):
+        raise LtError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.max_new_tokens < 1:
+        raise LtError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
+    if any(not s for s in params.stop):
+        raise LtError("stop strings must be non-empty")
+
+
+def _model_position_limit(path: str) -> int | None:
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def _logical_max_model_len(path: str, requested: int | None) -> int:
+    """max_model_len as the transformers backend resolves it: the request, capped at the model's positions."""
+    limit = _model_position_limit(path)
+    if requested is not None:
+        if requested < 2:
+            raise LtError(f"max_model_len must be at least 2, got {requested}")
+        if limit and requested > limit:
+            warn(f"max_model_len {requested} exceeds the model's {limit} positions; using {limit}")
+            return limit
+        return int(requested)
+    return limit if limit else 2048
+
+
 def _resolve_model(name: str) -> str:
     try:
         from ..models import resolve_model
@@ -121,6 +161,12 @@ class VLLMBackend:
 
         self.model_id = config.model
         path = _resolve_model(config.model)
+        self.max_model_len = _logical_max_model_len(path, config.max_model_len)
+        model_limit = _model_position_limit(path)
+        # scoring generates one throwaway token after the sequence, so the engine gets one extra
+        # position when the model has it; otherwise scored sequences are one token shorter
+        engine_len = self.max_model_len + 1 if (model_limit is None or self.max_model_len < model_limit) else self.max_model_len
+        self._score_limit = engine_len - 1
         on_gpu = torch.cuda.is_available() and config.device != "cpu"
         dtype = config.dtype
         if dtype == "auto":
@@ -140,8 +186,7 @@ class VLLMBackend:
         kv_cache_gib = self.options.kv_cache_gib if (self.options.kv_cache_gib is not None or on_gpu) else 1.0
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
-        if config.max_model_len is not None:
-            kwargs["max_model_len"] = int(config.max_model_len)
+        kwargs["max_model_len"] = engine_len
         if self.options.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.options.max_num_seqs
         try:
@@ -149,25 +194,39 @@ class VLLMBackend:
         except (OSError, ValueError) as exc:
             raise LtError(f"vLLM could not load model {config.model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         self.tokenizer = self.llm.get_tokenizer()
-        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.n_truncated_pairs = 0
+        self.n_truncated_prompts = 0
         self._bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        self.eos_ids = {int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id is not None else set()
         self._closed = False
 
     # ------------------------------------------------------------------ tokenization
-    def encode(self, text: str, *, bos: bool) -> list[int]:
+    def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text`` (special-token strings become their ids); BOS prepended once when
+        ``add_bos`` and the tokenizer has one (a chat template that already wrote it is not doubled)."""
         ids = list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
-        if bos and self._bos_id is not None:
+        if add_bos and self._bos_id is not None and (not ids or ids[0] != self._bos_id):
             ids = [int(self._bos_id)] + ids
         return ids
 
-    def _prompt_ids(self, text: str, max_new_tokens: int) -> list[int]:
-        """Prompt ids, left-truncated (BOS kept) so prompt + max_new_tokens fits the model."""
-        ids = self.encode(text, bos=True)
-        budget = max(1, self.max_model_len - max_new_tokens)
-        if len(ids) > budget:
-            keep_bos = 1 if (self._bos_id is not None and ids and ids[0] == self._bos_id) else 0
-            ids = ids[:keep_bos] + ids[len(ids) - (budget - keep_bos) :]
-        return ids
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without BOS (what a continuation costs)."""
+        return len(self.encode(text, add_bos=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Cut a prompt from the front (BOS kept) to leave room for generation, as the transformers
+        backend does: room is max_new_tokens, but at most a quarter of max_model_len."""
+        room = max(1, min(max_new_tokens, self.max_model_len // 4))
+        limit = self.max_model_len - room
+        if len(ids) <= limit:
+            return ids
+        self.n_truncated_prompts += 1
+        warn(f"a prompt of {len(ids)} tokens was cut from the front to {limit} tokens (max_model_len {self.max_model_len})")
+        keep_bos = 1 if (self._bos_id is not None and ids and ids[0] == self._bos_id) else 0
+        return ids[:keep_bos] + ids[len(ids) - limit + keep_bos :]
 
     # ------------------------------------------------------------------ sampling
     def _sampling_params(self, params: SamplingParams, seed: int | None, prompt_len: int):
@@ -190,18 +249,19 @@ class VLLMBackend:
     def _generate(self, prompt_ids: list[list[int]], params: SamplingParams, seeds) -> list[list[Sample]]:
         from vllm.inputs import TokensPrompt
 
-        if params.n < 1:
-            raise LtError("SamplingParams.n must be at least 1")
-        if seeds is not None:
-            if len(seeds) != len(prompt_ids):
-                raise LtError(f"got {len(seeds)} seed lists for {len(prompt_ids)} prompts")
-            if any(len(row) != params.n for row in seeds):
-                raise LtError(f"each prompt needs exactly {params.n} seeds")
+        _check_params(params)
+        if seeds is None:
+            # deterministic defaults: nothing in lt reads ambient randomness
+            seeds = [[derive_seed("vllm-default-sample", i, j) for j in range(params.n)] for i in range(len(prompt_ids))]
+        if len(seeds) != len(prompt_ids) or any(len(row) != params.n for row in seeds):
+            raise LtError(f"seeds must be {len(prompt_ids)} lists of n={params.n} seeds each")
         requests, sampling = [], []
         for i, ids in enumerate(prompt_ids):
+            ids = self._fit_prompt(ids, params.max_new_tokens)
             for j in range(params.n):
                 requests.append(TokensPrompt(prompt_token_ids=ids))
-                sampling.append(self._sampling_params(params, None if seeds is None else int(seeds[i][j]), len(ids)))
+                # vLLM seeds a torch.Generator: keep the value inside int64
+                sampling.append(self._sampling_params(params, int(seeds[i][j]) & ((1 << 63) - 1), len(ids)))
         if not requests:
             return []
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
@@ -213,16 +273,21 @@ class VLLMBackend:
         token_logprobs: list[float] = []
         for token_id, entry in zip(token_ids, completion.logprobs or []):
             token_logprobs.append(float(entry[token_id].logprob))
+        text = completion.text
         if completion.finish_reason == "length":
             finish = FINISH_LENGTH
+            text = self.decode(token_ids)
         elif isinstance(completion.stop_reason, str):
-            finish = FINISH_STOP
+            finish = FINISH_STOP  # vLLM's text is already cut before the stop string
         else:
             finish = FINISH_EOS
-        return Sample(text=completion.text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish)
+            text = self.decode(token_ids[:-1])
+        # vLLM's incremental detokenizer holds back a trailing partial UTF-8 character; decoding the
+        # ids (as the transformers backend does) keeps both backends' texts identical for equal ids
+        return Sample(text=text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish)
 
     def sample(self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
-        return self._generate([self._prompt_ids(p, params.max_new_tokens) for p in prompts], params, seeds)
+        return self._generate([self.encode(p) for p in prompts], params, seeds)
 
     def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
         """Render each conversation with the tokenizer's chat template, then sample as a prompt."""
@@ -232,24 +297,17 @@ class VLLMBackend:
         for conversation in conversations:
             messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation]
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            # chat templates write their own BOS text; do not add a second one
-            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-            budget = max(1, self.max_model_len - params.max_new_tokens)
-            prompt_ids.append(ids[len(ids) - budget :] if len(ids) > budget else ids)
+            prompt_ids.append(self.encode(text))
         return self._generate(prompt_ids, params, seeds)
 
     # ------------------------------------------------------------------ scoring
     def _score_ids(self, context: str, continuation: str) -> tuple[list[int], int, int, int]:
         """(ids, n_context_kept, n_context_truncated, n_continuation_truncated) per base.py's policy."""
-        ctx = self.encode(context, bos=True)
-        cont = self.encode(continuation, bos=False)
-        if not cont:
-            raise LtError("score() needs a non-empty continuation")
-        if not ctx:
-            raise LtError("score() needs a non-empty context when the tokenizer has no BOS token")
-        # vLLM must generate one token after the prompt (max_tokens=0 is rejected), so a scored
-        # sequence may use max_model_len - 1 positions
-        limit = self.max_model_len - 1
+        ctx = self.encode(context)
+        cont = self.encode(continuation, add_bos=False)
+        if not ctx and cont:
+            raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
+        limit = self._score_limit
         n_ctx_cut = n_cont_cut = 0
         overflow = len(ctx) + len(cont) - limit
         if overflow > 0:
@@ -269,23 +327,22 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
 
         prepared = [self._score_ids(context, continuation) for context, continuation in pairs]
-        if not prepared:
-            return []
-        requests = [TokensPrompt(prompt_token_ids=ids) for ids, *_ in prepared]
+        truncated = sum(1 for _, _, a, b in prepared if a or b)
+        if truncated:
+            self.n_truncated_pairs += truncated
+            warn(f"{truncated} of {len(prepared)} scored pairs exceeded max_model_len {self._score_limit} and were truncated (reported in Score)")
+        todo = [k for k, (ids, n_ctx, _, _) in enumerate(prepared) if len(ids) > n_ctx]
+        scores: list[Score] = [Score(0.0, [], a, b) for _, _, a, b in prepared]  # empty continuations score 0
+        if not todo:
+            return scores
+        requests = [TokensPrompt(prompt_token_ids=prepared[k][0]) for k in todo]
         params = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False, seed=0)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        scores = []
-        for (ids, n_ctx, n_ctx_cut, n_cont_cut), out in zip(prepared, outputs):
+        for k, out in zip(todo, outputs):
+            ids, n_ctx, n_ctx_cut, n_cont_cut = prepared[k]
             rows = out.prompt_logprobs
-            token_logprobs = [float(rows[k][ids[k]].logprob) for k in range(n_ctx, len(ids))]
-            scores.append(
-                Score(
-                    logprob=float(math.fsum(token_logprobs)),
-                    token_logprobs=token_logprobs,
-                    n_context_truncated=n_ctx_cut,
-                    n_continuation_truncated=n_cont_cut,
-                )
-            )
+            token_logprobs = [float(rows[pos][ids[pos]].logprob) for pos in range(n_ctx, len(ids))]
+            scores[k] = Score(float(math.fsum(token_logprobs)), token_logprobs, n_ctx_cut, n_cont_cut)
         return scores
 
     # ------------------------------------------------------------------ lifecycle
