@@ -61,7 +61,7 @@ def command(
     seed: Annotated[int, typer.Option("--seed", help="User seed; each sample's seed derives from it, the document and the chunk.")] = 42,
     no_score: Annotated[bool, typer.Option("--no-score", help="Skip log p / log w (lt select --model scores later).")] = False,
     reference_quirks: Annotated[bool, typer.Option("--reference-quirks", help="Reproduce the reference's first-chunk prompt and its log p off-by-one.")] = False,
-    docs_per_call: Annotated[int, typer.Option("--docs-per-call", help="Documents whose chunks go to the backend in one call.")] = 8,
+    docs_per_call: Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False)] = None,
     backend: BackendOpt = "transformers",
     dtype: DtypeOpt = "auto",
     batch_size: BatchSizeOpt = 16,
@@ -75,6 +75,8 @@ def command(
     from ..estep import SampleConfig, run_sample_thoughts
 
     check_stdin(input)
+    if docs_per_call is None:
+        docs_per_call = 128 if backend == "vllm" else 8
     config = SampleConfig(
         k=k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, prefix_chunks=prefix_chunks, seed=seed,
         score=not no_score, reference_quirks=reference_quirks, max_model_len=max_model_len, docs_per_call=docs_per_call,
