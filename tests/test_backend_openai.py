@@ -136,6 +136,19 @@ def test_bad_seed_shapes_and_options(env, monkeypatch):
         make_backend()
 
 
+def test_options_from_environment(monkeypatch):
+    from lt_cli.backends.openai import APIOptions
+
+    monkeypatch.setenv("LT_API_MAX_RETRIES", "2")
+    monkeypatch.setenv("LT_API_LOGPROBS", "true")
+    opts = APIOptions.from_dict({"max_concurrency": 3})
+    assert (opts.max_retries, opts.logprobs, opts.max_concurrency) == (2, True, 3)
+    assert APIOptions.from_dict({"max_retries": 5}).max_retries == 5  # explicit wins
+    monkeypatch.setenv("LT_API_TIMEOUT_S", "soon")
+    with pytest.raises(LtError, match="not a number"):
+        APIOptions.from_dict({})
+
+
 def test_env_precedence(monkeypatch):
     from lt_cli.backends.openai import DEFAULT_BASE_URL, api_settings_from_env
 

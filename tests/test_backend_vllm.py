@@ -47,6 +47,16 @@ def test_option_validation():
         VLLMOptions.from_dict({"seed": "abc"})
 
 
+def test_options_from_environment(monkeypatch):
+    from lt_cli.backends.vllm import VLLMOptions
+
+    monkeypatch.setenv("LT_VLLM_TENSOR_PARALLEL_SIZE", "4")
+    monkeypatch.setenv("LT_VLLM_ENFORCE_EAGER", "1")
+    opts = VLLMOptions.from_dict({})
+    assert (opts.tensor_parallel_size, opts.enforce_eager) == (4, True)
+    assert VLLMOptions.from_dict({"tensor_parallel_size": 2}).tensor_parallel_size == 2  # explicit wins
+
+
 def test_import_does_not_import_vllm():
     code = "import sys, lt_cli.backends.vllm, lt_cli.backends; print('vllm' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout

@@ -38,7 +38,7 @@ from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample,
 
 @dataclass
 class VLLMOptions:
-    """vLLM engine options (``BackendConfig.options`` / ``--backend-option KEY=VALUE``)."""
+    """vLLM engine options (``BackendConfig.options``); each can also come from ``LT_VLLM_<NAME>``."""
 
     #: GPUs per model replica (tensor parallelism inside one process)
     tensor_parallel_size: int = 1
@@ -63,8 +63,12 @@ class VLLMOptions:
         unknown = sorted(set(options) - known)
         if unknown:
             raise LtError(f"unknown vllm backend option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        # LT_VLLM_<OPTION> environment variables fill options not given explicitly, so commands
+        # without a flag for them still reach them (LT_VLLM_TENSOR_PARALLEL_SIZE=4)
+        merged = {name: os.environ[f"LT_VLLM_{name.upper()}"] for name in known if f"LT_VLLM_{name.upper()}" in os.environ}
+        merged.update(options)
         values: dict[str, Any] = {}
-        for key, value in options.items():
+        for key, value in merged.items():
             default = getattr(cls, key)
             try:
                 if isinstance(default, bool):
