@@ -203,7 +203,7 @@ def test_synthesize_batch_api_against_server(tmp_path):
     with run_openai_server() as server:
         env = server.client_env()
         out = tmp_path / "teacher.jsonl"
-        result = run_lt(["synthesize", "--batch", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "7"], env={**env})
+        result = run_lt(["synthesize", "--batch", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "7", "--batch-poll-interval", "0.2"], env={**env})
         assert result.returncode == 0, result.stderr.decode()
         assert server.requests("/v1/batches") and not server.requests("/v1/chat/completions")
         records = [orjson.loads(line) for line in out.read_bytes().splitlines()]

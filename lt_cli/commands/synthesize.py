@@ -35,6 +35,7 @@ def command(
     model: Annotated[str, typer.Option("--model", "-m", help="Teacher model (an API model name, or a local instruct checkpoint).")] = "gpt-4o-mini-2024-07-18",
     backend: Annotated[str, typer.Option("--backend", help="api (OpenAI-compatible HTTP), vllm or transformers (chat template).")] = "api",
     batch: Annotated[bool, typer.Option("--batch", help="api backend: send requests through the Batch API (needs -o; state in OUTPUT.batches.jsonl).")] = False,
+    batch_poll_interval: Annotated[float, typer.Option("--batch-poll-interval", help="Seconds between Batch API status checks.")] = 30.0,
     temperature: Annotated[float, typer.Option("--temperature", help="Teacher sampling temperature.")] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")] = 1.0,
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens per reply (default 6000 latent, 5000 wrap, 8000 wrap-cot).", show_default=False)] = None,
@@ -66,6 +67,7 @@ def command(
             raise UsageError("--batch needs -o FILE (the batch ids are kept in FILE.batches.jsonl so a rerun re-attaches)")
         options["batch"] = True
         options["batch_state"] = output + ".batches.jsonl"
+        options["batch_poll_interval_s"] = batch_poll_interval
     if docs_per_call is None:
         docs_per_call = 1_000_000 if batch else 8
     config = SynthesizeConfig(
