@@ -38,6 +38,8 @@ from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample,
 SCORE_LOGIT_CHUNK = 512
 #: padded tokens (context + continuation) per scoring forward pass, unless options override it
 DEFAULT_SCORE_BATCH_TOKENS = 16384
+#: a scoring batch closes when padded positions would exceed this multiple of the real tokens
+MAX_PADDING_FACTOR = 1.2
 
 
 @dataclass
@@ -275,7 +277,7 @@ class HFBackend:
         """One token per row: inverse CDF with one uniform draw from the row's own generator."""
         torch = self._torch
         u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(logprobs.device)
-        cdf = logprobs.double().exp().cumsum(dim=-1)
+        cdf = logprobs.exp().double().cumsum(dim=-1)
         target = (u * cdf[:, -1]).unsqueeze(-1)
         tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
         return tokens.clamp_(max=logprobs.shape[-1] - 1)
@@ -436,11 +438,14 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     def _fits(self, units, encoded, rows_per_batch: int) -> bool:
+        """Row and memory limits, and at most ~20% of the computed positions spent on padding."""
         rows = sum(len(m) for _, m in units)
         ctx_width = max(len(c) for c, _ in units)
         cont_width = max(len(encoded[k].continuation) for _, m in units for k in m)
-        padded_tokens = len(units) * ctx_width + rows * (ctx_width + cont_width)
-        return rows <= rows_per_batch and padded_tokens <= self.score_batch_tokens
+        memory_tokens = len(units) * ctx_width + rows * (ctx_width + cont_width)
+        computed = len(units) * ctx_width + rows * cont_width
+        real = sum(len(c) for c, _ in units) + sum(len(encoded[k].continuation) for _, m in units for k in m)
+        return rows <= rows_per_batch and memory_tokens <= self.score_batch_tokens and computed <= MAX_PADDING_FACTOR * real
 
     def _run_score_batch(self, units, encoded, results) -> None:
         torch = self._torch
