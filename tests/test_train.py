@@ -414,3 +414,16 @@ def test_smollm2_gets_latent_tokens_and_saves_loadable_tied_model(tmp_path, augm
     assert ids == [[49152], [49153], [49154], [49155]]  # appended after SmolLM2's 49,152 tokens
     assert model.get_input_embeddings().weight.shape[0] == 49156
     assert model.config.tie_word_embeddings
+
+
+def test_epoch_and_token_budgets(tmp_path, augmented_file, tiny_config_file, tokenizer):
+    from lt_cli.training import train
+
+    corpora = load_documents([DataSource(str(augmented_file))], "random")
+    epoch_tokens = TokenStream(corpora, [1.0], tokenizer, layout="random", seq_len=64, seed=42).count_epoch_tokens(0)
+    result = train(_config(tmp_path / "e", augmented_file, tiny_config_file, steps=None, epochs=2.0, lr=1e-3))
+    assert result.steps == int(2 * epoch_tokens // (8 * 64)) > 0
+    metrics = [json.loads(l) for l in Path(result.metrics_path).read_text().splitlines()]
+    assert metrics[-1]["epoch"] == 1  # the stream went into the second epoch and not beyond
+    by_tokens = train(_config(tmp_path / "t", augmented_file, tiny_config_file, steps=None, tokens=3 * 8 * 64 + 100))
+    assert by_tokens.steps == 3 and by_tokens.tokens_seen == 3 * 8 * 64
