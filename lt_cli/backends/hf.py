@@ -309,11 +309,12 @@ class HFBackend:
                 chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
                 chosen_list = chosen.tolist()
                 keep: list[int] = []
+                positions_now = next_pos.tolist()  # one device sync per step, not one per row
                 for b, r in enumerate(active):
                     token = chosen_list[b]
                     tokens_out[r].append(token)
                     logprobs_out[r].append(chosen_lp[b])
-                    finish = self._finish_reason(tokens_out[r], stops, int(next_pos[b]) + 1, params.max_new_tokens)
+                    finish = self._finish_reason(tokens_out[r], stops, positions_now[b] + 1, params.max_new_tokens)
                     if finish is None:
                         keep.append(b)
                     else:
