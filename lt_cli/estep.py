@@ -188,50 +188,78 @@ def _needs_score(chunk: dict) -> bool:
 
 
 def _score_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None, *, force: bool = False) -> None:
-    """Set log_p and log_w of every candidate of the chunks that lack them (all when ``force``)."""
+    """Set log_p and log_w of every candidate of the chunks that lack them (all when ``force``).
+
+    The cache holds one entry per chunk (its K final log p values and cuts), because the truncation
+    rule couples the K candidates of a chunk; it stores no per-token values, so it stays small.
+    """
     from .sample_cache import cache_key
 
     identity = _identity(backend) if cache is not None else None
-    wanted: list[tuple[int, int, int, tuple[str, str], str | None]] = []
+    chunks: list[tuple[int, int, list[tuple[str, str]], str | None]] = []  # doc, chunk, pairs, key
     for d, doc in enumerate(docs):
         for i, chunk in enumerate(doc["chunks"]):
-            if not (force or _needs_score(chunk)):
+            if not chunk["candidates"] or not (force or _needs_score(chunk)):
                 continue
-            for j, candidate in enumerate(chunk["candidates"]):
+            pairs = []
+            for candidate in chunk["candidates"]:
                 pair = chunk_scoring_pair(doc["chunks"], i, candidate["latent"], config)
-                key = None
-                if cache is not None:
-                    key = cache_key("joint_score", **identity, context=pair.context, continuation=pair.continuation, max_model_len=config.max_model_len)
-                wanted.append((d, i, j, (pair.context, pair.continuation), key))
-    if not wanted:
+                pairs.append((pair.context, pair.continuation))
+            key = None
+            if cache is not None:
+                key = cache_key(
+                    "joint_scores", **identity, context=pairs[0][0], continuations=[p[1] for p in pairs],
+                    max_model_len=config.max_model_len,
+                )
+            chunks.append((d, i, pairs, key))
+    if not chunks:
         return
-    cached = cache.get_many(w[4] for w in wanted) if cache is not None else {}
-    missing = [w for w in wanted if w[4] not in cached]
-    scores: dict[tuple[int, int, int], Score] = {}
+    cached = cache.get_many(c[3] for c in chunks) if cache is not None else {}
+    missing = [c for c in chunks if c[3] not in cached]
+    results: dict[tuple[int, int], dict] = {}
     if missing:
-        results = backend.score([w[3] for w in missing])
-        if len(results) != len(missing):
-            raise LtError(f"backend returned {len(results)} scores for {len(missing)} pairs")
+        flat = [pair for c in missing for pair in c[2]]
+        scores = backend.score(flat)
+        if len(scores) != len(flat):
+            raise LtError(f"backend returned {len(scores)} scores for {len(flat)} pairs")
         fresh = {}
-        for w, score in zip(missing, results):
-            scores[(w[0], w[1], w[2])] = score
-            if w[4] is not None:
-                fresh[w[4]] = {
-                    "logprob": score.logprob,
-                    "token_logprobs": list(score.token_logprobs),
-                    "n_context_truncated": score.n_context_truncated,
-                    "n_continuation_truncated": score.n_continuation_truncated,
-                }
+        position = 0
+        for d, i, pairs, key in missing:
+            value = chunk_log_p(scores[position:position + len(pairs)])
+            position += len(pairs)
+            results[(d, i)] = value
+            if key is not None:
+                fresh[key] = value
         if cache is not None:
-            cache.put_many("joint_score", fresh)
-    for d, i, j, _pair, key in wanted:
+            cache.put_many("joint_scores", fresh)
+    for d, i, _pairs, key in chunks:
         if key in cached:
-            scores[(d, i, j)] = Score(**cached[key])
-    by_chunk: dict[tuple[int, int], list[Score]] = {}
-    for d, i, j, _pair, _key in wanted:
-        by_chunk.setdefault((d, i), []).append(scores[(d, i, j)])
-    for (d, i), chunk_scores in by_chunk.items():
-        apply_scores(docs[d]["chunks"][i], chunk_scores)
+            results[(d, i)] = cached[key]
+    for (d, i), value in results.items():
+        chunk = docs[d]["chunks"][i]
+        for candidate, log_p in zip(chunk["candidates"], value["log_p"]):
+            candidate["log_p"] = log_p
+            candidate["log_w"] = log_p - float(candidate["log_q"])
+        chunk["num_prefix_token_truncated"] = value["num_prefix_token_truncated"]
+        chunk["num_suffix_token_truncated"] = value["num_suffix_token_truncated"]
+
+
+def chunk_log_p(scores: Sequence[Score]) -> dict:
+    """The K log p values of one chunk under the reference's uniform truncation rule.
+
+    Every candidate loses as many trailing scored tokens as the candidate that lost the most (the
+    cut at the end of the chunk text is the same for all K); front cuts are the backend's.
+    """
+    suffix_cut = max(s.n_continuation_truncated for s in scores)
+    prefix_cut = max(s.n_context_truncated for s in scores)
+    log_p = []
+    for score in scores:
+        extra = suffix_cut - score.n_continuation_truncated
+        if extra > 0:
+            log_p.append(math.fsum(score.token_logprobs[: max(0, len(score.token_logprobs) - extra)]))
+        else:
+            log_p.append(float(score.logprob))
+    return {"log_p": log_p, "num_prefix_token_truncated": prefix_cut, "num_suffix_token_truncated": suffix_cut}
 
 
 def apply_scores(chunk: dict, scores: Sequence[Score]) -> None:
@@ -239,19 +267,12 @@ def apply_scores(chunk: dict, scores: Sequence[Score]) -> None:
     candidates = chunk["candidates"]
     if len(scores) != len(candidates):
         raise LtError(f"{len(scores)} scores for {len(candidates)} candidates")
-    suffix_cut = max(s.n_continuation_truncated for s in scores)
-    prefix_cut = max(s.n_context_truncated for s in scores)
-    for candidate, score in zip(candidates, scores):
-        extra = suffix_cut - score.n_continuation_truncated
-        if extra > 0:
-            kept = list(score.token_logprobs[: max(0, len(score.token_logprobs) - extra)])
-            log_p = math.fsum(kept)
-        else:
-            log_p = float(score.logprob)
+    value = chunk_log_p(scores)
+    for candidate, log_p in zip(candidates, value["log_p"]):
         candidate["log_p"] = log_p
         candidate["log_w"] = log_p - float(candidate["log_q"])
-    chunk["num_prefix_token_truncated"] = prefix_cut
-    chunk["num_suffix_token_truncated"] = suffix_cut
+    chunk["num_prefix_token_truncated"] = value["num_prefix_token_truncated"]
+    chunk["num_suffix_token_truncated"] = value["num_suffix_token_truncated"]
 
 
 def sample_candidates(

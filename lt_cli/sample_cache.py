@@ -4,7 +4,8 @@ Why: the E-step and teacher synthesis are the expensive stages of BoLT. Every sa
 what determines it -- backend, model (plus a fingerprint of a local checkpoint's files), the prompt
 or conversation, the sampling parameters, the sample index and its seed -- but *not* by K, so
 raising ``--k`` on a rerun draws only the new sample indices (as in the reference's
-``LatentCache``). Scores are keyed by (backend, model, context, continuation, max_model_len).
+``LatentCache``). Scores are kept per chunk (the truncation rule couples its K candidates), keyed
+by (backend, model, context, the K continuations, max_model_len), without per-token values.
 
 Values are JSON; floats round-trip exactly (orjson writes the shortest repr of a double), so a
 cached value reproduces the uncached output byte for byte. Writes happen in one transaction per
