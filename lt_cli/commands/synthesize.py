@@ -13,7 +13,7 @@ HELP = "Teacher synthesis: latent thoughts per chunk (default) or WRAP / WRAP-Co
 EXAMPLES = """\
 lt synthesize docs.jsonl -o teacher.jsonl                     # gpt-4o-mini over the API (LT_API_KEY)
 lt synthesize --batch docs.jsonl -o teacher.jsonl             # OpenAI Batch API; rerun to re-attach
-lt synthesize --backend transformers --model HuggingFaceTB/SmolLM2-135M-Instruct docs.jsonl > t.jsonl
+lt synthesize --backend transformers --model smollm2 docs.jsonl > t.jsonl   # local instruct model
 lt synthesize --method wrap --passes 5 docs.jsonl -o wrap.jsonl
 """
 DETAILS = """\
