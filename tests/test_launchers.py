@@ -7,6 +7,7 @@ import io
 import os
 import shlex
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -181,3 +182,32 @@ def test_template_runs_arguments_with_spaces_intact(tmp_path):
         out = tmp_path / f"out {i}.jsonl"
         make_launcher(template).run(["chunk", str(src), "-o", str(out)], distributed=False)
         assert len(read_all(out)) == 6
+
+
+# ------------------------------------------------------------------------------- lt bootstrap
+@pytest.mark.slow
+def test_bootstrap_iteration_under_torchrun_with_two_cpu_processes(tmp_path):
+    """`lt bootstrap --launcher torchrun`: one EM iteration of the demo, every training stage as
+    torchrun with 2 CPU processes (gloo), every other stage as a plain subprocess."""
+    import json
+
+    run = tmp_path / "run"
+    command = [PY, "-m", "lt_cli", "bootstrap", "--iters", "1", "--launcher", "torchrun", "--nproc-per-node", "2", "--run-dir", str(run),
+               "--demo-train", "16", "--demo-heldout", "4", "--max-latent-tokens", "8", "--steps", "4",
+               "--warm-steps", "4", "--eval-limit", "2", "--no-raw-baseline", "--no-teacher-baseline", "--batch-size", "4", "--seq-len", "128"]
+    env = {**os.environ, "LT_PROGRESS_INTERVAL": "3600", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for stage in ("warm_train", "k4_iter1_train"):
+        log = (run / "logs" / f"{stage}.log").read_text()
+        first = shlex.split(log.splitlines()[0][2:])
+        assert first[:10] == [first[0], "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2", "-m", "lt_cli"]
+        assert first[10] == "train"
+        assert "on 2 x cpu (ddp" in log  # two processes, one global batch of 4 sequences
+    sample_log = (run / "logs" / "k4_iter1_sample.log").read_text().splitlines()[0]
+    assert "torch.distributed.run" not in sample_log and "-m lt_cli sample-thoughts" in sample_log
+    result = json.loads((run / "k4" / "iter1" / "model" / "train_result.json").read_text())
+    assert result["steps"] == 4 and result["tokens_seen"] == 4 * 4 * 128
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [s["status"] for s in manifest["stages"]] == ["done"] * len(manifest["stages"])
+    assert {s["key"] for s in manifest["stages"]} >= {"warm/train", "k4/iter1/sample", "k4/iter1/select", "k4/iter1/train", "k4/iter1/eval"}
