@@ -210,6 +210,25 @@ def test_greedy(backend):
         assert scored.logprob == pytest.approx(out.logprob, abs=1e-4)
 
 
+def test_stop_at_a_special_token(backend):
+    """The E-step stops at <|END_OF_LATENT|>: the text ends before it, the ids keep its id."""
+    eol = backend.tokenizer.convert_tokens_to_ids("<|END_OF_LATENT|>")
+    ids = backend.encode("ab", add_bos=False) + [eol]
+    stops = ("<|END_OF_LATENT|>",)
+    assert backend._finish_reason(ids[:2], stops, 10, 50) is None
+    assert backend._finish_reason(ids, stops, 10, 50) == "stop"
+    sample = backend._make_sample(ids, [-1.0, -2.0, -3.0], "stop", stops)
+    assert sample.text == "ab" and sample.token_ids == ids and sample.logprob == -6.0
+    assert backend._finish_reason(ids[:2], stops, 64, 50) == FINISH_LENGTH  # context full
+
+
+def test_empty_prompt_without_bos(tiny_model_dir):
+    no_bos = load_backend("hf", BackendConfig(model=str(tiny_model_dir), add_bos=False, max_model_len=64))
+    with pytest.raises(LtError, match="empty prompt"):
+        no_bos.sample([""], SamplingParams(n=1, max_new_tokens=2))
+    assert len(no_bos.sample(["a"], SamplingParams(n=1, max_new_tokens=2))[0][0].token_ids) >= 1
+
+
 def test_special_tokens_are_single_ids(backend):
     out = backend.score([("<|START_OF_LATENT|>", "a<|END_OF_LATENT|>")])[0]
     assert out.n_tokens == 2

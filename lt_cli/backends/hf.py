@@ -235,6 +235,8 @@ class HFBackend:
         prompts = list(prompts)
         seed_rows = self._seeds(len(prompts), params, seeds)
         encoded = [self._fit_prompt(self.encode(p), params.max_new_tokens) for p in prompts]
+        if any(not ids for ids in encoded):
+            raise LtError("cannot sample from an empty prompt without a BOS token (add_bos is off or the tokenizer has none)")
         return self._sample_ids(encoded, params, seed_rows)
 
     def _sample_ids(self, encoded: list[list[int]], params: SamplingParams, seed_rows: list[list[int]]) -> list[list[Sample]]:
