@@ -171,6 +171,19 @@ def test_packing_bos_eos_per_document_and_labels_cover_every_token(tokenizer):
     assert all(len(w[0]) == 4 for w in windows)
 
 
+def test_rank_sharded_streams_split_the_documents(tokenizer):
+    docs = [Document(str(i), text, None, None) for i, text in enumerate(["aa", "bbb", "c", "dddd", "ee"])]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    for shard, owned in [(0, ["aa", "c", "ee"]), (1, ["bbb", "dddd"])]:
+        stream = TokenStream([docs], [1.0], tokenizer, layout="raw", seq_len=3, seed=0, shuffle=False, shard_index=shard, shard_count=2)
+        expected = []
+        for _ in range(3):
+            for text in owned:
+                expected += [bos, *plain_ids(tokenizer, text), eos]
+        inputs = np.concatenate([stream.next_window()[0] for _ in range(8)]).tolist()
+        assert inputs == expected[: len(inputs)]
+
+
 def test_loss_on_observed_masks_latents_and_special_tokens(tokenizer):
     doc = Document("d", None, None, (("One.", "L1"),))
     for layout, expected_masked, expected_kept in [

@@ -108,3 +108,27 @@ def test_torchrun_fsdp2_two_processes_match_one_and_resume_single(tmp_path, inpu
     assert proc.returncode == 0, proc.stderr
     assert "resuming from" in proc.stderr and json.loads(proc.stdout)["resumed_from_step"] == 4
     assert np.max(np.abs(np.array(_losses(single)) - np.array(_losses(double)))) < LOSS_TOLERANCE
+
+
+@pytest.mark.slow
+def test_torchrun_rank_sharded_data_trains_and_resumes_bitwise(tmp_path, inputs):
+    """--data-sharding rank: each rank packs its own documents (batches depend on the world size,
+    so no comparison with one process); resuming from a checkpoint is still exact."""
+    data, tiny = inputs
+    out = tmp_path / "sharded"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lt_cli",
+            *_train_args(data, tiny, out), "--data-sharding", "rank", "--loss-on", "observed"]
+    proc = subprocess.run([*argv, "--save-every", "4"], env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = _losses(out)
+    assert losses[-1] < losses[0] - 0.5
+    state = json.loads(next((out / "checkpoints").iterdir()).joinpath("state.json").read_text())
+    assert len(state["positions"]) == 2 and state["positions"][0] != state["positions"][1]
+    first = (out / "model.safetensors").read_bytes()
+    (out / "train_result.json").unlink()
+    (out / "model.safetensors").unlink()
+    proc = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stderr
+    assert (out / "model.safetensors").read_bytes() == first
+    assert _losses(out) == losses

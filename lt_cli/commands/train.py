@@ -69,6 +69,7 @@ def command(
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     strategy: Annotated[str, typer.Option(help="Multi-process: auto, ddp or fsdp (FSDP2).")] = "auto",
+    data_sharding: Annotated[str, typer.Option(help="global: every rank packs the same global stream (batches independent of world size); rank: each rank tokenizes only its own documents (scales to many GPUs).")] = "global",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass (less GPU memory, slower).")] = False,
     save_every: Annotated[Optional[int], typer.Option(help="Save a resumable checkpoint every N steps.", show_default=False)] = None,
     keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.")] = 1,
@@ -85,7 +86,7 @@ def command(
         seq_len=seq_len, batch_size=batch_size, micro_batch_size=micro_batch_size, tokens=_parse_tokens(tokens),
         epochs=epochs, steps=steps, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, shuffle=shuffle, dtype=dtype, device=device,
-        strategy=strategy, gradient_checkpointing=gradient_checkpointing, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
+        strategy=strategy, data_sharding=data_sharding, gradient_checkpointing=gradient_checkpointing, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
         report_to=list(report_to or []), run_name=run_name, overwrite=overwrite,
     )
     result = train(config)

@@ -18,6 +18,7 @@ from ..errors import UsageError
 LAYOUTS = ("random", "prior", "posterior", "pure", "raw")
 LOSS_ON = ("all", "observed")
 STRATEGIES = ("auto", "ddp", "fsdp")
+DATA_SHARDING = ("global", "rank")
 REPORT_TO = ("tensorboard", "wandb")
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -82,6 +83,7 @@ class TrainConfig:
     dtype: str = "auto"  # bfloat16 on GPU, float32 on CPU
     device: str = "auto"
     strategy: str = "auto"
+    data_sharding: str = "global"  # global: world-size-invariant batches; rank: each rank tokenizes only its documents
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     save_every: int | None = None
     keep_checkpoints: int = 1
@@ -113,6 +115,8 @@ class TrainConfig:
             raise UsageError(f"--loss-on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.data_sharding not in DATA_SHARDING:
+            raise UsageError(f"--data-sharding must be global or rank, got {self.data_sharding!r}")
         if self.dtype not in DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in self.report_to:

@@ -280,6 +280,8 @@ class TokenStream:
         shuffle: bool = True,
         loss_on: str = "all",
         position: StreamPosition = StreamPosition(),
+        shard_index: int = 0,
+        shard_count: int = 1,
     ):
         if loss_on == "observed" and layout == "pure":
             raise UsageError("--loss-on observed needs text in the documents; layout pure has only latents")
@@ -290,6 +292,10 @@ class TokenStream:
         self.seq_len = seq_len
         self.seed = seed
         self.shuffle = shuffle
+        # Per-rank document sharding (--data-sharding rank): this stream reads only the epoch-order
+        # entries with cursor % shard_count == shard_index; positions keep global cursors.
+        self.shard_index = shard_index
+        self.shard_count = shard_count
         self.encoder = SegmentEncoder(tokenizer, with_mask=(loss_on == "observed"))
         self._order_epoch = -1
         self._order = np.zeros((0, 3), np.int64)
@@ -313,9 +319,11 @@ class TokenStream:
         """Render and tokenize the next block of documents (one tokenizer call)."""
         epoch, cursor = self._next_doc
         order = self.order(epoch)
-        end = min(cursor + _ENCODE_BLOCK, len(order))
+        end = min(cursor + _ENCODE_BLOCK * self.shard_count, len(order))
         segments, owners = [], []
         for c in range(cursor, end):
+            if c % self.shard_count != self.shard_index:
+                continue
             file_index, doc_index, copy = (int(v) for v in order[c])
             doc = self.corpora[file_index][doc_index]
             for s, segment in enumerate(render_document(doc, self.layout, self.seed, epoch, copy)):
@@ -387,12 +395,14 @@ class TokenStream:
         return StreamPosition(self._next_doc[0], self._next_doc[1], 0, 0)
 
     def count_epoch_tokens(self, epoch: int = 0) -> int:
-        """Tokens one epoch contributes to the stream (a pre-pass; used by ``--epochs``)."""
+        """Tokens one epoch contributes to this stream (a pre-pass; used by ``--epochs``)."""
         order = self.order(epoch)
         total = 0
         for start in range(0, len(order), _ENCODE_BLOCK):
             segments = []
-            for file_index, doc_index, copy in order[start : start + _ENCODE_BLOCK]:
+            for offset, (file_index, doc_index, copy) in enumerate(order[start : start + _ENCODE_BLOCK]):
+                if (start + offset) % self.shard_count != self.shard_index:
+                    continue
                 segments.extend(render_document(self.corpora[int(file_index)][int(doc_index)], self.layout, self.seed, epoch, int(copy)))
             total += sum(len(ids) for ids, _ in self.encoder.encode(segments))
         return total

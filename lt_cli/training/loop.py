@@ -29,7 +29,7 @@ from ..io import dumps, read_json, write_json
 from . import checkpoint as ckpt
 from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
 from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
-from .distributed import DistEnv, all_reduce_sum, broadcast_object, init_distributed, resolve_strategy, shutdown, wrap_model
+from .distributed import DistEnv, all_reduce_sum, broadcast_object, gather_objects, init_distributed, resolve_strategy, shutdown, wrap_model
 
 CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -91,13 +91,18 @@ def _count_params(model) -> int:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _resolve_total_steps(config: TrainConfig, stream: TokenStream) -> int:
+def _resolve_total_steps(config: TrainConfig, stream: TokenStream, env: DistEnv) -> int:
     if config.steps is not None:
         return config.steps
     if config.tokens is not None:
         return steps_for_tokens(config.tokens, config.batch_size, config.seq_len)
     epochs = config.epochs if config.epochs is not None else 1.0
     epoch_tokens = stream.count_epoch_tokens(0)
+    if stream.shard_count > 1:  # each rank counted its own documents
+        import torch
+
+        total = torch.tensor([epoch_tokens], dtype=torch.int64, device=env.device)
+        epoch_tokens = int(all_reduce_sum(env, total).item())
     steps = int(epochs * epoch_tokens // config.tokens_per_step)
     if steps < 1:
         raise UsageError(
@@ -273,11 +278,14 @@ def train(config: TrainConfig) -> TrainResult:
         model, tokenizer = load_model_and_tokenizer_for_training(config)
         weights = [s.weight for s in config.sources]
 
+        rank_sharded = config.data_sharding == "rank" and env.distributed
+
         def make_stream(position: StreamPosition = StreamPosition()) -> TokenStream:
             return TokenStream(corpora, weights, tokenizer, layout=config.layout, seq_len=config.seq_len, seed=config.seed,
-                               shuffle=config.shuffle, loss_on=config.loss_on, position=position)
+                               shuffle=config.shuffle, loss_on=config.loss_on, position=position,
+                               shard_index=env.rank if rank_sharded else 0, shard_count=env.world_size if rank_sharded else 1)
 
-        total_steps = _resolve_total_steps(config, make_stream())
+        total_steps = _resolve_total_steps(config, make_stream(), env)
         warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total_steps)
 
         if config.batch_size % env.world_size:
@@ -308,7 +316,17 @@ def train(config: TrainConfig) -> TrainResult:
         if latest is not None:
             state = ckpt.load_checkpoint(latest, wrapped, optimizer, env)
             step, tokens_seen, last_loss = state["step"], state["tokens_seen"], state.get("loss")
-            position = StreamPosition(**state["position"])
+            if "positions" in state:  # per-rank streams (--data-sharding rank)
+                if len(state["positions"]) != env.world_size or not rank_sharded:
+                    raise UsageError(
+                        f"{latest} was saved by {len(state['positions'])} rank-sharded processes; "
+                        "resume it with the same world size and --data-sharding rank"
+                    )
+                position = StreamPosition(**state["positions"][env.rank])
+            else:
+                if rank_sharded and state["position"] != StreamPosition().to_dict():
+                    raise UsageError(f"{latest} was saved with --data-sharding global; resume it the same way")
+                position = StreamPosition(**state["position"])
             if env.is_main:
                 log(f"resuming from {latest} (step {step}/{total_steps})")
         resumed_from = step
@@ -323,9 +341,9 @@ def train(config: TrainConfig) -> TrainResult:
 
         reporter = _Reporter(output, config, step, enabled=env.is_main)
         stream = make_stream(position)
-        prefetcher = _Prefetcher(stream, config.batch_size) if step < total_steps else None
+        prefetcher = _Prefetcher(stream, per_rank if rank_sharded else config.batch_size) if step < total_steps else None
         autocast = (torch.autocast(device_type=env.device.type, dtype=torch.bfloat16) if use_bf16 and strategy != "fsdp" else contextlib.nullcontext())
-        rank_rows = slice(env.rank * per_rank, (env.rank + 1) * per_rank)
+        rank_rows = slice(None) if rank_sharded else slice(env.rank * per_rank, (env.rank + 1) * per_rank)
         trained_time, trained_tokens = 0.0, 0
         try:
             with progress("train", total=total_steps - step, unit="steps") if env.is_main else contextlib.nullcontext() as bar:
@@ -333,6 +351,12 @@ def train(config: TrainConfig) -> TrainResult:
                     step_start = time.perf_counter()
                     input_ids, labels, position = prefetcher.next()
                     n_label_tokens = int((labels != IGNORE_INDEX).sum())
+                    if rank_sharded:  # each rank holds only its rows: count the global batch's labels
+                        if config.loss_on == "all":
+                            n_label_tokens = config.tokens_per_step
+                        else:
+                            count = torch.tensor([n_label_tokens], dtype=torch.int64, device=env.device)
+                            n_label_tokens = int(all_reduce_sum(env, count).item())
                     lr = lr_at(step, lr=config.lr, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=config.min_lr_ratio)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -380,8 +404,9 @@ def train(config: TrainConfig) -> TrainResult:
                         if step % config.log_every == 0 or step == total_steps:
                             log(f"step {step}/{total_steps} loss {last_loss:.4f} lr {lr:.3g} {record['tokens_per_s']:,.0f} tok/s")
                     if config.save_every and step % config.save_every == 0 and step < total_steps:
+                        where = ({"positions": gather_objects(env, position.to_dict())} if rank_sharded else {"position": position.to_dict()})
                         ckpt.save_checkpoint(output, step, wrapped, optimizer,
-                                             {"tokens_seen": tokens_seen, "loss": last_loss, "position": position.to_dict(), "total_steps": total_steps},
+                                             {"tokens_seen": tokens_seen, "loss": last_loss, **where, "total_steps": total_steps},
                                              env, keep=config.keep_checkpoints)
         finally:
             if prefetcher is not None:
