@@ -111,7 +111,9 @@ evaluate() {  # evaluate MODEL VARIANT
     run lt eval --model "$1" --task "$task" --variant "$2" --backend vllm -o "$1/eval.$task.json" --log-samples "$1/eval.$task.samples.jsonl"
   done
 }
-evaluate "$OUT/warm/trial0" latent
-for (( t = 1; t <= ITERS; t++ )); do evaluate "$OUT/iter$t/trial0" latent; done
+for (( trial = 0; trial < TRIALS; trial++ )); do
+  evaluate "$OUT/warm/trial$trial" latent
+  for (( t = 1; t <= ITERS; t++ )); do evaluate "$OUT/iter$t/trial$trial" latent; done
+done
 evaluate "$OUT/raw-token-matched" raw
 evaluate "$OUT/raw-flops-matched" raw

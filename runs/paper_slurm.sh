@@ -30,6 +30,7 @@
 #   iterations, with the baselines running alongside.
 #
 # Settings (environment variables, defaults in brackets): as runs/paper_single_node.sh, plus
+#   TRIALS [1]: extra seeds 43, 44 as separate jobs (the paper ran 3)
 #   E_SHARDS [200]  SYNTH_SHARDS [20]  TRAIN_NODES [1]  GPUS_PER_NODE [8]  LOGS [$OUT/logs]
 #   SBATCH_ARGS: options added to every sbatch (partition, account, qos, --time)
 set -euo pipefail
@@ -44,6 +45,7 @@ BASE_MODEL=${BASE_MODEL:-TinyLlama/TinyLlama_v1.1}
 TEACHER=${TEACHER:-gpt-4o-mini-2024-07-18}
 K=${K:-4}
 ITERS=${ITERS:-3}
+TRIALS=${TRIALS:-1}
 E_SHARDS=${E_SHARDS:-200}
 SYNTH_SHARDS=${SYNTH_SHARDS:-20}
 TRAIN_NODES=${TRAIN_NODES:-1}
@@ -85,6 +87,11 @@ submit synth-merge synth --cpus-per-task=2 --time=02:00:00 -- \
 train_job warm synth-merge --data "$OUT/teacher/warmstart.jsonl" --layout random --batch-size 96 --tokens 0.8e9 \
   --save-every 1000 --seed 42 --output "$OUT/warm/trial0"
 eval_job eval-warm warm "$OUT/warm/trial0" latent
+for (( trial = 1; trial < TRIALS; trial++ )); do  # extra seeds: reported, not used by the E-step
+  train_job "warm-trial$trial" synth-merge --data "$OUT/teacher/warmstart.jsonl" --layout random --batch-size 96 --tokens 0.8e9 \
+    --save-every 1000 --seed $((42 + trial)) --output "$OUT/warm/trial$trial"
+  eval_job "eval-warm-trial$trial" "warm-trial$trial" "$OUT/warm/trial$trial" latent
+done
 
 # ---------------------------------------------------------------- 3. BoLT iterations
 model="$OUT/warm/trial0"
@@ -101,6 +108,11 @@ for (( t = 1; t <= ITERS; t++ )); do
   train_job "train-$t" "select-$t" --data "$it/augmented.jsonl" --layout random --batch-size 192 --tokens 13e9 \
     --save-every 2500 --seed 42 --output "$it/trial0"
   eval_job "eval-$t" "train-$t" "$it/trial0" latent
+  for (( trial = 1; trial < TRIALS; trial++ )); do
+    train_job "train-$t-trial$trial" "select-$t" --data "$it/augmented.jsonl" --layout random --batch-size 192 --tokens 13e9 \
+      --save-every 2500 --seed $((42 + trial)) --output "$it/trial$trial"
+    eval_job "eval-$t-trial$trial" "train-$t-trial$trial" "$it/trial$trial" latent
+  done
   model="$it/trial0"
   after="train-$t"
 done

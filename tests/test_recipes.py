@@ -275,3 +275,25 @@ def test_prepare_reads_parquet_and_rejects_missing_input(tmp_path):
         prep.prepare([str(tmp_path / "absent")], str(tmp_path / "out2"))
     done = subprocess.run([sys.executable, str(RUNS / "prepare_finemath.py"), "--input", str(folder)], capture_output=True, text=True)
     assert done.returncode == 2 and "--input and --out are required" in done.stderr
+
+
+def test_recipe_training_budgets_give_the_papers_step_counts():
+    """steps = tokens // (batch x seq_len): 4,069 warm start, 33,060 per M-step and FLOPs-matched
+    baseline, 9,765 token-matched baseline (bolt-spec section 5)."""
+    from lt_cli.commands.train import _parse_tokens
+
+    for recipe in ("paper_slurm.sh", "paper_single_node.sh"):
+        steps = {}
+        for words in _lt_invocations(_dry(recipe, "--dry-run")):
+            if words[0] != "train":
+                continue
+            value = dict(zip(words, words[1:]))
+            steps[value["--output"]] = _parse_tokens(value["--tokens"]) // (int(value["--batch-size"]) * int(value["--seq-len"]))
+        assert steps == {
+            "lt-runs/paper/warm/trial0": 4069,
+            "lt-runs/paper/iter1/trial0": 33060,
+            "lt-runs/paper/iter2/trial0": 33060,
+            "lt-runs/paper/iter3/trial0": 33060,
+            "lt-runs/paper/raw-token-matched": 9765,
+            "lt-runs/paper/raw-flops-matched": 33060,
+        }, recipe
