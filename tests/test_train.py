@@ -203,6 +203,9 @@ def test_loss_on_observed_masks_latents_and_special_tokens(tokenizer):
         assert labels[np.array(kept) - 1].tolist() == unmasked[1][np.array(kept) - 1].tolist()
     with pytest.raises(UsageError):
         TokenStream([[doc]], [1.0], tokenizer, layout="pure", seq_len=8, seed=0, loss_on="observed")
+    empty = Document("e", "x", None, (("text", ""),))
+    with pytest.raises(UsageError, match="every document renders empty"):
+        TokenStream([[empty]], [1.0], tokenizer, layout="pure", seq_len=8, seed=0).next_window()
 
 
 def test_mix_weights_and_epoch_order_are_pure_functions():

@@ -305,7 +305,7 @@ class TokenStream:
         self._next_doc = (position.epoch, position.cursor)
         self._pending: deque[tuple[StreamPosition, np.ndarray, np.ndarray | None]] = deque()
         self._resume = position if (position.segment or position.offset) else None
-        self.epoch_lengths: dict[int, int] = {}
+        self._empty_entries = 0
 
     def order(self, epoch: int) -> np.ndarray:
         if epoch != self._order_epoch:
@@ -341,6 +341,10 @@ class TokenStream:
             self._pending.append((owner, ids, mask))
         self._resume = None
         self._next_doc = (epoch, end) if end < len(order) else (epoch + 1, 0)
+        # A mix whose documents all render empty (pure layout, empty latents) would loop forever.
+        self._empty_entries = 0 if segments else self._empty_entries + (end - cursor)
+        if self._empty_entries > len(order):
+            raise UsageError(f"no training tokens: every document renders empty under --layout {self.layout}")
 
     def _fill(self, need: int) -> None:
         while self._buffered < need:

@@ -285,6 +285,9 @@ def train(config: TrainConfig) -> TrainResult:
                                shuffle=config.shuffle, loss_on=config.loss_on, position=position,
                                shard_index=env.rank if rank_sharded else 0, shard_count=env.world_size if rank_sharded else 1)
 
+        max_positions = getattr(model.config, "max_position_embeddings", None)
+        if env.is_main and max_positions and config.seq_len > max_positions:
+            warn(f"--seq-len {config.seq_len} exceeds the model's max_position_embeddings ({max_positions})")
         total_steps = _resolve_total_steps(config, make_stream(), env)
         warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total_steps)
 
