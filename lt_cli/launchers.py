@@ -103,7 +103,7 @@ class Launcher:
         env = None if self.env is None else {**os.environ, **self.env}
         if log_path is None:
             # The child's stdout must not mix into ours (records only): send it to stderr.
-            code = subprocess.run(command, stdout=sys.stderr.fileno(), input=stdin_text, text=True, env=env).returncode
+            code = subprocess.run(command, stdout=_stderr_fd(), input=stdin_text, text=True, env=env).returncode
         else:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a", encoding="utf-8") as log:
@@ -113,6 +113,13 @@ class Launcher:
         if code != 0:
             where = f" (log: {log_path}{_last_line(log_path)})" if log_path is not None else ""
             raise LtError(f"`lt {' '.join(argv[:1])}` failed with exit code {code} under the {self.name} launcher{where}")
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        return 2
 
 
 def _last_line(log_path: Path) -> str:

@@ -57,6 +57,17 @@ def test_merged_chunk_shards_equal_unsharded_run_byte_for_byte(tmp_path, num_sha
     assert read_json(str(merged) + ".done")["records"] == 23
 
 
+def test_more_shards_than_records_leaves_empty_shards_that_still_merge(tmp_path):
+    docs = _docs(tmp_path, 3)
+    full = tmp_path / "full.jsonl"
+    chunk_documents(str(docs), str(full))
+    shards = _chunk_shards(docs, tmp_path, 5)
+    assert [read_json(str(p) + ".done")["records"] for p in shards] == [1, 1, 1, 0, 0]
+    merged = tmp_path / "merged.jsonl"
+    assert merge_shards([str(p) for p in shards], str(merged)).records == 3
+    assert merged.read_bytes() == full.read_bytes()
+
+
 def test_shards_given_out_of_order_are_put_in_order_by_their_markers(tmp_path):
     docs = _docs(tmp_path, 10)
     full = tmp_path / "full.jsonl"
@@ -178,6 +189,8 @@ def test_cli_merge_then_remove_a_marker(tmp_path):
     done = subprocess.run(LT + ["merge", "-o", str(merged), "-n", "2", str(tmp_path / "part.{i}.jsonl")], capture_output=True, env=ENV, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert merged.read_bytes() == full
+    to_stdout = subprocess.run(LT + ["merge", str(tmp_path / "part.0.jsonl"), str(tmp_path / "part.1.jsonl")], capture_output=True, env=ENV)
+    assert to_stdout.returncode == 0 and to_stdout.stdout == full
     check = subprocess.run(LT + ["merge", "--check", str(tmp_path / "part.*.jsonl")], capture_output=True, env=ENV)
     summary = orjson.loads(check.stdout)
     assert summary["records"] == 6 and [s["shard"] for s in summary["shards"]] == ["0/2", "1/2"]
