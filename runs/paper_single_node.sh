@@ -7,7 +7,8 @@
 # What it reproduces (docs/bolt-spec.md sections 1, 5, 6):
 #   0. FineMath-4+ -> validation (i % 1000 == 0), warm-start (j % 20 == 0, ~480M tokens) and
 #      bootstrap (13 <= j % 20 < 17, ~1.92B tokens) splits        runs/prepare_finemath.py
-#   1. teacher thoughts for the warm-start split (gpt-4o-mini, T=0.7), 20 API shards, merged
+#   1. teacher thoughts for the warm-start split (gpt-4o-mini, T=0.7, OpenAI Batch API as in the
+#      reference: half price, results within 24 h), 20 shards, merged
 #   2. warm start: TinyLlama-1.1B + the 4 latent tokens, 0.8B tokens, batch 96 x 2048 (4,069 steps)
 #   3. three BoLT iterations with K=4, each on the same bootstrap split, with the previous model:
 #        E-step  8 x lt sample-thoughts --shard g/8, one per GPU (vLLM; a 1.1B model is data-parallel,
@@ -37,7 +38,7 @@
 # Settings (environment variables, defaults in brackets):
 #   FINEMATH  FineMath-4+ parquet folder (HuggingFaceTB/finemath, finemath-4plus/) [finemath-4plus]
 #   DATA [data/finemath]  OUT [lt-runs/paper]  BASE_MODEL [TinyLlama/TinyLlama_v1.1]
-#   TEACHER [gpt-4o-mini-2024-07-18] (needs OPENAI_API_KEY)  NGPU [8]  K [4]  ITERS [3]  TRIALS [1]
+#   TEACHER [gpt-4o-mini-2024-07-18] (needs LT_API_KEY or OPENAI_API_KEY)  NGPU [8]  K [4]  ITERS [3]  TRIALS [1]
 #   SYNTH_SHARDS [20]  REFERENCE_QUIRKS [1]: reproduce the reference's E-step prompts exactly
 # Every stage resumes when rerun (lt writes outputs atomically, keeps .partial progress, and train
 # resumes from its last checkpoint), so after a crash run the script again.
@@ -67,7 +68,7 @@ run python runs/prepare_finemath.py --input "$FINEMATH" --out "$DATA" --shuffle-
 
 # ---------------------------------------------------------------- 1. teacher thoughts (API, no GPU)
 for (( s = 0; s < SYNTH_SHARDS; s++ )); do
-  run_bg lt synthesize --backend api --model "$TEACHER" --shard "$s/$SYNTH_SHARDS" "$DATA/warmstart.jsonl" -o "$OUT/teacher/warmstart.$s.jsonl"
+  run_bg lt synthesize --backend api --batch --model "$TEACHER" --shard "$s/$SYNTH_SHARDS" "$DATA/warmstart.jsonl" -o "$OUT/teacher/warmstart.$s.jsonl"
 done
 wait_all
 run lt merge --num-shards "$SYNTH_SHARDS" -o "$OUT/teacher/warmstart.jsonl" "$OUT/teacher/warmstart.{i}.jsonl"

@@ -73,13 +73,15 @@ eval_job() {  # eval_job NAME DEPENDENCY MODEL VARIANT
   submit "$1" "$2" "${GPU_JOB[@]}" -- "${cmds[0]} && ${cmds[1]}"
 }
 
+run mkdir -p "$LOGS"  # sbatch needs the folder of --output to exist
+
 # ---------------------------------------------------------------- 0. data (CPU)
 submit prep "" --cpus-per-task=4 --mem=64G --time=12:00:00 -- \
   "$(q python runs/prepare_finemath.py --input "$FINEMATH" --out "$DATA" --shuffle-seed 42)"
 
 # ---------------------------------------------------------------- 1. teacher thoughts (API, CPU)
 submit synth prep --array=0-$((SYNTH_SHARDS - 1)) --cpus-per-task=2 --time=48:00:00 -- \
-  "$(q lt synthesize --backend api --model "$TEACHER" --shard "$TASK/$SYNTH_SHARDS" "$DATA/warmstart.jsonl" -o "$OUT/teacher/warmstart.$TASK.jsonl")"
+  "$(q lt synthesize --backend api --batch --model "$TEACHER" --shard "$TASK/$SYNTH_SHARDS" "$DATA/warmstart.jsonl" -o "$OUT/teacher/warmstart.$TASK.jsonl")"
 submit synth-merge synth --cpus-per-task=2 --time=02:00:00 -- \
   "$(q lt merge --num-shards "$SYNTH_SHARDS" -o "$OUT/teacher/warmstart.jsonl" "$OUT/teacher/warmstart.{i}.jsonl")"
 

@@ -69,7 +69,9 @@ def test_dry_run_env_var_equals_flag_and_bad_arguments_fail():
 def _slurm_jobs(text: str) -> dict[str, dict]:
     """JOB_name=$(sbatch ...) lines -> {name: {options, deps, wrap}}, in order."""
     jobs: dict[str, dict] = {}
-    for line in text.splitlines():
+    lines = text.splitlines()
+    assert lines[0] == "mkdir -p lt-runs/paper/logs"  # sbatch needs the --output folder
+    for line in lines[1:]:
         match = re.fullmatch(r"JOB_(\w+)=\$\((sbatch .*)\)", line)
         assert match, line
         words = shlex.split(match.group(2))
