@@ -248,6 +248,10 @@ def merge_shards(
     The output is written atomically and gets its own completion marker, so a failed check part-way
     (a hash mismatch found at a shard's end) leaves no output file behind.
     """
+    if output not in (None, "-") and not verify_only:
+        target = Path(output).resolve()
+        if any(p.resolve() == target for p in expand_shard_paths(specs, num_shards)):
+            raise UsageError(f"-o {output} is also one of the shards (does a glob match the output?)")
     shards = check_shards(specs, num_shards=num_shards, order=order)
     result = MergeResult(output=None if verify_only else output, order=order, records=0, shards=shards)
     if verify_only:

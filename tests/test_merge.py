@@ -170,6 +170,8 @@ def test_shards_of_different_runs_or_duplicates_are_refused(tmp_path):
         merge_shards([str(tmp_path / "a.jsonl")], None, order="zip")
     with pytest.raises(UsageError, match="needs --num-shards"):
         merge_shards([str(tmp_path / "x.{i}.jsonl")], None)
+    with pytest.raises(UsageError, match="also one of the shards"):
+        merge_shards([str(tmp_path / "a.jsonl")], str(tmp_path / "a.jsonl"))
     with pytest.raises(UsageError, match="listed twice"):
         merge_shards([str(tmp_path / "a.jsonl")] * 2, None)
     (tmp_path / "bad.jsonl").write_text("{}\n")
