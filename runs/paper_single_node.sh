@@ -86,7 +86,7 @@ for (( t = 1; t <= ITERS; t++ )); do
   # E-step: one sample-thoughts process per GPU, each on every NGPU-th document
   for (( g = 0; g < NGPU; g++ )); do
     run_bg env CUDA_VISIBLE_DEVICES=$g lt sample-thoughts --model "$model" --backend vllm --k "$K" --max-new-tokens 1024 \
-      --prefix-chunks 3 --max-model-len 2048 "${QUIRKS[@]}" --shard "$g/$NGPU" "$DATA/bootstrap.jsonl" -o "$it/candidates.$g.jsonl"
+      --prefix-chunks 3 --max-model-len 2048 ${QUIRKS[@]+"${QUIRKS[@]}"} --shard "$g/$NGPU" "$DATA/bootstrap.jsonl" -o "$it/candidates.$g.jsonl"
   done
   wait_all
   run lt merge --num-shards "$NGPU" -o "$it/candidates.jsonl" "$it/candidates.{i}.jsonl"

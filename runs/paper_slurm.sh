@@ -102,7 +102,7 @@ for (( t = 1; t <= ITERS; t++ )); do
   it="$OUT/iter$t"
   submit "estep-$t" "$after" --array=0-$((E_SHARDS - 1)) "${GPU_JOB[@]}" -- \
     "$(q lt sample-thoughts --model "$model" --backend vllm --k "$K" --max-new-tokens 1024 --prefix-chunks 3 --max-model-len 2048 \
-      "${QUIRKS[@]}" --shard "$TASK/$E_SHARDS" "$DATA/bootstrap.jsonl" -o "$it/candidates.$TASK.jsonl")"
+      ${QUIRKS[@]+"${QUIRKS[@]}"} --shard "$TASK/$E_SHARDS" "$DATA/bootstrap.jsonl" -o "$it/candidates.$TASK.jsonl")"
   submit "merge-$t" "estep-$t" --cpus-per-task=2 --time=04:00:00 -- \
     "$(q lt merge --num-shards "$E_SHARDS" -o "$it/candidates.jsonl" "$it/candidates.{i}.jsonl")"
   submit "select-$t" "merge-$t" --cpus-per-task=2 --time=04:00:00 -- \
