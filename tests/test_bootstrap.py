@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: A demo small enough for a test on 2 shared cores (it shows nothing about the claims).
 TINY = {
-    "demo_corpus": {"n_train": 24, "n_heldout": 8, "n_steps": 3, "n_states": 4, "n_letters": 3},
+    "demo_corpus": {"n_train": 24, "n_heldout": 8, "n_steps": 3, "n_states": 4, "n_letters": 4},
     "demo_model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64},
     "warm_steps": 3,
     "mstep_steps": 3,
@@ -274,7 +274,7 @@ def test_kill_9_then_same_command_gives_the_same_report(tmp_path):
     """The CLI in a subprocess, killed with SIGKILL while a training stage runs, then rerun."""
     args = [
         sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--k", "2",
-        "--demo-train", "24", "--demo-heldout", "8", "--demo-steps", "3",
+        "--demo-train", "24", "--demo-heldout", "8", "--demo-steps", "4",
         "--warm-steps", "3", "--steps", "40", "--save-every", "5", "--seq-len", "64", "--batch-size", "4",
         "--warmup-steps", "1", "--max-latent-tokens", "8",
     ]

@@ -64,7 +64,8 @@ def test_other_seed_gives_another_machine(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(n_states=1), dict(n_letters=0), dict(n_letters=27), dict(n_steps=0), dict(n_train=0), dict(warm_fraction=0.0), dict(warm_fraction=1.5)],
+    [dict(n_states=1), dict(n_letters=0), dict(n_letters=27), dict(n_steps=0), dict(n_train=0), dict(warm_fraction=0.0), dict(warm_fraction=1.5),
+     dict(n_letters=3, n_steps=3)],
 )
 def test_bad_corpus_config(overrides):
     with pytest.raises(ValueError):

@@ -56,6 +56,12 @@ class DemoCorpusConfig:
             raise ValueError("n_steps, n_train and n_heldout must be positive")
         if not 0.0 < self.warm_fraction <= 1.0:
             raise ValueError("warm_fraction must be in (0, 1]")
+        if self.n_letters**self.n_steps < 2 * (self.n_train + self.n_heldout):
+            # documents are distinct words; demand slack so rejection sampling ends quickly
+            raise ValueError(
+                f"{self.n_letters}^{self.n_steps} possible problems are too few for {self.n_train} + {self.n_heldout} distinct "
+                "documents (need at least twice as many): raise n_letters or n_steps"
+            )
 
     @property
     def n_warm(self) -> int:
