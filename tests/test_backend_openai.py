@@ -208,6 +208,15 @@ def test_clear_error_after_max_retries(env):
     backend.close()
 
 
+def test_a_failed_request_stops_the_queue(env):
+    env.set_faults(fail_always=400)
+    backend = make_backend(max_concurrency=2, max_retries=3)
+    with pytest.raises(LtError, match="HTTP 400"):
+        backend.sample([str(i) for i in range(40)], SamplingParams(max_new_tokens=2), seeds=[[i] for i in range(40)])
+    assert len(backend.attempt_log) <= 4  # the two in flight (and at most one more each), not all 40
+    backend.close()
+
+
 def test_client_errors_are_not_retried_and_server_echoes_are_redacted(env):
     env.set_faults(leak_key_in_error=True)
     backend = make_backend(max_retries=4)

@@ -159,6 +159,22 @@ def test_score_matches_transformers(backend, hf_model):
 
 @needs_vllm
 @pytest.mark.vllm
+def test_chat_renders_the_template(backend):
+    conversation = [{"role": "user", "content": "two plus two?"}]
+    with pytest.raises(LtError, match="no chat template"):
+        backend.chat([conversation], SamplingParams(max_new_tokens=3))
+    backend.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
+    try:
+        params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6)
+        chat = backend.chat([conversation], params, seeds=[[1, 2]])[0]
+        plain = backend.sample(["[user] two plus two?\n[assistant] "], params, seeds=[[1, 2]])[0]
+        assert [s.token_ids for s in chat] == [s.token_ids for s in plain]
+    finally:
+        backend.chat_template = None
+
+
+@needs_vllm
+@pytest.mark.vllm
 def test_truncation_policy(backend, hf_model):
     import torch
 

@@ -190,7 +190,7 @@ class OpenAIBackend:
         self._httpx = httpx
         self._rng = random.Random()  # backoff jitter only; never affects results
         self._rng_lock = threading.Lock()
-        #: (method, path, status or exception name) of every attempt; tests and --verbose read it
+        #: (method, path, status or "timeout"/exception name) of every attempt, for tests and diagnostics
         self.attempt_log: list[tuple[str, str, str]] = []
         self._sleep: Callable[[float], None] = time.sleep
 
@@ -264,8 +264,16 @@ class OpenAIBackend:
             return BatchRunner(self, endpoint).run(bodies)
         if self.options.max_concurrency == 1 or len(bodies) == 1:
             return [self._post(endpoint, body) for body in bodies]
-        with ThreadPoolExecutor(max_workers=min(self.options.max_concurrency, len(bodies))) as pool:
-            return list(pool.map(lambda body: self._post(endpoint, body), bodies))
+        pool = ThreadPoolExecutor(max_workers=min(self.options.max_concurrency, len(bodies)))
+        futures = [pool.submit(self._post, endpoint, body) for body in bodies]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            # one request failed for good: do not start (and retry) the queued rest
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def _sampling_fields(self, params: SamplingParams) -> dict:
         body: dict[str, Any] = {

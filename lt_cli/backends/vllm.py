@@ -201,6 +201,9 @@ class VLLMBackend:
         self.n_truncated_pairs = 0
         self.n_truncated_prompts = 0
         self._bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        #: the Jinja chat template used by chat() (the model's own; vLLM's tokenizer may be a pool
+        #: proxy, so the template is read once and passed explicitly)
+        self.chat_template: str | None = getattr(self.tokenizer, "chat_template", None)
         self.eos_ids = {int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id is not None else set()
         self._closed = False
 
@@ -295,12 +298,15 @@ class VLLMBackend:
 
     def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
         """Render each conversation with the tokenizer's chat template, then sample as a prompt."""
-        if not getattr(self.tokenizer, "chat_template", None):
+        if not self.chat_template:
             raise LtError(f"model {self.model_id} has no chat template; use plain prompts (sample) instead")
         prompt_ids = []
         for conversation in conversations:
+            for message in conversation:
+                if not isinstance(message, dict) or "role" not in message or "content" not in message:
+                    raise LtError("a chat message must be a dict with 'role' and 'content'")
             messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation]
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True)
             prompt_ids.append(self.encode(text))
         return self._generate(prompt_ids, params, seeds)
 
