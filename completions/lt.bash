@@ -8,13 +8,13 @@ _lt() {
     if [[ "$cur" == -* ]]; then
         case "$cmd" in
             chunk) COMPREPLY=($(compgen -W "--output --mode --units --avg-units --min-units --max-units --chunk-seed --shard --skip-bad --rejects --help" -- "$cur")) ;;
-            synthesize) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-            sample-thoughts) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-            select) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-            train) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-            eval) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-            bootstrap) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
-            merge) COMPREPLY=($(compgen -W "--help" -- "$cur")) ;;
+            synthesize) COMPREPLY=($(compgen -W "--output --method --model --backend --batch --batch-poll-interval --temperature --top-p --max-new-tokens --passes --prefix-chunks --seed --docs-per-call --max-concurrency --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
+            sample-thoughts) COMPREPLY=($(compgen -W "--output --model --k --max-new-tokens --prefix-chunks --temperature --top-p --seed --no-score --reference-quirks --docs-per-call --backend --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
+            select) COMPREPLY=($(compgen -W "--output --method --seed --keep-candidates --model --prefix-chunks --reference-quirks --max-new-tokens --backend --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
+            train) COMPREPLY=($(compgen -W "--output --data --model --init-config --layout --loss-on --seq-len --batch-size --micro-batch-size --tokens --epochs --steps --lr --min-lr-ratio --warmup-steps --weight-decay --grad-clip --seed --shuffle --no-shuffle --dtype --device --strategy --data-sharding --gradient-checkpointing --no-gradient-checkpointing --save-every --keep-checkpoints --log-every --report-to --run-name --overwrite --no-overwrite --help" -- "$cur")) ;;
+            eval) COMPREPLY=($(compgen -W "--model --task --task-file --variant --data --split --limit --samples --temperature --top-p --max-new-tokens --max-prompt-tokens --num-fewshot --grade --log-samples --output --backend --batch-size --dtype --device --max-model-len --elbo-n --max-latent-tokens --seed --help" -- "$cur")) ;;
+            bootstrap) COMPREPLY=($(compgen -W "--iters --k --sweep-k --model --data --warm-data --warm-model --synthesize --teacher-model --teacher-backend --teacher-data --eval-task --eval-data --eval-limit --eval-max-new-tokens --raw-baseline --no-raw-baseline --teacher-baseline --no-teacher-baseline --temperature --top-p --prefix-chunks --max-latent-tokens --select --estep-limit --continue --layout --seq-len --batch-size --lr --warmup-steps --warm-steps --warm-tokens --steps --tokens --save-every --demo-train --demo-heldout --demo-steps --backend --dtype --seed --launcher --nproc-per-node --run-dir --name --dry-run --help" -- "$cur")) ;;
+            merge) COMPREPLY=($(compgen -W "--output --num-shards --order --check --help" -- "$cur")) ;;
         esac
         return
     fi
