@@ -61,7 +61,15 @@ def test_no_data_means_demo_with_its_settings(tmp_path):
 
 def test_real_data_config(tmp_path):
     config = resolve_config({"model": "m", "data": "/x/gsm8k.jsonl", "warm_data": ["t.jsonl"]})
-    assert not config.demo and config.name == "gsm8k" and config.run_dir == str(Path("lt-runs") / "gsm8k")
+    assert not config.demo and config.name == "gsm8k" and config.run_dir == str((Path("lt-runs") / "gsm8k").absolute())
+    # existing files become absolute paths (stages may run in another directory); weights are kept
+    (tmp_path / "t.jsonl").write_text("")
+    os.chdir(tmp_path)
+    try:
+        config = resolve_config({"model": "m", "data": "t.jsonl", "warm_data": ["t.jsonl:2.5"]})
+    finally:
+        os.chdir(REPO)
+    assert config.data == str(tmp_path / "t.jsonl") and config.warm_data == [f"{tmp_path / 't.jsonl'}:2.5"] and config.model == "m"
     assert config.eval_tasks == ["gsm8k"] and not config.raw_baseline and config.seq_len == 2048
 
 

@@ -67,15 +67,37 @@ def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
         values["raw_baseline"] = False
         values["teacher_baseline"] = False
     values.update(given)
+    _absolute_paths(values)
     for steps_key, tokens_key in (("warm_steps", "warm_tokens"), ("mstep_steps", "mstep_tokens")):
         if tokens_key in given and steps_key not in given:
             values[steps_key] = None  # an explicit token budget replaces the default step budget
     name = values.get("name") or ("demo" if demo else Path(str(values.get("data"))).stem)
     values["name"] = name
-    values.setdefault("run_dir", str(Path("lt-runs") / name))
+    values.setdefault("run_dir", str((Path("lt-runs") / name).absolute()))
     config = BootstrapConfig.from_dict(values)
     config.validate()
     return config
+
+
+def _absolute(spec: str) -> str:
+    """An existing file or folder as an absolute path (FILE:WEIGHT keeps its weight); others as given."""
+    if Path(spec).exists():
+        return str(Path(spec).resolve())
+    path, sep, weight = spec.rpartition(":")
+    if sep and path and Path(path).exists():
+        return f"{Path(path).resolve()}:{weight}"
+    return spec
+
+
+def _absolute_paths(values: dict[str, Any]) -> None:
+    """Stage commands may run elsewhere (a launcher, another working directory): use absolute paths."""
+    for key in ("model", "data", "warm_model", "synthesize", "teacher_data", "eval_data"):
+        if values.get(key):
+            values[key] = _absolute(str(values[key]))
+    if values.get("warm_data"):
+        values["warm_data"] = [_absolute(str(spec)) for spec in values["warm_data"]]
+    if values.get("run_dir"):
+        values["run_dir"] = str(Path(values["run_dir"]).absolute())
 
 
 # ------------------------------------------------------------------------------------ plan
