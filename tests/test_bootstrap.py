@@ -314,3 +314,16 @@ def test_kill_9_then_same_command_gives_the_same_report(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
     assert numbers(read_json(run_b / "report.json")) == numbers(read_json(tmp_path / "a" / "report.json"))
+
+
+@pytest.mark.slow
+def test_local_launcher_runs_stages_as_lt_subprocesses(tmp_path):
+    run_dir = tmp_path / "launched"
+    report = run_bootstrap(tiny_config(run_dir, iters=1, launcher="local", raw_baseline=False, teacher_baseline=False))
+    assert [r["iter"] for r in report["iterations"]] == [0, 1]
+    assert report["baselines"]["teacher"]["note"].startswith("the warm start")
+    logs = sorted(p.name for p in (run_dir / "logs").iterdir())
+    # training, sampling and selection ran as `python -m lt_cli ...`; the demo eval stayed in-process
+    assert logs == ["k2_iter1_sample.log", "k2_iter1_select.log", "k2_iter1_train.log", "warm_train.log"]
+    assert (run_dir / "k2" / "iter1" / "model" / "train_result.json").exists()
+    assert report["iterations"][1]["ess"] is not None

@@ -261,11 +261,17 @@ def dry_run(config: BootstrapConfig) -> list[str]:
         manifest = Manifest(manifest_path)
         done = {k for k, r in manifest.stages.items() if r.status == "done"}
         ctx.results = {k: r.result for k, r in manifest.stages.items() if r.status == "done"}
+    launcher = _make_launcher(config) if config.launcher else None
     lines = []
     for stage in build_plan(config):
         status = " (done)" if stage.key in done else ""
-        lines.append(f"# {stage.key}{status}")
-        lines.extend(format_command(argv) for argv in stage.commands(ctx))
+        in_process = launcher is None or stage.collect is None or (stage.in_process_only is not None and stage.in_process_only(config))
+        lines.append(f"# {stage.key}{status}" + ("" if in_process else f" (launcher: {config.launcher})"))
+        for argv in stage.commands(ctx):
+            if in_process or argv[0].startswith("#"):
+                lines.append(format_command(argv))
+            else:
+                lines.append(launcher.shell_for([str(a) for a in argv], distributed=stage.distributed))
     stream = protect_stdout()
     stream.write(("\n".join(lines) + "\n").encode("utf-8"))
     stream.flush()
