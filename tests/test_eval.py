@@ -336,3 +336,18 @@ def test_smollm2_latent_prompt(shared_data, tmp_path):
     first = json.loads((shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[0])
     assert line["prompt"] == GSM_FIRST_LATENT + "\n\nQuestion: " + first["question"] + f"\nAnswer:{SOL}{PRIOR}"
     assert line["variant"] == "latent"
+
+
+def test_offline_without_data_fails_cleanly():
+    """No --data and no hub: one clear line, exit 1, before any model is loaded."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lt_cli", "eval", "--task", "gsm8k", "--model", "/nonexistent/model", "--limit", "2"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "lt: error: could not load openai/gsm8k" in proc.stderr and "pass --data FILE.jsonl" in proc.stderr
