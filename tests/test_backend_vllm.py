@@ -57,6 +57,13 @@ def test_options_from_environment(monkeypatch):
     assert VLLMOptions.from_dict({"tensor_parallel_size": 2}).tensor_parallel_size == 2  # explicit wins
 
 
+def test_missing_vllm_or_model_is_a_clear_error():
+    from lt_cli.backends import load_backend
+
+    with pytest.raises(LtError, match="not found" if HAVE_VLLM else "needs vLLM"):
+        load_backend("vllm", BackendConfig(model="./no/such/model-folder"))
+
+
 def test_import_does_not_import_vllm():
     code = "import sys, lt_cli.backends.vllm, lt_cli.backends; print('vllm' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout

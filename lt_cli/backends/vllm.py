@@ -128,9 +128,8 @@ def _model_position_limit(path: str) -> int | None:
     return int(limit) if limit else None
 
 
-def _logical_max_model_len(path: str, requested: int | None) -> int:
+def _logical_max_model_len(limit: int | None, requested: int | None) -> int:
     """max_model_len as the transformers backend resolves it: the request, capped at the model's positions."""
-    limit = _model_position_limit(path)
     if requested is not None:
         if requested < 2:
             raise LtError(f"max_model_len must be at least 2, got {requested}")
@@ -165,8 +164,8 @@ class VLLMBackend:
 
         self.model_id = config.model
         path = _resolve_model(config.model)
-        self.max_model_len = _logical_max_model_len(path, config.max_model_len)
         model_limit = _model_position_limit(path)
+        self.max_model_len = _logical_max_model_len(model_limit, config.max_model_len)
         # scoring generates one throwaway token after the sequence, so the engine gets one extra
         # position when the model has it; otherwise scored sequences are one token shorter
         engine_len = self.max_model_len + 1 if (model_limit is None or self.max_model_len < model_limit) else self.max_model_len
@@ -195,8 +194,10 @@ class VLLMBackend:
             kwargs["max_num_seqs"] = self.options.max_num_seqs
         try:
             self.llm = LLM(**kwargs)
-        except (OSError, ValueError) as exc:
-            raise LtError(f"vLLM could not load model {config.model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            # the root cause is in vLLM's log lines above (stderr); keep lt's own error to one line
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LtError(f"vLLM could not start model {config.model}: {first_line}") from None
         self.tokenizer = self.llm.get_tokenizer()
         self.n_truncated_pairs = 0
         self.n_truncated_prompts = 0
