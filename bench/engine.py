@@ -158,9 +158,11 @@ def main() -> None:
     log(f"naive generate loop ({naive_prompts} prompts x {k}): {naive_tokens} tokens in {naive_s:.1f}s = {naive_tps:.1f} tok/s")
 
     # scoring workloads built from the samples: distinct contexts, and K continuations per context
-    distinct = [(prompts[i], samples[i][0].text) for i in range(n_prompts)]
+    # (samples that ended at once with EOS have empty text: nothing to score, so they are left out)
+    distinct = [(prompts[i], next((s.text for s in samples[i] if s.text), "")) for i in range(n_prompts)]
+    distinct = [pair for pair in distinct if pair[1]]
     shared_prompts = 4 if args.quick else 8
-    shared = [(prompts[i], s.text) for i in range(shared_prompts) for s in samples[i]]
+    shared = [(prompts[i], s.text) for i in range(shared_prompts) for s in samples[i] if s.text]
     row_len = min(1024, backend.max_model_len)
     results = {}
     for label, pairs in (("distinct", distinct), ("shared", shared)):

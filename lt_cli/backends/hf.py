@@ -423,8 +423,7 @@ class HFBackend:
         units: list[tuple[list[int], list[int]]] = []
         for context, members in groups.items():
             members.sort(key=lambda k: len(encoded[k].continuation))
-            for start in range(0, len(members), rows_per_batch):
-                units.append((list(context), members[start : start + rows_per_batch]))
+            units.extend((list(context), part) for part in self._split_group(len(context), members, encoded, rows_per_batch))
         units.sort(key=lambda u: (len(u[0]), max(len(encoded[k].continuation) for k in u[1])))
         batch: list[tuple[list[int], list[int]]] = []
         for unit in units:
@@ -439,6 +438,22 @@ class HFBackend:
         if missing:
             raise RuntimeError(f"internal error: {missing} pairs were not scored")
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _split_group(context_len: int, members: list[int], encoded, rows_per_batch: int) -> list[list[int]]:
+        """Split one context's continuations (sorted by length) where padding them to a common
+        length would cost more than computing the context once more."""
+        parts: list[list[int]] = [[]]
+        longest = 0
+        for k in members:
+            n = len(encoded[k].continuation)
+            current = parts[-1]
+            if current and (len(current) >= rows_per_batch or len(current) * (n - longest) > context_len):
+                parts.append([])
+                current = parts[-1]
+            current.append(k)
+            longest = n
+        return parts
 
     def _fits(self, units, encoded, rows_per_batch: int) -> bool:
         """Row and memory limits, and at most ~20% of the computed positions spent on padding."""
