@@ -40,6 +40,8 @@ SCORE_LOGIT_CHUNK = 512
 DEFAULT_SCORE_BATCH_TOKENS = 16384
 #: a scoring batch closes when padded positions would exceed this multiple of the real tokens
 MAX_PADDING_FACTOR = 1.2
+#: ... unless the batch computes fewer positions than this (small passes are weight-read-bound)
+MIN_SCORE_BATCH_POSITIONS = 1024
 
 
 @dataclass
@@ -423,7 +425,8 @@ class HFBackend:
         units: list[tuple[list[int], list[int]]] = []
         for context, members in groups.items():
             members.sort(key=lambda k: len(encoded[k].continuation))
-            units.extend((list(context), part) for part in self._split_group(len(context), members, encoded, rows_per_batch))
+            for start in range(0, len(members), rows_per_batch):
+                units.append((list(context), members[start : start + rows_per_batch]))
         units.sort(key=lambda u: (len(u[0]), max(len(encoded[k].continuation) for k in u[1])))
         batch: list[tuple[list[int], list[int]]] = []
         for unit in units:
@@ -439,31 +442,20 @@ class HFBackend:
             raise RuntimeError(f"internal error: {missing} pairs were not scored")
         return results  # type: ignore[return-value]
 
-    @staticmethod
-    def _split_group(context_len: int, members: list[int], encoded, rows_per_batch: int) -> list[list[int]]:
-        """Split one context's continuations (sorted by length) where padding them to a common
-        length would cost more than computing the context once more."""
-        parts: list[list[int]] = [[]]
-        longest = 0
-        for k in members:
-            n = len(encoded[k].continuation)
-            current = parts[-1]
-            if current and (len(current) >= rows_per_batch or len(current) * (n - longest) > context_len):
-                parts.append([])
-                current = parts[-1]
-            current.append(k)
-            longest = n
-        return parts
-
     def _fits(self, units, encoded, rows_per_batch: int) -> bool:
-        """Row and memory limits, and at most ~20% of the computed positions spent on padding."""
+        """Row and memory limits; padding above ~20% of the computed positions only in small batches.
+
+        Small batches are worth some padding: every forward pass streams all weights from memory, so
+        a pass over a few dozen positions is memory-bound and costs nearly as much as a bigger one.
+        """
         rows = sum(len(m) for _, m in units)
         ctx_width = max(len(c) for c, _ in units)
         cont_width = max(len(encoded[k].continuation) for _, m in units for k in m)
         memory_tokens = len(units) * ctx_width + rows * (ctx_width + cont_width)
         computed = len(units) * ctx_width + rows * cont_width
         real = sum(len(c) for c, _ in units) + sum(len(encoded[k].continuation) for _, m in units for k in m)
-        return rows <= rows_per_batch and memory_tokens <= self.score_batch_tokens and computed <= MAX_PADDING_FACTOR * real
+        wasteful = computed > MAX_PADDING_FACTOR * real and computed > MIN_SCORE_BATCH_POSITIONS
+        return rows <= rows_per_batch and memory_tokens <= self.score_batch_tokens and not wasteful
 
     def _run_score_batch(self, units, encoded, results) -> None:
         torch = self._torch
