@@ -229,6 +229,25 @@ def read_record_at(fd: int, offset: int, length: int) -> Record:
 
 
 # --------------------------------------------------------------------------------------- writing
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _mkstemp_public(final: Path) -> tuple[int, str]:
+    """A temporary file beside ``final`` with the permissions a plain ``open`` would give it.
+
+    ``mkstemp`` creates files 0600; after the rename they would be unreadable to other users.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
+
+
 class OutputWriter:
     """Write records to stdout or atomically to a file; see the module docstring.
 
@@ -267,7 +286,7 @@ class OutputWriter:
         if self.resume:
             self._open_partial()
         else:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            fd, tmp = _mkstemp_public(self.path)
             self._tmp = Path(tmp)
             self._file = os.fdopen(fd, "wb")
         return self
@@ -324,7 +343,7 @@ class OutputWriter:
                 source.unlink()
             return
         if self.path.suffix == ".gz":
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            fd, tmp = _mkstemp_public(self.path)
             with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
                 with open(source, "rb") as src:
                     while block := src.read(1 << 20):
@@ -365,7 +384,7 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: bool = True) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
     data = orjson.dumps(to_jsonable(obj), option=option, default=str)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp_public(path)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
