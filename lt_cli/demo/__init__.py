@@ -1,15 +1,16 @@
 """The embedded demo: a synthetic data-constrained corpus, a tiny model and an accuracy eval.
 
 ``lt bootstrap --iters 3`` with no data or model arguments runs BoLT on it on a CPU; see
-docs/bootstrap.md for what it shows and how long it takes. :data:`DEMO_SETTINGS` are the
-calibrated defaults the bootstrap driver applies in demo mode (any flag given explicitly wins).
+docs/bootstrap.md for what it measured and how long it takes. :data:`DEMO_SETTINGS` are the
+defaults the bootstrap driver applies in demo mode (any flag given explicitly wins); they follow a
+prototype's settings and do not yet make the demo show the paper's claims (docs/bootstrap.md).
 """
 
 from __future__ import annotations
 
 from .corpus import DemoCorpusConfig, DemoCorpusFiles, StateMachine, parse_answer, write_demo_corpus
 
-#: Bootstrap settings for the demo (BootstrapConfig field -> value), calibrated on 2 CPU cores.
+#: Bootstrap settings for the demo (BootstrapConfig field -> value); about 10 minutes on 2 idle cores.
 DEMO_SETTINGS: dict = {
     "seq_len": 128,
     "batch_size": 20,  # 2,560 tokens per step, about 67 documents with thoughts
