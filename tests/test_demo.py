@@ -44,7 +44,7 @@ def test_corpus_files_are_deterministic_and_consistent(tmp_path):
         for letter in word:
             state = transitions[letter][state]
             states.append(state)
-        assert answer["latent"] == " ".join(map(str, states))
+        assert answer["latent"] == "".join(map(str, states))
         assert answer["text"] == f" A:{states[-1]}" and doc["answer"] == states[-1]
         assert doc["text"] == problem["text"] + answer["text"]
         # the raw document is the same text with no latents anywhere
@@ -78,7 +78,7 @@ def test_state_machine_trace():
     machine = StateMachine(4, 2, np.random.default_rng(0))
     a, b = machine.transitions["a"], machine.transitions["b"]
     assert machine.trace("ab") == [a[0], b[a[0]]]
-    assert thought_text([3, 1, 2]) == "3 1 2"
+    assert thought_text([3, 1, 2]) == "312"
 
 
 def test_parse_answer_and_graded_text():

@@ -7,7 +7,7 @@ shows only the word and the final state::
     chunk 0 (problem): "Q: cbadjehf"
     chunk 1 (answer):  " A:7"
 
-The hidden process, the sequence of intermediate states ``"3 5 1 9 0 2 4 7"``, is the latent
+The hidden process, the sequence of intermediate states ``"35190247"``, is the latent
 thought of the answer chunk: it is what a teacher writes down, and what the E-step has to infer.
 Without it the answer is a composition of ``n_steps`` table look-ups that a tiny model cannot learn
 from the final states alone (raw training stays near chance); with it every step is one look-up.
@@ -48,8 +48,8 @@ class DemoCorpusConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 2 <= self.n_states <= 100:
-            raise ValueError("n_states must be in [2, 100]")
+        if not 2 <= self.n_states <= 10:
+            raise ValueError("n_states must be in [2, 10] (one digit per state in the thought)")
         if not 1 <= self.n_letters <= len(LETTERS):
             raise ValueError(f"n_letters must be in [1, {len(LETTERS)}]")
         if self.n_steps < 1 or self.n_train < 1 or self.n_heldout < 1:
@@ -99,8 +99,13 @@ def answer_text(state: int) -> str:
 
 
 def thought_text(states: list[int]) -> str:
-    """The teacher's latent for the answer chunk: every intermediate state, space-separated."""
-    return " ".join(str(s) for s in states)
+    """The teacher's latent for the answer chunk: every intermediate state, one digit each.
+
+    No separators: with one token per state, state i sits at a fixed distance from letter i of the
+    problem, which a 3-layer model with relative positions learns quickly. With spaces the distance
+    grows with i, and a full-teacher model reached 11% instead of 32% (400 steps, measured).
+    """
+    return "".join(str(s) for s in states)
 
 
 def parse_answer(generation: str) -> int | None:
