@@ -178,6 +178,7 @@ complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l save-every -r -d 'T
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l demo-train -r -d 'Demo: training documents (default 2000)'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l demo-heldout -r -d 'Demo: held-out problems (default 500)'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l demo-steps -r -d 'Demo: latent steps per problem (default 8)'
+complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l demo-warm-fraction -r -d 'Demo: fraction of training documents with teacher thoughts for the warm start (default 0'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l backend -r -d 'Inference backend for E-step and eval (transformers, vllm)'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l dtype -r -d 'auto, float32 or bfloat16'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l seed -r -d 'Seed of every stage (default 42)'

@@ -80,6 +80,7 @@ def command(
     demo_train: Annotated[Optional[int], Opt(help="Demo: training documents (default 2000).", show_default=False)] = None,
     demo_heldout: Annotated[Optional[int], Opt(help="Demo: held-out problems (default 500).", show_default=False)] = None,
     demo_steps: Annotated[Optional[int], Opt(help="Demo: latent steps per problem (default 8).", show_default=False)] = None,
+    demo_warm_fraction: Annotated[Optional[float], Opt(help="Demo: fraction of training documents with teacher thoughts for the warm start (default 0.1).", show_default=False)] = None,
     backend: Annotated[Optional[str], Opt(help="Inference backend for E-step and eval (transformers, vllm).", show_default=False)] = None,
     dtype: Annotated[Optional[str], Opt(help="auto, float32 or bfloat16.", show_default=False)] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every stage (default 42).", show_default=False)] = None,
@@ -91,7 +92,7 @@ def command(
 ) -> int:
     from ..bootstrap import resolve_config, run_bootstrap
 
-    demo_corpus = {key: value for key, value in (("n_train", demo_train), ("n_heldout", demo_heldout), ("n_steps", demo_steps)) if value is not None}
+    demo_corpus = {key: value for key, value in (("n_train", demo_train), ("n_heldout", demo_heldout), ("n_steps", demo_steps), ("warm_fraction", demo_warm_fraction)) if value is not None}
     options = {
         "iters": iters,
         "ks": _ks(k, sweep_k),
