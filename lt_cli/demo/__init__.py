@@ -3,7 +3,8 @@
 ``lt bootstrap --iters 3`` with no data or model arguments runs BoLT on it on a CPU; see
 docs/bootstrap.md for what it measured and how long it takes. :data:`DEMO_SETTINGS` are the
 defaults the bootstrap driver applies in demo mode (any flag given explicitly wins); they follow a
-prototype's settings and do not yet make the demo show the paper's claims (docs/bootstrap.md).
+prototype's settings; with them the demo shows claim 1 (teacher thoughts beat raw data) but not
+yet claims 2 and 3 (docs/bootstrap.md, "Calibration").
 """
 
 from __future__ import annotations
