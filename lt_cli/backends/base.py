@@ -70,6 +70,24 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
 
+def check_sampling_params(params: SamplingParams) -> None:
+    """Refuse parameters no backend can honour, with one clear line (shared by every backend)."""
+    import math
+
+    from ..errors import LtError
+
+    if params.n < 1:
+        raise LtError(f"n must be at least 1, got {params.n}")
+    if params.temperature < 0 or not math.isfinite(params.temperature):
+        raise LtError(f"temperature must be >= 0, got {params.temperature}")
+    if not (0.0 < params.top_p <= 1.0):
+        raise LtError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.max_new_tokens < 1:
+        raise LtError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
+    if any(not s for s in params.stop):
+        raise LtError("stop strings must be non-empty")
+
+
 @dataclass
 class BackendConfig:
     """What every backend constructor takes (extra backend-specific options live in ``options``)."""

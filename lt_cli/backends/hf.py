@@ -25,14 +25,13 @@ warning. Sampling prompts that leave too little room for ``max_new_tokens`` are 
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..console import warn
 from ..errors import LtError
 from ..seeding import derive_seed
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params
 
 #: rows of [positions x vocab] logits materialised at once when scoring
 SCORE_LOGIT_CHUNK = 512
@@ -195,18 +194,6 @@ class HFBackend:
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
     # ------------------------------------------------------------------ sampling
-    def _check_params(self, params: SamplingParams) -> None:
-        if params.n < 1:
-            raise LtError(f"n must be at least 1, got {params.n}")
-        if params.temperature < 0 or not math.isfinite(params.temperature):
-            raise LtError(f"temperature must be >= 0, got {params.temperature}")
-        if not (0.0 < params.top_p <= 1.0):
-            raise LtError(f"top_p must be in (0, 1], got {params.top_p}")
-        if params.max_new_tokens < 1:
-            raise LtError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
-        if any(not s for s in params.stop):
-            raise LtError("stop strings must be non-empty")
-
     def _seeds(self, n_prompts: int, params: SamplingParams, seeds) -> list[list[int]]:
         if seeds is None:
             # deterministic defaults: nothing in lt reads ambient randomness
@@ -233,7 +220,7 @@ class HFBackend:
         seeds: Sequence[Sequence[int]] | None = None,
     ) -> list[list[Sample]]:
         """``params.n`` samples per prompt; see the module docstring for how batching works."""
-        self._check_params(params)
+        check_sampling_params(params)
         prompts = list(prompts)
         seed_rows = self._seeds(len(prompts), params, seeds)
         encoded = [self._fit_prompt(self.encode(p), params.max_new_tokens) for p in prompts]

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from ..console import warn
 from ..errors import LtError
 from ..seeding import derive_seed
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params
 
 
 @dataclass
@@ -101,19 +101,6 @@ def _prepare_environment(options: VLLMOptions) -> None:
     """Environment vLLM reads at import time: logs to stderr (stdout carries records only)."""
     os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
-
-
-def _check_params(params: SamplingParams) -> None:
-    if params.n < 1:
-        raise LtError(f"n must be at least 1, got {params.n}")
-    if params.temperature < 0 or not math.isfinite(params.temperature):
-        raise LtError(f"temperature must be >= 0, got {params.temperature}")
-    if not (0.0 < params.top_p <= 1.0):
-        raise LtError(f"top_p must be in (0, 1], got {params.top_p}")
-    if params.max_new_tokens < 1:
-        raise LtError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
-    if any(not s for s in params.stop):
-        raise LtError("stop strings must be non-empty")
 
 
 def _model_position_limit(path: str) -> int | None:
@@ -257,7 +244,7 @@ class VLLMBackend:
     def _generate(self, prompt_ids: list[list[int]], params: SamplingParams, seeds) -> list[list[Sample]]:
         from vllm.inputs import TokensPrompt
 
-        _check_params(params)
+        check_sampling_params(params)
         if seeds is None:
             # deterministic defaults: nothing in lt reads ambient randomness
             seeds = [[derive_seed("vllm-default-sample", i, j) for j in range(params.n)] for i in range(len(prompt_ids))]

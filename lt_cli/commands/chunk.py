@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, report_bad, run_command
+from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, run_command
 
 HELP = "Split documents into sentence chunks (deterministic per document)."
 EXAMPLES = """\
