@@ -38,21 +38,26 @@ def _normalise_chunks(record: Record) -> None:
             chunk["text"] = chunk.pop("suffix")
 
 
+def validate_chunks(chunks: Any) -> None:
+    """Raise ValueError unless ``chunks`` is a list of objects with a string text and, if any, a string latent."""
+    if not isinstance(chunks, list):
+        raise ValueError("field 'chunks' must be a list")
+    for i, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict):
+            raise ValueError(f"chunks[{i}] must be an object")
+        text = chunk.get("text", chunk.get("suffix"))
+        if not isinstance(text, str):
+            raise ValueError(f"chunks[{i}] has no string 'text'")
+        latent = chunk.get("latent")
+        if latent is not None and not isinstance(latent, str):
+            raise ValueError(f"chunks[{i}].latent must be a string")
+
+
 def validate_document(record: Record) -> None:
     """Raise ValueError unless the record is a raw document or a chunked document."""
     chunks = record.get("chunks")
     if chunks is not None:
-        if not isinstance(chunks, list):
-            raise ValueError("field 'chunks' must be a list")
-        for i, chunk in enumerate(chunks):
-            if not isinstance(chunk, dict):
-                raise ValueError(f"chunks[{i}] must be an object")
-            text = chunk.get("text", chunk.get("suffix"))
-            if not isinstance(text, str):
-                raise ValueError(f"chunks[{i}] has no string 'text'")
-            latent = chunk.get("latent")
-            if latent is not None and not isinstance(latent, str):
-                raise ValueError(f"chunks[{i}].latent must be a string")
+        validate_chunks(chunks)
         return
     if "text" not in record:
         raise ValueError("missing field 'text'")

@@ -32,7 +32,7 @@ import numpy as np
 from .. import formats
 from ..errors import UsageError
 from ..io import read_records
-from ..records import document_id, document_text
+from ..records import document_id, document_text, validate_chunks
 from ..seeding import derive_seed
 from .config import DataSource
 
@@ -57,16 +57,7 @@ def _validator(layout: str):
     def validate(record: dict[str, Any]) -> None:
         chunks = record.get("chunks")
         if chunks is not None:
-            if not isinstance(chunks, list):
-                raise ValueError("field 'chunks' must be a list")
-            for i, chunk in enumerate(chunks):
-                if not isinstance(chunk, dict):
-                    raise ValueError(f"chunks[{i}] must be an object")
-                if not isinstance(chunk.get("text", chunk.get("suffix")), str):
-                    raise ValueError(f"chunks[{i}] has no string 'text'")
-                latent = chunk.get("latent")
-                if latent is not None and not isinstance(latent, str):
-                    raise ValueError(f"chunks[{i}].latent must be a string")
+            validate_chunks(chunks)
         if layout in ("random", "prior", "posterior"):
             if not chunks:
                 raise ValueError(
