@@ -88,6 +88,21 @@ def check_sampling_params(params: SamplingParams) -> None:
         raise LtError("stop strings must be non-empty")
 
 
+def fit_prompt(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None) -> list[int]:
+    """Cut a prompt from the front (keeping a leading BOS) to leave room for generation.
+
+    The room is ``max_new_tokens`` but at most a quarter of ``max_model_len``, so a long generation
+    budget never eats the whole prompt. Every backend with a token-level view uses this one policy;
+    callers count and report the cut (``len(result) < len(ids)``).
+    """
+    room = max(1, min(max_new_tokens, max_model_len // 4))
+    limit = max_model_len - room
+    if len(ids) <= limit:
+        return ids
+    keep_bos = 1 if (bos_id is not None and ids and ids[0] == bos_id) else 0
+    return ids[:keep_bos] + ids[len(ids) - limit + keep_bos :]
+
+
 @dataclass
 class BackendConfig:
     """What every backend constructor takes (extra backend-specific options live in ``options``)."""

@@ -31,7 +31,7 @@ from typing import Sequence
 from ..console import warn
 from ..errors import LtError
 from ..seeding import derive_seed
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params, fit_prompt
 
 #: rows of [positions x vocab] logits materialised at once when scoring
 SCORE_LOGIT_CHUNK = 512
@@ -204,14 +204,11 @@ class HFBackend:
         return [[int(s) & ((1 << 64) - 1) for s in row] for row in seeds]
 
     def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        room = max(1, min(max_new_tokens, self.max_model_len // 4))
-        limit = self.max_model_len - room
-        if len(ids) <= limit:
-            return ids
-        self.n_truncated_prompts += 1
-        warn(f"a prompt of {len(ids)} tokens was cut from the front to {limit} tokens (max_model_len {self.max_model_len})")
-        keep_bos = self.bos_id is not None and ids and ids[0] == self.bos_id
-        return ([ids[0]] if keep_bos else []) + ids[len(ids) - limit + (1 if keep_bos else 0) :]
+        fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self.bos_id)
+        if len(fitted) < len(ids):
+            self.n_truncated_prompts += 1
+            warn(f"a prompt of {len(ids)} tokens was cut from the front to {len(fitted)} tokens (max_model_len {self.max_model_len})")
+        return fitted
 
     def sample(
         self,

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 from ..console import warn
 from ..errors import LtError
 from ..seeding import derive_seed
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params, fit_prompt
 
 
 @dataclass
@@ -212,16 +212,11 @@ class VLLMBackend:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        """Cut a prompt from the front (BOS kept) to leave room for generation, as the transformers
-        backend does: room is max_new_tokens, but at most a quarter of max_model_len."""
-        room = max(1, min(max_new_tokens, self.max_model_len // 4))
-        limit = self.max_model_len - room
-        if len(ids) <= limit:
-            return ids
-        self.n_truncated_prompts += 1
-        warn(f"a prompt of {len(ids)} tokens was cut from the front to {limit} tokens (max_model_len {self.max_model_len})")
-        keep_bos = 1 if (self._bos_id is not None and ids and ids[0] == self._bos_id) else 0
-        return ids[:keep_bos] + ids[len(ids) - limit + keep_bos :]
+        fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id)
+        if len(fitted) < len(ids):
+            self.n_truncated_prompts += 1
+            warn(f"a prompt of {len(ids)} tokens was cut from the front to {len(fitted)} tokens (max_model_len {self.max_model_len})")
+        return fitted
 
     # ------------------------------------------------------------------ sampling
     def _sampling_params(self, params: SamplingParams, seed: int | None, prompt_len: int):
