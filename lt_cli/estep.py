@@ -12,6 +12,9 @@ importance resampling is per chunk (docs/bolt-spec.md section 4). For chunk ``i`
   seeded by ``derive_seed(seed, doc_id, chunk_index)``; diagnostics ``elbo_n`` (IWAE bound with the
   first n samples, summed over chunks) and the effective sample size (not in the reference).
 
+A chunk marked ``"latent_fixed": true`` is not sampled: its given latent is each of its K
+candidates with log q = 0 (:func:`fixed_candidate`), and it is scored like any other.
+
 Sample ``j`` of a chunk is seeded by ``seeding.sample_seed(seed, doc_id, chunk_index, j)``, so it
 never depends on K, batching, sharding or resumption. Documents are processed in fixed groups of
 ``docs_per_call`` input records (one backend call samples every chunk of a group, one call scores
@@ -38,7 +41,7 @@ from . import formats
 from .backends.base import Backend, Sample, SamplingParams, Score
 from .chunking import ChunkingConfig, prefix_text
 from .errors import LtError
-from .records import document_id, ensure_chunks
+from .records import document_id, ensure_chunks, is_latent_fixed
 from .seeding import derive_seed, sample_seed
 
 Record = dict[str, Any]
@@ -142,6 +145,15 @@ def candidate_from_sample(sample: Sample) -> Record:
     }
 
 
+def fixed_candidate(latent: str) -> Record:
+    """The candidate of a ``latent_fixed`` chunk: its given latent, drawn with probability 1.
+
+    q is a point mass, so log q = 0 and log w = log p; the K copies get equal weights, and the
+    chunk's ELBO term is exactly its log p (records.LATENT_FIXED says why such chunks exist).
+    """
+    return {"latent": latent, "log_q": 0.0, "log_p": None, "log_w": None, "finished": True, "n_tokens": 0}
+
+
 # ------------------------------------------------------------------------------------ sampling
 def _sample_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None) -> None:
     """Fill ``chunks[].candidates`` (K each) for every document of the group, in place."""
@@ -153,6 +165,9 @@ def _sample_group(backend: Backend, docs: list[Record], config: SampleConfig, ca
     for d, doc in enumerate(docs):
         doc_id = document_id(doc)
         for i, chunk in enumerate(doc["chunks"]):
+            if is_latent_fixed(chunk):
+                chunk["candidates"] = [fixed_candidate(chunk["latent"]) for _ in range(config.k)]
+                continue
             prompt = chunk_prompt(doc["chunks"], i, config)
             chunk["candidates"] = [None] * config.k
             for j in range(config.k):

@@ -1,7 +1,7 @@
 """Record schemas shared by every stage (documented in docs/formats.md).
 
 * raw document: ``{"id"?, "text", ...}``
-* chunked document: ``{..., "num_chunks", "chunks": [{"text", "latent"?}]}``
+* chunked document: ``{..., "num_chunks", "chunks": [{"text", "latent"?, "latent_fixed"?}]}``
 * candidates: each chunk gains ``candidates: [{latent, log_q, log_p, log_w, finished, n_tokens}]``
 * augmented document (what ``lt train`` reads): every chunk has ``latent``; ``select`` adds
   ``elbo`` (``{"1": x, "2": y, ...}``), ``ess`` and ``mean_log_w``.
@@ -32,6 +32,15 @@ def document_id(record: Record) -> str:
     return "md5:" + hashlib.md5(document_text(record).encode("utf-8")).hexdigest()[:16]
 
 
+#: Chunk key: ``"latent_fixed": true`` marks a chunk whose ``latent`` is given, not hidden (for
+#: example a problem statement, where nothing is left unsaid, with ``"latent": ""``). The E-step
+#: keeps that latent as its only candidate (log q = 0) instead of sampling one, and ``--layout
+#: random`` always renders the chunk in the prior layout: q(Z | X) is never asked about it, so a
+#: posterior rendering would only teach q a case it never meets and shift the positions of every
+#: later chunk. docs/formats.md has the details.
+LATENT_FIXED = "latent_fixed"
+
+
 def _normalise_chunks(record: Record) -> None:
     for chunk in record["chunks"]:
         if "text" not in chunk and isinstance(chunk.get("suffix"), str):
@@ -51,6 +60,16 @@ def validate_chunks(chunks: Any) -> None:
         latent = chunk.get("latent")
         if latent is not None and not isinstance(latent, str):
             raise ValueError(f"chunks[{i}].latent must be a string")
+        fixed = chunk.get(LATENT_FIXED, False)
+        if not isinstance(fixed, bool):
+            raise ValueError(f"chunks[{i}].{LATENT_FIXED} must be true or false")
+        if fixed and not isinstance(latent, str):
+            raise ValueError(f"chunks[{i}] has {LATENT_FIXED}: true but no string 'latent'")
+
+
+def is_latent_fixed(chunk: dict) -> bool:
+    """True when the chunk's latent is given and must not be inferred (see :data:`LATENT_FIXED`)."""
+    return chunk.get(LATENT_FIXED) is True
 
 
 def validate_document(record: Record) -> None:

@@ -7,7 +7,7 @@ documents (docs/bolt-spec.md section 2). The prompts below are lt's own, written
 * ``latent``: per chunk, the teacher sees the previous chunk (``prefix_chunks=1``; "N/A" for the
   first) and the chunk, and writes the background knowledge and step-by-step reasoning the writer
   left out, as plain declarative text with no remarks about the task. The reply is stored verbatim
-  as ``chunks[i].latent``.
+  as ``chunks[i].latent``. Chunks marked ``latent_fixed`` keep their given latent (no request).
 * ``wrap``: the whole document rephrased in one of four styles (simple/toddler, terse scholarly,
   Wikipedia-style, Question/Answer turns), chosen per document and pass by a seeded draw.
 * ``wrap-cot``: a paraphrase that keeps every fact and inserts the reasoning behind each step.
@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 from .backends.base import FINISH_LENGTH, SamplingParams
 from .chunking import ChunkingConfig, prefix_text
 from .errors import LtError
-from .records import document_id, document_text, ensure_chunks
+from .records import document_id, document_text, ensure_chunks, is_latent_fixed
 from .seeding import derive_seed
 
 Record = dict[str, Any]
@@ -203,6 +203,8 @@ def _requests_for(doc: Record, config: SynthesizeConfig) -> list[tuple[int, int,
     for p in range(config.passes):
         if config.method == "latent":
             for i, chunk in enumerate(doc["chunks"]):
+                if is_latent_fixed(chunk):
+                    continue  # its latent is given (records.LATENT_FIXED)
                 prefix = prefix_text(doc["chunks"], i, config.prefix_chunks)
                 requests.append((p, i, latent_messages(prefix, chunk["text"]), None))
         elif config.method == "wrap":

@@ -38,7 +38,7 @@ def test_corpus_files_are_deterministic_and_consistent(tmp_path):
     for doc, raw_doc in zip(teacher, raw):
         problem, answer = doc["chunks"]
         word = problem["text"][len("Q: "):]
-        assert len(word) == config.n_steps and problem["latent"] == ""
+        assert len(word) == config.n_steps and problem["latent"] == "" and problem["latent_fixed"] is True
         # replay the state machine from state 0: the thought lists every state, the last is the answer
         state, states = 0, []
         for letter in word:
@@ -47,8 +47,8 @@ def test_corpus_files_are_deterministic_and_consistent(tmp_path):
         assert answer["latent"] == "".join(map(str, states))
         assert answer["text"] == f" A:{states[-1]}" and doc["answer"] == states[-1]
         assert doc["text"] == problem["text"] + answer["text"]
-        # the raw document is the same text with no latents anywhere
-        assert raw_doc["chunks"] == [{"text": problem["text"]}, {"text": answer["text"]}]
+        # the raw document is the same text; only the fixed (empty) problem latent stays
+        assert raw_doc["chunks"] == [{"text": problem["text"], "latent": "", "latent_fixed": True}, {"text": answer["text"]}]
         words.add(word)
     assert warm == teacher[:6]
     held_words = {d["chunks"][0]["text"][3:] for d in heldout}

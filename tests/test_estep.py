@@ -475,3 +475,39 @@ def test_shards_partition_the_full_run(tmp_path, tiny_model_dir):
             assert [c["latent"] for c in chunk["candidates"]] == [c["latent"] for c in ref["candidates"]]
             for c, r in zip(chunk["candidates"], ref["candidates"]):
                 assert c["log_w"] == pytest.approx(r["log_w"], abs=1e-3)
+
+
+# --------------------------------------------------------------------------------- latent_fixed chunks
+def test_fixed_chunk_keeps_its_latent_and_is_never_sampled():
+    """A ``latent_fixed`` chunk gets K copies of its given latent with log q = 0, so log w = log p,
+    its weights are equal and its ELBO term is exactly its log p; the other chunk is sampled as usual."""
+    backend = CharBackend()
+    doc = {"id": "f", "chunks": [{"text": "Q: abc", "latent": "", "latent_fixed": True}, {"text": " A:1"}]}
+    [out] = list(sample_candidates(backend, [doc], SampleConfig(k=3, max_new_tokens=20)))
+    assert backend.sample_calls == [3]  # only the 3 samples of the answer chunk
+    fixed, free = out["chunks"]
+    assert [c["latent"] for c in fixed["candidates"]] == ["", "", ""]
+    assert all(c["log_q"] == 0.0 and c["n_tokens"] == 0 and c["finished"] for c in fixed["candidates"])
+    # CharBackend scores every continuation character log(1/4): <SoL><PRIOR><EoL>Q: abc
+    expected = (len(SOL) + len(PRIOR) + len(EOL) + len("Q: abc")) * math.log(0.25)
+    assert all(c["log_p"] == pytest.approx(expected) and c["log_w"] == c["log_p"] for c in fixed["candidates"])
+    assert len({c["latent"] for c in free["candidates"]}) > 1
+    selected = select_document(out)
+    assert selected["chunks"][0]["latent"] == "" and selected["chunks"][0]["latent_fixed"] is True
+    free_log_w = [c["log_w"] for c in free["candidates"]]
+    from lt_cli.estep import elbo_n
+    assert selected["elbo"]["1"] == pytest.approx(expected + elbo_n(free_log_w, 1))
+
+
+@pytest.mark.parametrize(
+    "chunk, message",
+    [
+        ({"text": "x", "latent_fixed": "yes"}, "chunks[0].latent_fixed must be true or false"),
+        ({"text": "x", "latent_fixed": True}, "chunks[0] has latent_fixed: true but no string 'latent'"),
+    ],
+)
+def test_bad_latent_fixed_is_rejected(chunk, message):
+    from lt_cli.records import validate_chunks
+
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_chunks([chunk])

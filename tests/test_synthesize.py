@@ -110,6 +110,16 @@ def test_latent_synthesis_one_request_per_chunk_stored_verbatim():
     assert stats.latent_units > 0 and stats.raw_units > 0
 
 
+def test_fixed_chunks_keep_their_latent_and_ask_nothing():
+    teacher = FakeTeacher()
+    doc = {"id": "f", "chunks": [{"text": "Q: abc", "latent": "", "latent_fixed": True}, {"text": " A:1"}]}
+    [out] = list(synthesize(teacher, [doc], SynthesizeConfig()))
+    asked = [conv for call in teacher.calls for conv in call]
+    assert asked == [latent_messages("Q: abc", " A:1")]
+    assert out["chunks"][0] == {"text": "Q: abc", "latent": "", "latent_fixed": True}
+    assert out["chunks"][1]["latent"].endswith("T=0.7 max=6000")
+
+
 def test_wrap_passes_styles_and_defaults():
     teacher = FakeTeacher()
     out = list(synthesize(teacher, docs(4), SynthesizeConfig(method="wrap", passes=3)))

@@ -24,6 +24,7 @@ from lt_cli.training.data import (
     Document,
     StreamPosition,
     TokenStream,
+    _to_document,
     chunk_layouts,
     epoch_order,
     load_documents,
@@ -135,6 +136,19 @@ def test_random_layout_is_a_seeded_fair_coin_redrawn_each_epoch():
     assert chunk_layouts(200, "random", 42, 1, "doc-1") == draws[1]
     assert chunk_layouts(200, "random", 43, 1, "doc-1") != draws[1]
     assert chunk_layouts(5, "prior", 42, 0, "x") == ["prior"] * 5
+
+
+def test_fixed_chunks_are_always_prior_and_leave_the_other_draws_alone():
+    free = chunk_layouts(200, "random", 42, 0, "doc-1")
+    fixed = chunk_layouts(200, "random", 42, 0, "doc-1", fixed_chunks=frozenset(range(10)))
+    assert fixed[:10] == ["prior"] * 10 and "posterior" in free[:10]  # the mark changed something
+    assert fixed[10:] == free[10:]
+    # the mark travels from the record: {"latent_fixed": true} on chunk 0
+    doc = _to_document({"id": "d", "chunks": [{"text": "Q", "latent": "", "latent_fixed": True}, {"text": "A", "latent": "z"}]})
+    assert doc.fixed_chunks == frozenset({0})
+    for epoch in range(8):
+        (segment,) = render_document(doc, "random", 42, epoch)
+        assert segment.text.startswith(formats.prior_chunk("", "Q"))
 
 
 def test_random_layout_renders_each_chunk_in_one_of_the_two_layouts(augmented_file):

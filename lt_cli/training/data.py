@@ -9,7 +9,7 @@ global batches a single process sees (the global batch does not depend on the wo
   ``(seed, epoch)`` (``shuffle=False`` keeps file order, files in ``--data`` order).
 * Layouts (docs/bolt-spec.md section 3, strings from :mod:`lt_cli.formats`): ``random`` draws prior
   or posterior per chunk with a fair coin seeded by ``(seed, epoch, doc id, copy)``, so the draw is
-  redone every epoch; ``prior``/``posterior`` fix it; ``pure`` trains on the synthetic text only
+  redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior``/``posterior`` fix it; ``pure`` trains on the synthetic text only
   (the document's ``latent`` field, as WRAP writes it, else each chunk latent as its own
   BOS...EOS segment); ``raw`` trains on the document text.
 * Every segment is encoded as BOS + tokens + EOS and appended to one stream that runs across
@@ -32,7 +32,7 @@ import numpy as np
 from .. import formats
 from ..errors import UsageError
 from ..io import read_records
-from ..records import document_id, document_text, validate_chunks
+from ..records import document_id, document_text, is_latent_fixed, validate_chunks
 from ..seeding import derive_seed
 from .config import DataSource
 
@@ -48,6 +48,8 @@ class Document:
     text: str | None
     latent: str | None  # whole-document synthetic text (WRAP), used by layout "pure"
     chunks: tuple[tuple[str, str], ...] | None  # (text, latent) per chunk
+    #: indices of the chunks marked ``latent_fixed`` (records.LATENT_FIXED)
+    fixed_chunks: frozenset[int] = frozenset()
 
     def chunk_dicts(self) -> list[dict[str, str]]:
         return [{"text": t, "latent": l} for t, l in (self.chunks or ())]
@@ -78,13 +80,15 @@ def _validator(layout: str):
 
 def _to_document(record: dict[str, Any]) -> Document:
     chunks = None
+    fixed: frozenset[int] = frozenset()
     if record.get("chunks") is not None:
         chunks = tuple((c.get("text", c.get("suffix")), c.get("latent") or "") for c in record["chunks"])
+        fixed = frozenset(i for i, c in enumerate(record["chunks"]) if is_latent_fixed(c))
     text = record["text"] if isinstance(record.get("text"), str) else None
     if text is None and chunks is not None:
         text = document_text({"chunks": [{"text": t} for t, _ in chunks]})
     latent = record["latent"] if isinstance(record.get("latent"), str) else None
-    return Document(document_id(record), text, latent, chunks)
+    return Document(document_id(record), text, latent, chunks, fixed)
 
 
 class LazyCorpus:
@@ -168,14 +172,21 @@ def epoch_order(sizes: Sequence[int], weights: Sequence[float], seed: int, epoch
 
 
 # ------------------------------------------------------------------------------------ rendering
-def chunk_layouts(n_chunks: int, layout: str, seed: int, epoch: int, doc_id: str, copy: int = 0) -> list[str]:
-    """Per-chunk layouts; ``random`` is a fair coin per chunk, redrawn every epoch."""
+def chunk_layouts(
+    n_chunks: int, layout: str, seed: int, epoch: int, doc_id: str, copy: int = 0, fixed_chunks: frozenset[int] = frozenset()
+) -> list[str]:
+    """Per-chunk layouts; ``random`` is a fair coin per chunk, redrawn every epoch.
+
+    Under ``random`` the chunks in ``fixed_chunks`` (``latent_fixed``) are always ``prior``: q is
+    never asked for their latent. The coin is still drawn for them, so marking a chunk fixed never
+    changes the draws of the others.
+    """
     if layout in ("prior", "posterior"):
         return [layout] * n_chunks
     if layout != "random":
         raise ValueError(f"layout {layout!r} has no per-chunk layouts")
     rng = np.random.default_rng(derive_seed("train-layout", seed, epoch, doc_id, copy))
-    return ["prior" if heads else "posterior" for heads in (rng.random(n_chunks) < 0.5)]
+    return ["prior" if heads or i in fixed_chunks else "posterior" for i, heads in enumerate(rng.random(n_chunks) < 0.5)]
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ def render_document(doc: Document, layout: str, seed: int, epoch: int, copy: int
             return [Segment(doc.latent)]
         return [Segment(latent) for _, latent in (doc.chunks or ()) if latent]
     chunks = doc.chunk_dicts()
-    layouts = chunk_layouts(len(chunks), layout, seed, epoch, doc.doc_id, copy)
+    layouts = chunk_layouts(len(chunks), layout, seed, epoch, doc.doc_id, copy, doc.fixed_chunks)
     return [Segment(formats.render_chunks(chunks, layouts), tuple(formats.observed_spans(chunks, layouts)))]
 
 
