@@ -238,6 +238,17 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+def make_public(folder: str | os.PathLike) -> None:
+    """Give every file directly in ``folder`` the mode a plain ``open`` would (0644 under umask 022).
+
+    safetensors writes ``model.safetensors`` 0600, which other users of a shared run folder could
+    not read; savers that go through third-party code call this afterwards.
+    """
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, _FILE_MODE)
+
+
 def _mkstemp_public(final: Path) -> tuple[int, str]:
     """A temporary file beside ``final`` with the permissions a plain ``open`` would give it.
 

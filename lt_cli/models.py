@@ -242,6 +242,9 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True)
     fresh.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    from .io import make_public
+
+    make_public(out_dir)
     marker = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": "float32"}
     (out_dir / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 

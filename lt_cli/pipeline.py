@@ -1,8 +1,12 @@
-"""The record-mapping driver shared by commands that turn one JSONL stream into another.
+"""The record-stream drivers shared by commands that turn one JSONL stream into another.
 
-``map_records`` reads (with validation, sharding and ``--skip-bad``), applies a function to each
-record, and writes the results atomically. Heavier stages (sample-thoughts, select, synthesize)
-use the same reader/writer with resume and batching; ``lt chunk`` is the simplest user.
+* :func:`map_records` reads (with validation, sharding and ``--skip-bad``), applies a function to
+  each record, and writes the results atomically; ``lt chunk`` uses it.
+* :func:`run_stream` is the same loop for the heavier stages (``synthesize``, ``sample-thoughts``,
+  ``select``), plus resume: records already in ``FILE.partial`` are kept and the producer is told
+  how many outputs to skip.
+* :class:`LazyBackend` defers loading a model until the first record needs it, so bad input fails
+  before a model loads.
 """
 
 from __future__ import annotations
@@ -48,6 +52,70 @@ def map_records(
         if rejects_writer is not None:
             rejects_writer.close()
     return report_bad(reader, rejects_writer)
+
+
+def run_stream(
+    input_path: str | None,
+    output_path: str | None,
+    produce: Callable[[Iterable[Record], int], Iterable[Record]],
+    *,
+    validate: Validator | None,
+    shard: str | None = None,
+    skip_bad: bool = False,
+    rejects: str | None = None,
+    description: str = "records",
+    on_resumed: Callable[[list[Record]], None] | None = None,
+) -> int:
+    """Read, transform and write a JSONL stream with resume: the driver of synthesize, sample-thoughts and select.
+
+    With ``-o FILE`` the output is resumable: records already in ``FILE.partial`` from a killed run
+    are kept and ``produce`` is told to skip that many outputs. Returns the exit code (0, or 3 when
+    ``--skip-bad`` set records aside).
+    """
+    from .commands.common import report_bad
+    from .console import log, progress
+
+    rejects_writer = RejectsWriter(rejects) if (skip_bad and rejects) else None
+    shard_spec = parse_shard(shard)
+    reader = read_records(input_path, validate=validate, shard=shard_spec, skip_bad=skip_bad, rejects=rejects_writer)
+    try:
+        with open_output(output_path, resume=True, shard=shard_spec) as writer, progress(description, unit="docs") as bar:
+            if writer.done:
+                log(f"{description}: resuming after {writer.done:,} finished record(s) in {writer.partial_path}")
+                bar.advance(writer.done)
+                if on_resumed is not None:
+                    on_resumed(writer.resumed_records)
+            for record in produce(reader, writer.done):
+                writer.write(record)
+                bar.advance()
+    finally:
+        if rejects_writer is not None:
+            rejects_writer.close()
+    return report_bad(reader, rejects_writer)
+
+
+class LazyBackend:
+    """Loads the backend on first use, so malformed input in the first group of records is reported
+    before a model is loaded (and ``close`` of a never-used backend costs nothing)."""
+
+    def __init__(self, name: str, config):
+        self._name = name
+        self._config = config
+        self._backend = None
+
+    def _get(self):
+        if self._backend is None:
+            from .backends import load_backend
+
+            self._backend = load_backend(self._name, self._config)
+        return self._backend
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._get(), attribute)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
 
 
 def chunk_documents(

@@ -339,14 +339,14 @@ def run_synthesize(
 ) -> int:
     """``lt synthesize`` as a function (resumable with ``-o``); reports ratio and failures on stderr."""
     from .console import log, warn
-    from .estep import _load_backend, run_stream
+    from .pipeline import LazyBackend, run_stream
     from .records import validate_document
     from .sample_cache import open_cache
 
     stats = SynthesisStats()
 
     def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
-        backend = _load_backend(backend_name, backend_config)
+        backend = LazyBackend(backend_name, backend_config)
         cache = open_cache(cache_path)
         try:
             yield from synthesize(backend, records, config, cache, skip=skip, stats=stats)

@@ -86,4 +86,7 @@ def save_tiny_model(path: str | Path, config: TinyModelConfig = TinyModelConfig(
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    from .io import make_public
+
+    make_public(path)
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import FIXTURES, REPO
+from conftest import REPO
 from lt_cli import formats
 from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, Score
 from lt_cli.chunking import ChunkingConfig
@@ -28,7 +28,6 @@ from lt_cli.estep import (
     score_candidates,
     select_document,
 )
-from lt_cli.records import document_id
 from lt_cli.sample_cache import SampleCache, cache_key
 from lt_cli.seeding import sample_seed
 

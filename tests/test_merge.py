@@ -227,7 +227,8 @@ def test_two_shard_sample_thoughts_merged_equals_the_unsharded_run(tmp_path, tin
     if not hasattr(lt_cli.backends, "load_backend"):
         pytest.skip("lt_cli.backends.load_backend (the transformers backend) has not landed yet")
     from lt_cli.backends.base import BackendConfig
-    from lt_cli.estep import SampleConfig, run_sample_thoughts
+    from lt_cli.estep import SampleConfig
+    from lt_cli.estep_runs import run_sample_thoughts
 
     docs = FIXTURES / "math_docs.jsonl"
     backend_config = BackendConfig(model=str(tiny_model_dir), dtype="float32", batch_size=16)

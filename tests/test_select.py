@@ -17,11 +17,11 @@ from lt_cli.estep import (
     effective_sample_size,
     elbo_n,
     elbo_sample_counts,
-    run_select,
     select_document,
     softmax,
     validate_candidates_document,
 )
+from lt_cli.estep_runs import run_select
 from lt_cli.seeding import derive_seed
 
 LT = [sys.executable, "-m", "lt_cli"]

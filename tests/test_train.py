@@ -313,6 +313,10 @@ def test_tiny_model_loss_falls_and_output_loads_in_transformers(tmp_path, augmen
     assert result.steps == 100 and result.tokens_seen == 100 * 8 * 64
     saved = json.loads((out / "train_config.json").read_text())
     assert TrainConfig.from_dict(saved).warmup_steps == 10 and saved["dtype"] == "float32"
+    # safetensors writes 0600; lt gives the weights the same mode as its JSON files (umask applied)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)

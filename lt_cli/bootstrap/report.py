@@ -149,6 +149,9 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     for name, data in report.get("baselines", {}).items():
         if data.get("accuracy") is not None:
             ax.axhline(data["accuracy"], linestyle=styles.get(name, "-."), color="gray", label=f"{name} baseline")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("EM iteration (0 = warm start)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.05)

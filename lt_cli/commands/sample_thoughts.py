@@ -72,7 +72,8 @@ def command(
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
 ) -> int:
-    from ..estep import SampleConfig, run_sample_thoughts
+    from ..estep import SampleConfig
+    from ..estep_runs import run_sample_thoughts
 
     check_stdin(input)
     if docs_per_call is None:

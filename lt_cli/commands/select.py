@@ -48,7 +48,8 @@ def command(
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
 ) -> int:
-    from ..estep import SampleConfig, run_select
+    from ..estep import SampleConfig
+    from ..estep_runs import run_select
 
     check_stdin(input)
     config = None

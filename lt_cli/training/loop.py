@@ -25,7 +25,7 @@ from typing import Any
 
 from ..console import log, progress, warn
 from ..errors import LtError, UsageError
-from ..io import dumps, read_json, write_json
+from ..io import dumps, make_public, read_json, write_json
 from . import checkpoint as ckpt
 from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
 from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
@@ -242,6 +242,7 @@ def _save_final(output: Path, base_model, model, tokenizer, strategy: str, save_
     try:
         base_model.save_pretrained(output, state_dict=state)
         tokenizer.save_pretrained(output)
+        make_public(output)
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
