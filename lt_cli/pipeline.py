@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from .chunking import ChunkingConfig, chunk_record
 from .io import RejectsWriter, Record, Validator, open_output, parse_shard, read_records
@@ -30,28 +30,25 @@ def map_records(
     description: str = "records",
     marker: bool = False,
 ) -> int:
-    """Map every record through ``fn``; returns the exit code (0, or 3 when records were rejected)."""
-    from .commands.common import report_bad
-    from .console import progress
+    """Map every record through ``fn`` (a record, several, or None to drop it); no resume.
 
-    rejects_writer = RejectsWriter(rejects) if (skip_bad and rejects) else None
-    reader = read_records(input_path, validate=validate, shard=parse_shard(shard), skip_bad=skip_bad, rejects=rejects_writer)
-    try:
-        with open_output(output_path, marker=marker, shard=shard) as writer, progress(description, unit="docs") as bar:
-            for record in reader:
-                result = fn(record)
-                if result is None:
-                    continue
-                if isinstance(result, dict):
-                    writer.write(result)
-                else:
-                    for item in result:
-                        writer.write(item)
-                bar.advance()
-    finally:
-        if rejects_writer is not None:
-            rejects_writer.close()
-    return report_bad(reader, rejects_writer)
+    Returns the exit code (0, or 3 when records were rejected).
+    """
+
+    def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
+        for record in records:
+            result = fn(record)
+            if result is None:
+                continue
+            if isinstance(result, dict):
+                yield result
+            else:
+                yield from result
+
+    return run_stream(
+        input_path, output_path, produce, validate=validate, shard=shard, skip_bad=skip_bad, rejects=rejects,
+        description=description, resume=False, marker=marker,
+    )
 
 
 def run_stream(
@@ -65,11 +62,14 @@ def run_stream(
     rejects: str | None = None,
     description: str = "records",
     on_resumed: Callable[[list[Record]], None] | None = None,
+    resume: bool = True,
+    marker: bool = False,
 ) -> int:
     """Read, transform and write a JSONL stream with resume: the driver of synthesize, sample-thoughts and select.
 
-    With ``-o FILE`` the output is resumable: records already in ``FILE.partial`` from a killed run
-    are kept and ``produce`` is told to skip that many outputs. Returns the exit code (0, or 3 when
+    With ``-o FILE`` (and ``resume``) the output is resumable: records already in ``FILE.partial``
+    from a killed run are kept and ``produce`` is told to skip that many outputs. ``marker`` writes
+    the completion marker that ``lt merge`` checks (always on with ``shard``). Returns the exit code (0, or 3 when
     ``--skip-bad`` set records aside).
     """
     from .commands.common import report_bad
@@ -79,7 +79,7 @@ def run_stream(
     shard_spec = parse_shard(shard)
     reader = read_records(input_path, validate=validate, shard=shard_spec, skip_bad=skip_bad, rejects=rejects_writer)
     try:
-        with open_output(output_path, resume=True, shard=shard_spec) as writer, progress(description, unit="docs") as bar:
+        with open_output(output_path, resume=resume, marker=marker, shard=shard_spec) as writer, progress(description, unit="docs") as bar:
             if writer.done:
                 log(f"{description}: resuming after {writer.done:,} finished record(s) in {writer.partial_path}")
                 bar.advance(writer.done)
