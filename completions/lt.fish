@@ -63,6 +63,7 @@ complete -c lt -n '__fish_seen_subcommand_from select' -l output -r -d 'Output J
 complete -c lt -n '__fish_seen_subcommand_from select' -l method -r -d 'importance, uniform, argmax or first'
 complete -c lt -n '__fish_seen_subcommand_from select' -l seed -r -d 'User seed; each chunks draw derives from it, the document id and the chunk index'
 complete -c lt -n '__fish_seen_subcommand_from select' -l keep-candidates -d 'Keep chunks[]'
+complete -c lt -n '__fish_seen_subcommand_from select' -l k -r -d 'Use only the first K candidates of every chunk (a K sweep from one sampling run)'
 complete -c lt -n '__fish_seen_subcommand_from select' -l model -r -d 'Score candidates that lack log p with this model'
 complete -c lt -n '__fish_seen_subcommand_from select' -l prefix-chunks -r -d 'Context chunks used when scoring (must match sample-thoughts)'
 complete -c lt -n '__fish_seen_subcommand_from select' -l reference-quirks -d 'Score with the references off-by-one (must match sample-thoughts)'

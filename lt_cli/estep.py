@@ -409,6 +409,21 @@ def chunk_log_w(chunk: dict) -> list[float] | None:
     return [float(v) for v in values]
 
 
+def first_candidates(document: Record, k: int) -> Record:
+    """The document with only the first ``k`` candidates of every chunk (in place; returned).
+
+    Samples are seeded by their index, so the first k of K samples are exactly what a run with
+    ``--k k`` would have drawn: one sampling run serves a whole K sweep. A chunk with fewer than
+    ``k`` candidates is an error (ValueError), never a silent smaller K.
+    """
+    for i, chunk in enumerate(document.get("chunks") or []):
+        candidates = chunk.get("candidates") or []
+        if len(candidates) < k:
+            raise ValueError(f"chunks[{i}] has {len(candidates)} candidate(s), fewer than --k {k}")
+        chunk["candidates"] = candidates[:k]
+    return document
+
+
 def select_document(document: Record, method: str = "importance", seed: int = 42, *, keep_candidates: bool = False) -> Record:
     """The augmented document: every chunk gets ``latent`` = its selected candidate's latent.
 

@@ -15,6 +15,7 @@ from .estep import (
     SELECT_METHODS,
     SampleConfig,
     chunk_log_w,
+    first_candidates,
     sample_candidates,
     score_candidates,
     select_document,
@@ -132,6 +133,7 @@ def run_select(
     method: str = "importance",
     seed: int = 42,
     keep_candidates: bool = False,
+    k: int | None = None,
     backend_name: str | None = None,
     backend_config=None,
     score_config: SampleConfig | None = None,
@@ -140,18 +142,23 @@ def run_select(
     skip_bad: bool = False,
     rejects: str | None = None,
 ) -> int:
-    """``lt select`` as a function: one latent per chunk, ELBO/ESS per document, a summary table."""
+    """``lt select`` as a function: one latent per chunk, ELBO/ESS per document, a summary table.
+
+    ``k``: use only the first k candidates of every chunk (see :func:`lt_cli.estep.first_candidates`).
+    """
     from .errors import UsageError
 
     if method not in SELECT_METHODS:
         raise UsageError(f"--method must be one of {', '.join(SELECT_METHODS)}, got {method!r}")
+    if k is not None and k < 1:
+        raise UsageError(f"--k must be at least 1, got {k}")
     summary = SelectionSummary()
     state: dict[str, Any] = {}
 
     def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
         from .sample_cache import open_cache
 
-        documents: Iterable[Record] = records
+        documents: Iterable[Record] = records if k is None else (first_candidates(record, k) for record in records)
         if backend_config is not None:
             config = score_config or SampleConfig()
             state["backend"] = LazyBackend(backend_name or "transformers", backend_config)
@@ -184,9 +191,14 @@ def run_select(
         for record in records:
             summary.add(record)
 
+    def validate(record: Record) -> None:
+        validate_candidates_document(record)
+        if k is not None:
+            first_candidates(ensure_chunks(record), k)  # a copy: the count check only
+
     code = run_stream(
-        input_path, output_path, produce, validate=validate_candidates_document, shard=shard, skip_bad=skip_bad,
+        input_path, output_path, produce, validate=validate, shard=shard, skip_bad=skip_bad,
         rejects=rejects, description="select", on_resumed=resumed,
     )
-    summary.print(f"lt select --method {method}")
+    summary.print(f"lt select --method {method}" + (f" --k {k}" if k is not None else ""))
     return code

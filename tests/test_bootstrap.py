@@ -121,9 +121,15 @@ def test_plan_order_and_sweep_sharing(tmp_path):
     assert "k1/iter1/sample" not in keys and "k4/iter1/sample" not in keys  # shared from the warm start
     assert keys[8:12] == ["k1/iter1/select", "k1/iter1/train", "k1/iter1/eval", "k1/iter2/sample"]
     assert keys[-1] == "k4/iter2/eval" and len(keys) == 8 + 2 * 7
-    # under a launcher every K samples itself, through one shared cache
-    keys = [s.key for s in build_plan(tiny_config(tmp_path, ks=[1, 4], iters=1, launcher="local"))]
-    assert "shared/iter1/sample" not in keys and "k1/iter1/sample" in keys and "k4/iter1/sample" in keys
+    # under a launcher the plan is the same; the shared selection is `lt select --k K`
+    config = tiny_config(tmp_path, ks=[1, 4], iters=1, launcher="local")
+    plan = {s.key: s for s in build_plan(config)}
+    assert "shared/iter1/sample" in plan and "k1/iter1/sample" not in plan
+    from lt_cli.bootstrap.stages import RunContext
+
+    [argv] = plan["k1/iter1/select"].commands(RunContext(config, tmp_path, {}))
+    assert argv[0] == "select" and argv[1] == str(tmp_path / "shared" / "iter1" / "candidates.jsonl")
+    assert argv[argv.index("--k") + 1] == "1"
 
 
 def test_dry_run_prints_every_command(tmp_path):
@@ -328,14 +334,19 @@ def test_kill_9_then_same_command_gives_the_same_report(tmp_path):
 @pytest.mark.slow
 def test_local_launcher_runs_stages_as_lt_subprocesses(tmp_path):
     run_dir = tmp_path / "launched"
-    report = run_bootstrap(tiny_config(run_dir, iters=1, launcher="local", raw_baseline=False, teacher_baseline=False))
-    assert [r["iter"] for r in report["iterations"]] == [0, 1]
+    report = run_bootstrap(tiny_config(run_dir, iters=1, ks=[1, 2], launcher="local", raw_baseline=False, teacher_baseline=False))
+    assert [(r["k"], r["iter"]) for r in report["iterations"]] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert report["baselines"]["teacher"]["note"].startswith("the warm start")
     logs = sorted(p.name for p in (run_dir / "logs").iterdir())
-    # training, sampling and selection ran as `python -m lt_cli ...`; the demo eval stayed in-process
-    assert logs == ["k2_iter1_sample.log", "k2_iter1_select.log", "k2_iter1_train.log", "warm_train.log"]
+    # training, sampling and selection ran as `python -m lt_cli ...`; the demo eval stayed in-process;
+    # the sweep sampled once and each K selected from it with `lt select --k K`
+    assert logs == ["k1_iter1_select.log", "k1_iter1_train.log", "k2_iter1_select.log", "k2_iter1_train.log",
+                    "shared_iter1_sample.log", "warm_train.log"]
     assert (run_dir / "k2" / "iter1" / "model" / "train_result.json").exists()
-    assert report["iterations"][1]["ess"] is not None
+    assert report["iterations"][3]["ess"] is not None and report["iterations"][1]["ess"] == pytest.approx(1.0)
+    shared = [json.loads(line) for line in (run_dir / "shared" / "iter1" / "candidates.jsonl").read_text().splitlines()]
+    k1 = [json.loads(line) for line in (run_dir / "k1" / "iter1" / "augmented.jsonl").read_text().splitlines()]
+    assert [c["latent"] for d in k1 for c in d["chunks"]] == [c["candidates"][0]["latent"] for d in shared for c in d["chunks"]]
 
 
 @pytest.mark.slow

@@ -196,3 +196,25 @@ def test_run_select_summary_resume_and_determinism(tmp_path, capsys):
     other = tmp_path / "c.jsonl"
     run_select(str(source), str(other), seed=10)
     assert other.read_bytes() != first.read_bytes()
+
+
+def test_select_k_uses_the_first_k_candidates(tmp_path, capsys):
+    """--k 2 on 3 candidates gives exactly what select gives on a file that only had the first 2,
+    and a chunk with too few candidates is a FILE:LINE error."""
+    source, truncated = tmp_path / "cand.jsonl", tmp_path / "cand2.jsonl"
+    docs = [doc_with([[0.1 * i, -0.2, 3.0], [1.0, 0.0, -1.0]], doc_id=f"d{i}") for i in range(5)]
+    write_jsonl(source, docs)
+    write_jsonl(truncated, [{**d, "chunks": [{**c, "candidates": c["candidates"][:2]} for c in d["chunks"]]} for d in docs])
+    with_k, reference = tmp_path / "k.jsonl", tmp_path / "ref.jsonl"
+    assert run_select(str(source), str(with_k), seed=3, k=2) == 0
+    assert run_select(str(truncated), str(reference), seed=3) == 0
+    assert with_k.read_bytes() == reference.read_bytes()
+    out = [orjson.loads(line) for line in with_k.read_bytes().splitlines()]
+    assert all(c["selected"] in (0, 1) and set(d["elbo"]) == {"1", "2"} for d in out for c in d["chunks"])
+    assert "--k 2" in capsys.readouterr().err
+
+    result = subprocess.run(LT + ["select", "--k", "4", str(source)], capture_output=True, env=ENV, cwd=REPO)
+    assert result.returncode == 2 and result.stdout == b""
+    assert f"{source}:1: chunks[0] has 3 candidate(s), fewer than --k 4" in result.stderr.decode()
+    result = subprocess.run(LT + ["select", "--k", "0", str(source)], capture_output=True, env=ENV, cwd=REPO)
+    assert result.returncode == 2 and "--k must be at least 1" in result.stderr.decode()

@@ -172,10 +172,9 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
 
     # ------------------------------------------------------------ EM iterations
     ks = sorted(c.ks)
-    # A sweep shares iteration 1's samples (all K sample the warm start): in-process, one stage
-    # samples max(K) and each K keeps the first K; under a launcher, one sample cache is shared.
-    shared_first = len(ks) > 1 and c.iters >= 1 and c.launcher is None
-    shared_cache = ("shared", "iter1", "samples.cache.sqlite") if len(ks) > 1 and c.launcher is not None else None
+    # A sweep shares iteration 1's samples (all K sample the warm start): one stage samples max(K)
+    # and each K selects from its first K (lt select --k; samples are seeded by index).
+    shared_first = len(ks) > 1 and c.iters >= 1
     if shared_first:
         plan.append(sample_stage("shared/iter1/sample", ("shared", "iter1"), warm_model, max(ks), c.seed + 1))
     for k in ks:
@@ -189,7 +188,7 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
                 select_k: int | None = k
             else:
                 sample_key = f"{prefix}/sample"
-                plan.append(sample_stage(sample_key, folder, previous, k, c.seed + t, shared_cache if t == 1 else None))
+                plan.append(sample_stage(sample_key, folder, previous, k, c.seed + t))
                 candidates = _candidates_fn(folder)
                 select_k = None
             plan.append(select_stage(f"{prefix}/select", folder, sample_key, candidates, c.seed + t, select_k))

@@ -295,12 +295,8 @@ def _eval_result(metrics: dict[str, Any]) -> Result:
 
 
 # ------------------------------------------------------------------------------------ E-step
-def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int, cache_parts: tuple[str, ...] | None = None) -> Stage:
-    """K posterior samples per chunk of every raw document, scored (lt sample-thoughts).
-
-    ``cache_parts``: a sample cache shared by the stages that sample from the same model (a K sweep
-    under a launcher); the cache key has no K, so a K=1 stage reuses sample 0 of a K=8 stage.
-    """
+def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int) -> Stage:
+    """K posterior samples per chunk of every raw document, scored (lt sample-thoughts)."""
 
     def out(ctx: RunContext) -> Path:
         return ctx.path(*folder_parts, "candidates.jsonl")
@@ -317,8 +313,6 @@ def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[Ru
             "--temperature", str(c.temperature), "--top-p", str(c.top_p), "--prefix-chunks", str(c.prefix_chunks),
             "--max-new-tokens", str(c.max_latent_tokens), "--seed", str(seed), data(ctx), "-o", str(out(ctx)),
         ]
-        if cache_parts is not None:
-            argv += ["--cache", str(ctx.path(*cache_parts))]
         if c.estep_docs_per_call:
             argv += ["--docs-per-call", str(c.estep_docs_per_call)]
         return [argv]
@@ -421,17 +415,16 @@ def _candidate_stats(path: Path, k: int) -> Result:
 def select_stage(key: str, folder_parts: tuple[str, ...], sample_key: str, candidates_fn: Callable[[RunContext], Path], seed: int, k: int | None = None) -> Stage:
     """One latent per chunk by importance resampling (lt select); ``k`` keeps the first k candidates.
 
-    ``k`` lets a K sweep share one set of samples from the same model: samples are seeded by their
-    index, so the first k of K samples are exactly what a K=k run would have drawn.
+    ``k`` lets a K sweep share one set of samples from the same model (``lt select --k``): samples
+    are seeded by their index, so the first k of K samples are exactly what a K=k run would draw.
     """
 
     def out(ctx: RunContext) -> Path:
         return ctx.path(*folder_parts, "augmented.jsonl")
 
     def commands(ctx: RunContext) -> list[list[str]]:
-        if k is not None:  # only planned in-process (lt select has no --k)
-            return [["# in-process: select with the first", str(k), "candidates of", str(candidates_fn(ctx)), "->", str(out(ctx))]]
-        return [["select", str(candidates_fn(ctx)), "--method", ctx.config.select_method, "--seed", str(seed), "-o", str(out(ctx))]]
+        first = ["--k", str(k)] if k is not None else []
+        return [["select", str(candidates_fn(ctx)), "--method", ctx.config.select_method, "--seed", str(seed), *first, "-o", str(out(ctx))]]
 
     def stats(ctx: RunContext) -> Result:
         k_used = k if k is not None else ctx.results.get(sample_key, {}).get("k", 10**9)
@@ -441,16 +434,14 @@ def select_stage(key: str, folder_parts: tuple[str, ...], sample_key: str, candi
         return {"augmented": str(out(ctx)), **stats(ctx), "n_documents": sum(1 for _ in read_all(out(ctx)))}
 
     def run(ctx: RunContext) -> Result:
-        from ..estep import select_document
+        from ..estep import first_candidates, select_document
         from ..io import open_output
 
         n = 0
         with open_output(out(ctx)) as writer:
             for document in read_all(candidates_fn(ctx)):
                 if k is not None:
-                    for chunk in document.get("chunks", []):
-                        if chunk.get("candidates"):
-                            chunk["candidates"] = chunk["candidates"][:k]
+                    first_candidates(document, k)
                 writer.write(select_document(document, ctx.config.select_method, seed))
                 n += 1
         return {"augmented": str(out(ctx)), **stats(ctx), "n_documents": n}

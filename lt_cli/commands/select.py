@@ -14,12 +14,15 @@ EXAMPLES = """\
 lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
 lt select cand.jsonl -o augmented.jsonl --seed 43
 lt select --method argmax --keep-candidates cand.jsonl > best.jsonl
+lt select --k 2 cand-k8.jsonl > augmented-k2.jsonl   # the first 2 of 8 samples: same as --k 2 sampling
 lt select --model M cand-unscored.jsonl > augmented.jsonl   # scores missing log p first
 """
 DETAILS = """\
 Methods: importance (one draw from softmax(log w), the reference's E-step), uniform (no Monte Carlo
 weighting), argmax (highest log w), first (candidate 0). Each chunk's draw is seeded from
-(--seed, document id, chunk index). K=1 passes its only sample through.
+(--seed, document id, chunk index). K=1 passes its only sample through. --k N keeps the first N
+candidates of every chunk: samples are seeded by index, so they are exactly what sample-thoughts
+--k N would have drawn, and one sampling run serves a whole K sweep.
 
 Output: augmented documents for lt train (chunks[].latent, chunks[].selected) plus per document
 elbo {"1", "2", "4", ..., "K"} (nats, summed over chunks: logsumexp(log w[:n]) - log n), ess (mean
@@ -34,6 +37,7 @@ def command(
     method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.")] = "importance",
     seed: Annotated[int, typer.Option("--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.")] = 42,
     keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.")] = False,
+    k: Annotated[Optional[int], typer.Option("--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Score candidates that lack log p with this model.", show_default=False)] = None,
     prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Context chunks used when scoring (must match sample-thoughts).")] = 3,
     reference_quirks: Annotated[bool, typer.Option("--reference-quirks", help="Score with the reference's off-by-one (must match sample-thoughts).")] = False,
@@ -56,7 +60,7 @@ def command(
     if model is not None:
         config = SampleConfig(prefix_chunks=prefix_chunks, reference_quirks=reference_quirks, max_model_len=max_model_len, seed=seed, max_new_tokens=max_new_tokens)
     return run_select(
-        input, output, method=method, seed=seed, keep_candidates=keep_candidates,
+        input, output, method=method, seed=seed, keep_candidates=keep_candidates, k=k,
         backend_name=backend if model is not None else None,
         backend_config=backend_config(model, dtype, batch_size, max_model_len) if model is not None else None,
         score_config=config, cache_path=resolve_cache(output, cache, no_cache) if model is not None else None,
