@@ -22,7 +22,7 @@ from .estep import (
     validate_candidates_document,
 )
 from .records import document_id, ensure_chunks
-from .pipeline import LazyBackend, run_stream
+from .pipeline import backend_session, run_stream
 
 Record = dict[str, Any]
 
@@ -92,16 +92,13 @@ def run_sample_thoughts(
     """``lt sample-thoughts`` as a function: K scored candidates per chunk for every document."""
     from .console import log
     from .records import validate_document
-    from .sample_cache import open_cache
 
     if config.max_model_len is None:
         config.max_model_len = backend_config.max_model_len
     stats = {"chunks": 0, "candidates": 0, "unfinished": 0, "latent_tokens": 0}
 
     def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
-        backend = LazyBackend(backend_name, backend_config)
-        cache = open_cache(cache_path)
-        try:
+        with backend_session(backend_name, backend_config, cache_path, cache_label="sample") as (backend, cache):
             for doc in sample_candidates(backend, records, config, cache, skip=skip):
                 for chunk in doc["chunks"]:
                     stats["chunks"] += 1
@@ -110,11 +107,6 @@ def run_sample_thoughts(
                         stats["unfinished"] += not candidate["finished"]
                         stats["latent_tokens"] += candidate["n_tokens"]
                 yield doc
-        finally:
-            if cache is not None:
-                log(f"sample cache {cache.path}: {cache.hits:,} hits, {cache.misses:,} misses")
-                cache.close()
-            backend.close()
 
     code = run_stream(input_path, output_path, produce, validate=validate_document, shard=shard, skip_bad=skip_bad, rejects=rejects, description="sample-thoughts")
     if stats["candidates"]:
@@ -153,39 +145,30 @@ def run_select(
     if k is not None and k < 1:
         raise UsageError(f"--k must be at least 1, got {k}")
     summary = SelectionSummary()
-    state: dict[str, Any] = {}
+
+    def select_all(documents: Iterable[Record], skip: int) -> Iterator[Record]:
+        for index, doc in enumerate(documents):
+            if index < skip:
+                continue
+            doc = ensure_chunks(doc)  # accepts the reference's "suffix" name for chunk text
+            needs = any(chunk_log_w(c) is None for c in doc["chunks"])
+            if needs and method in ("importance", "argmax") and not all(len(c["candidates"]) == 1 for c in doc["chunks"]):
+                raise LtError(
+                    f"document {document_id(doc)} has candidates without log_w: pass --model (and --backend) "
+                    "so select can score them, or use --method uniform|first"
+                )
+            out = select_document(doc, method, seed, keep_candidates=keep_candidates)
+            summary.add(out)
+            yield out
 
     def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
-        from .sample_cache import open_cache
-
         documents: Iterable[Record] = records if k is None else (first_candidates(record, k) for record in records)
-        if backend_config is not None:
-            config = score_config or SampleConfig()
-            state["backend"] = LazyBackend(backend_name or "transformers", backend_config)
-            state["cache"] = open_cache(cache_path)
-            documents = score_candidates(state["backend"], records, config, state["cache"], skip=skip)
-            skip_here = 0
-        else:
-            skip_here = skip
-        try:
-            for index, doc in enumerate(documents):
-                if index < skip_here:
-                    continue
-                doc = ensure_chunks(doc)  # accepts the reference's "suffix" name for chunk text
-                needs = any(chunk_log_w(c) is None for c in doc["chunks"])
-                if needs and method in ("importance", "argmax") and not all(len(c["candidates"]) == 1 for c in doc["chunks"]):
-                    raise LtError(
-                        f"document {document_id(doc)} has candidates without log_w: pass --model (and --backend) "
-                        "so select can score them, or use --method uniform|first"
-                    )
-                out = select_document(doc, method, seed, keep_candidates=keep_candidates)
-                summary.add(out)
-                yield out
-        finally:
-            if state.get("cache") is not None:
-                state["cache"].close()
-            if state.get("backend") is not None:
-                state["backend"].close()
+        if backend_config is None:
+            yield from select_all(documents, skip)
+            return
+        with backend_session(backend_name or "transformers", backend_config, cache_path) as (backend, cache):
+            scored = score_candidates(backend, documents, score_config or SampleConfig(), cache, skip=skip)
+            yield from select_all(scored, 0)  # score_candidates already skipped the finished records
 
     def resumed(records: list[Record]) -> None:
         for record in records:

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 from .chunking import ChunkingConfig, chunk_record
 from .io import RejectsWriter, Record, Validator, open_output, parse_shard, read_records
@@ -65,12 +66,12 @@ def run_stream(
     resume: bool = True,
     marker: bool = False,
 ) -> int:
-    """Read, transform and write a JSONL stream with resume: the driver of synthesize, sample-thoughts and select.
+    """Read, transform and write a JSONL stream: the driver of synthesize, sample-thoughts and select.
 
     With ``-o FILE`` (and ``resume``) the output is resumable: records already in ``FILE.partial``
     from a killed run are kept and ``produce`` is told to skip that many outputs. ``marker`` writes
-    the completion marker that ``lt merge`` checks (always on with ``shard``). Returns the exit code (0, or 3 when
-    ``--skip-bad`` set records aside).
+    the completion marker that ``lt merge`` checks (always on with ``shard``). Returns the exit
+    code (0, or 3 when ``--skip-bad`` set records aside).
     """
     from .commands.common import report_bad
     from .console import log, progress
@@ -92,6 +93,28 @@ def run_stream(
         if rejects_writer is not None:
             rejects_writer.close()
     return report_bad(reader, rejects_writer)
+
+
+@contextmanager
+def backend_session(backend_name: str, backend_config, cache_path: str | None, *, cache_label: str | None = None) -> Iterator[tuple["LazyBackend", Any]]:
+    """A lazily loaded backend and the (optional) sample cache, both closed on exit.
+
+    The producers of synthesize, sample-thoughts and select run inside one; with ``cache_label``
+    the cache's hit and miss counts go to stderr when it closes.
+    """
+    from .console import log
+    from .sample_cache import open_cache
+
+    backend = LazyBackend(backend_name, backend_config)
+    cache = open_cache(cache_path)
+    try:
+        yield backend, cache
+    finally:
+        if cache is not None:
+            if cache_label is not None:
+                log(f"{cache_label} cache {cache.path}: {cache.hits:,} hits, {cache.misses:,} misses")
+            cache.close()
+        backend.close()
 
 
 class LazyBackend:

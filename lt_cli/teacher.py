@@ -339,22 +339,14 @@ def run_synthesize(
 ) -> int:
     """``lt synthesize`` as a function (resumable with ``-o``); reports ratio and failures on stderr."""
     from .console import log, warn
-    from .pipeline import LazyBackend, run_stream
+    from .pipeline import backend_session, run_stream
     from .records import validate_document
-    from .sample_cache import open_cache
 
     stats = SynthesisStats()
 
     def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
-        backend = LazyBackend(backend_name, backend_config)
-        cache = open_cache(cache_path)
-        try:
+        with backend_session(backend_name, backend_config, cache_path, cache_label="teacher") as (backend, cache):
             yield from synthesize(backend, records, config, cache, skip=skip, stats=stats)
-        finally:
-            if cache is not None:
-                log(f"teacher cache {cache.path}: {cache.hits:,} hits, {cache.misses:,} misses")
-                cache.close()
-            backend.close()
 
     code = run_stream(input_path, output_path, produce, validate=validate_document, shard=shard, skip_bad=skip_bad, rejects=rejects, description="synthesize")
     if stats.records:

@@ -406,6 +406,16 @@ def test_select_scores_unscored_candidates_with_model(tmp_path, tiny_model_dir):
     for x, y in zip(da, db):
         assert [c["selected"] for c in x["chunks"]] == [c["selected"] for c in y["chunks"]]
         assert x["elbo"]["2"] == pytest.approx(y["elbo"]["2"], abs=1e-4)
+    # --k applies before scoring too: the first 2 of 3, scored now, as with already-scored input
+    code_c, c, err = cli(["select", "--k", "2"], input=scored)
+    code_d, d, err_d = cli(["select", "--k", "2", *base], input=unscored)
+    assert code_c == 0 and code_d == 0, err + err_d
+    dc = [orjson.loads(x) for x in c.splitlines()]
+    dd = [orjson.loads(x) for x in d.splitlines()]
+    for x, y in zip(dc, dd):
+        assert set(y["elbo"]) == {"1", "2"} and all(ch["selected"] in (0, 1) for ch in y["chunks"])
+        assert [ch["selected"] for ch in x["chunks"]] == [ch["selected"] for ch in y["chunks"]]
+        assert x["elbo"]["2"] == pytest.approx(y["elbo"]["2"], abs=1e-4)
 
 
 @pytest.mark.real_model
