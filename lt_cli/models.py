@@ -34,6 +34,19 @@ SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
 CONVERSION_MARKER = "lt-conversion.json"
 
 
+def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: dict | None = None) -> None:
+    """Write a Hugging Face model folder (weights, config, tokenizer) that other users can read.
+
+    Every checkpoint lt writes goes through here. safetensors creates its file 0600; the folder's
+    files get the mode a plain ``open`` gives (io.make_public).
+    """
+    from .io import make_public
+
+    model.save_pretrained(path, state_dict=state_dict)
+    tokenizer.save_pretrained(path)
+    make_public(path)
+
+
 def model_cache_dir() -> Path:
     """Where converted models live: ``$LT_MODEL_CACHE``, else ``~/.cache/lt/models``."""
     root = os.environ.get("LT_MODEL_CACHE")
@@ -240,11 +253,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     fresh.eval()
     out_dir.mkdir(parents=True)
-    fresh.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    from .io import make_public
-
-    make_public(out_dir)
+    save_model_folder(fresh, tokenizer, out_dir)
     marker = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": "float32"}
     (out_dir / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 

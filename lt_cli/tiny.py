@@ -84,9 +84,7 @@ def save_tiny_model(path: str | Path, config: TinyModelConfig = TinyModelConfig(
     tokenizer = build_byte_tokenizer()
     model = build_tiny_llama(len(tokenizer), config)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    from .io import make_public
+    from .models import save_model_folder
 
-    make_public(path)
+    save_model_folder(model, tokenizer, path)
     return path

@@ -9,9 +9,10 @@ global batches a single process sees (the global batch does not depend on the wo
   ``(seed, epoch)`` (``shuffle=False`` keeps file order, files in ``--data`` order).
 * Layouts (docs/bolt-spec.md section 3, strings from :mod:`lt_cli.formats`): ``random`` draws prior
   or posterior per chunk with a fair coin seeded by ``(seed, epoch, doc id, copy)``, so the draw is
-  redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior``/``posterior`` fix it; ``pure`` trains on the synthetic text only
-  (the document's ``latent`` field, as WRAP writes it, else each chunk latent as its own
-  BOS...EOS segment); ``raw`` trains on the document text.
+  redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior``/``posterior``
+  fix it; ``pure`` trains on the synthetic text only (the document's ``latent`` field, as WRAP
+  writes it, else each chunk latent as its own BOS...EOS segment); ``raw`` trains on the document
+  text.
 * Every segment is encoded as BOS + tokens + EOS and appended to one stream that runs across
   documents and epochs. Windows are ``seq_len + 1`` tokens; consecutive windows share one token
   (the last input of one window is the first of the next), so every token after the very first is

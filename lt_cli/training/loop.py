@@ -25,7 +25,8 @@ from typing import Any
 
 from ..console import log, progress, warn
 from ..errors import LtError, UsageError
-from ..io import dumps, make_public, read_json, write_json
+from ..io import dumps, read_json, write_json
+from ..models import save_model_folder
 from . import checkpoint as ckpt
 from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
 from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
@@ -240,9 +241,7 @@ def _save_final(output: Path, base_model, model, tokenizer, strategy: str, save_
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # the "Writing model shards" bar; lt prints its own line
     try:
-        base_model.save_pretrained(output, state_dict=state)
-        tokenizer.save_pretrained(output)
-        make_public(output)
+        save_model_folder(base_model, tokenizer, output, state_dict=state)
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
