@@ -161,3 +161,12 @@ def prefix_text(chunks: Sequence[dict], index: int, prefix_chunks: int | None) -
     """
     start = 0 if prefix_chunks is None else max(0, index - prefix_chunks)
     return "".join(c["text"] for c in chunks[start:index])
+
+
+def run_chunk(stream, config: ChunkingConfig = ChunkingConfig()) -> int:
+    """``lt chunk``: add ``num_chunks`` and ``chunks`` to every raw document of ``stream``
+    (a :class:`lt_cli.stream.StreamArgs`); the exit code. Sharded runs write a completion marker."""
+    from .records import validate_raw_document
+    from .stream import map_records
+
+    return map_records(stream, lambda record: chunk_record(record, config), validate=validate_raw_document, description="chunk", marker=bool(stream.shard))

@@ -6,7 +6,8 @@
 * A malformed line raises :class:`~lt_cli.errors.RecordError` (``FILE:LINE: reason``, exit 2), or
   with ``skip_bad`` is counted and appended to a rejects file.
 * ``--shard I/N`` keeps the records whose index among non-blank lines is ``I mod N``; lines of other
-  shards are not even parsed, so a bad line is reported by the shard that owns it.
+  shards are not even parsed, so a bad line is reported by the shard that owns it. ``--limit N``
+  reads only the first N records (before sharding).
 * Output files appear atomically: records go to a temporary file that is renamed over the final
   name only when the command succeeds. Resumable outputs (``resume=True``) keep their progress in
   ``FILE.partial`` (flushed per record); a rerun of the same command continues after the last
@@ -126,6 +127,7 @@ class RecordReader:
         shard: Shard | None = None,
         skip_bad: bool = False,
         rejects: RejectsWriter | None = None,
+        limit: int | None = None,
     ):
         self.path = path
         self.name = display_name(path)
@@ -133,6 +135,9 @@ class RecordReader:
         self.shard = shard
         self.skip_bad = skip_bad
         self.rejects = rejects
+        #: read only the first ``limit`` records of the input (before sharding, so the shards of a
+        #: limited run are the shards of the limited input)
+        self.limit = limit
         self.bad_count = 0
         self.count = 0
 
@@ -152,6 +157,8 @@ class RecordReader:
                 if not stripped:
                     continue
                 record_index += 1
+                if self.limit is not None and record_index >= self.limit:
+                    break
                 if self.shard is not None and not self.shard.owns(record_index):
                     continue
                 try:

@@ -31,7 +31,7 @@ TINY = {
     "batch_size": 4,
     "warmup_steps": 1,
     "save_every": 2,
-    "max_latent_tokens": 8,
+    "max_new_tokens": 8,
     "eval_max_new_tokens": 16,
 }
 
@@ -52,11 +52,12 @@ def test_no_data_means_demo_with_its_settings(tmp_path):
 
     config = resolve_config({"run_dir": str(tmp_path), "iters": 3})
     assert config.demo and config.name == "demo" and config.ks == [4]
-    assert config.mstep_steps == DEMO_SETTINGS["mstep_steps"] and config.lr == DEMO_SETTINGS["lr"]
+    assert config.mstep_steps == DEMO_SETTINGS["mstep_steps"] and config.train.lr == DEMO_SETTINGS["lr"]
+    assert config.sample.max_new_tokens == DEMO_SETTINGS["max_new_tokens"] and config.eval.batch_size == DEMO_SETTINGS["eval_batch_size"]
     assert config.eval_tasks == ["demo"] and config.raw_baseline and config.teacher_baseline
     # an explicit option wins over the demo setting; a token budget replaces the default steps
     config = resolve_config({"run_dir": str(tmp_path), "lr": 0.01, "mstep_tokens": 10_000})
-    assert config.lr == 0.01 and config.mstep_tokens == 10_000 and config.mstep_steps is None
+    assert config.train.lr == 0.01 and config.mstep_tokens == 10_000 and config.mstep_steps is None
 
 
 def test_real_data_config(tmp_path):
@@ -70,7 +71,7 @@ def test_real_data_config(tmp_path):
     finally:
         os.chdir(REPO)
     assert config.data == str(tmp_path / "t.jsonl") and config.warm_data == [f"{tmp_path / 't.jsonl'}:2.5"] and config.model == "m"
-    assert config.eval_tasks == ["gsm8k"] and not config.raw_baseline and config.seq_len == 2048
+    assert config.eval_tasks == ["gsm8k"] and not config.raw_baseline and config.train.seq_len == 2048
 
 
 @pytest.mark.parametrize(
@@ -83,10 +84,12 @@ def test_real_data_config(tmp_path):
         ({"ks": [0]}, "K must be"),
         ({"ks": [4, 4]}, "twice"),
         ({"iters": -1}, "--iters"),
-        ({"temperature": -1.0}, "temperature"),
-        ({"select_method": "best"}, "--select"),
+        ({"temperature": -1.0}, "--temperature"),
+        ({"select_method": "best"}, "must be one of importance"),
         ({"mstep_steps": 0}, "--mstep-steps"),
-        ({"launcher": "local", "estep_limit": 5}, "--estep-limit"),
+        ({"estep_limit": 0}, "--estep-limit"),
+        ({"lr": 0.0}, "--lr"),
+        ({"layout": "sideways"}, "--layout"),
     ],
 )
 def test_bad_options(tmp_path, options, message):
@@ -102,15 +105,17 @@ def test_cli_rejects_bad_sweep(tmp_path):
 
 
 def test_changed_settings_refuse_to_mix(tmp_path):
-    from lt_cli.bootstrap import _check_config
+    from lt_cli.bootstrap import check_config
 
     config = tiny_config(tmp_path)
-    _check_config(tmp_path, config)
-    # more iterations or another launcher may resume the same folder ...
-    _check_config(tmp_path, tiny_config(tmp_path, iters=5))
-    # ... a different training budget may not
+    check_config(tmp_path, config)
+    # more iterations, another launcher or another checkpoint interval may resume the same folder ...
+    check_config(tmp_path, tiny_config(tmp_path, iters=5, save_every=7))
+    # ... a different training budget or E-step setting may not (named by their flags)
     with pytest.raises(UsageError, match="mstep_steps"):
-        _check_config(tmp_path, tiny_config(tmp_path, mstep_steps=7))
+        check_config(tmp_path, tiny_config(tmp_path, mstep_steps=7))
+    with pytest.raises(UsageError, match=r"\(temperature\)"):
+        check_config(tmp_path, tiny_config(tmp_path, temperature=0.5))
 
 
 # ------------------------------------------------------------------------------------ plan / dry run
@@ -126,10 +131,12 @@ def test_plan_order_and_sweep_sharing(tmp_path):
     plan = {s.key: s for s in build_plan(config)}
     assert "shared/iter1/sample" in plan and "k1/iter1/sample" not in plan
     from lt_cli.bootstrap.stages import RunContext
+    from lt_cli.flags import to_argv
 
-    [argv] = plan["k1/iter1/select"].commands(RunContext(config, tmp_path, {}))
-    assert argv[0] == "select" and argv[1] == str(tmp_path / "shared" / "iter1" / "candidates.jsonl")
-    assert argv[argv.index("--k") + 1] == "1"
+    [select] = plan["k1/iter1/select"].configs(RunContext(config, tmp_path, {}))
+    argv = to_argv("select", select)
+    assert argv[0] == "select" and argv[-1] == str(tmp_path / "shared" / "iter1" / "candidates.jsonl")
+    assert argv[argv.index("--k") + 1] == "1" and argv[argv.index("--output") + 1] == str(tmp_path / "k1" / "iter1" / "augmented.jsonl")
 
 
 def test_dry_run_prints_every_command(tmp_path):
@@ -171,14 +178,14 @@ def test_manifest_states_survive_reload(tmp_path):
     manifest = Manifest(path)
     manifest.plan(["a", "b", "c"])
     manifest.start("a")
-    assert Manifest(path).get("a").status == RUNNING
+    assert Manifest(path).stages["a"].status == RUNNING
     manifest.finish("a", {"accuracy": 0.5}, 1.25)
     manifest.start("b")
     manifest.fail("b", "boom")
     again = Manifest(path)
-    assert [again.get(k).status for k in "abc"] == [DONE, FAILED, PENDING]
-    assert again.get("a").result == {"accuracy": 0.5} and again.get("a").seconds == 1.25
-    assert again.get("b").error == "boom" and again.get("b").attempts == 1
+    assert [again.stages[k].status for k in "abc"] == [DONE, FAILED, PENDING]
+    assert again.stages["a"].result == {"accuracy": 0.5} and again.stages["a"].seconds == 1.25
+    assert again.stages["b"].error == "boom" and again.stages["b"].attempts == 1
     # a new plan keeps known records (and their order), appends new keys
     again.plan(["a", "b", "c", "d"])
     assert list(Manifest(path).stages) == ["a", "b", "c", "d"] and Manifest(path).is_done("a")
@@ -235,8 +242,8 @@ def _check_run(run_dir: Path, report: dict, ks: list[int], iters: int) -> None:
     for row in report["iterations"]:
         assert 0.0 <= row["accuracy"] <= 1.0
         if row["iter"] > 0:
-            assert row["ess"] is not None and 1.0 <= row["ess"] <= row["k"] + 1e-9
-            assert row["elbo"] is not None and row["mean_log_w"] is not None
+            assert row["ess_per_chunk"] is not None and 1.0 <= row["ess_per_chunk"] <= row["k"] + 1e-9
+            assert row["elbo_per_document"] is not None and row["log_w_per_candidate"] is not None
     saved = read_json(run_dir / "report.json")
     assert numbers(saved) == numbers(report)
     for name in ("config.json", "report.md", "report.png", "data/raw.jsonl", "warm/model/train_result.json"):
@@ -288,7 +295,7 @@ def test_sweep_shares_the_warm_start_samples(tmp_path):
         for s_chunk, chunk in zip(s_doc["chunks"], doc["chunks"]):
             assert len(s_chunk["candidates"]) == 3 and chunk["latent"] == s_chunk["candidates"][0]["latent"]
     rows = {(r["k"], r["iter"]): r for r in report["iterations"]}
-    assert rows[(1, 1)]["ess"] == pytest.approx(1.0)
+    assert rows[(1, 1)]["ess_per_chunk"] == pytest.approx(1.0)
     assert rows[(1, 0)]["accuracy"] == rows[(3, 0)]["accuracy"], "one warm start for the whole sweep"
 
 
@@ -338,12 +345,12 @@ def test_local_launcher_runs_stages_as_lt_subprocesses(tmp_path):
     assert [(r["k"], r["iter"]) for r in report["iterations"]] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert report["baselines"]["teacher"]["note"].startswith("the warm start")
     logs = sorted(p.name for p in (run_dir / "logs").iterdir())
-    # training, sampling and selection ran as `python -m lt_cli ...`; the demo eval stayed in-process;
+    # every stage but the demo corpus ran as `python -m lt_cli ...`, the demo eval included;
     # the sweep sampled once and each K selected from it with `lt select --k K`
-    assert logs == ["k1_iter1_select.log", "k1_iter1_train.log", "k2_iter1_select.log", "k2_iter1_train.log",
-                    "shared_iter1_sample.log", "warm_train.log"]
+    assert logs == ["k1_iter1_eval.log", "k1_iter1_select.log", "k1_iter1_train.log", "k2_iter1_eval.log", "k2_iter1_select.log",
+                    "k2_iter1_train.log", "shared_iter1_sample.log", "warm_eval.log", "warm_train.log"]
     assert (run_dir / "k2" / "iter1" / "model" / "train_result.json").exists()
-    assert report["iterations"][3]["ess"] is not None and report["iterations"][1]["ess"] == pytest.approx(1.0)
+    assert report["iterations"][3]["ess_per_chunk"] is not None and report["iterations"][1]["ess_per_chunk"] == pytest.approx(1.0)
     shared = [json.loads(line) for line in (run_dir / "shared" / "iter1" / "candidates.jsonl").read_text().splitlines()]
     k1 = [json.loads(line) for line in (run_dir / "k1" / "iter1" / "augmented.jsonl").read_text().splitlines()]
     assert [c["latent"] for d in k1 for c in d["chunks"]] == [c["candidates"][0]["latent"] for d in shared for c in d["chunks"]]
@@ -373,4 +380,45 @@ def test_reduced_demo_shows_claims_1_and_2(tmp_path):
     assert warm - raw >= 0.3, (raw, warm)
     assert first - warm >= 0.08, (warm, first)
     assert report["claims"]["teacher_beats_raw"] and report["claims"]["em_improves"] == {"4": True}
-    assert rows[1]["ess"] > 1.5, "importance weights should not collapse to one sample"
+    assert rows[1]["ess_per_chunk"] > 1.5, "importance weights should not collapse to one sample"
+
+
+@pytest.mark.slow
+def test_in_process_and_launcher_runs_write_the_same_bytes(tmp_path, tiny_model_dir, monkeypatch):
+    """One implementation per stage: the same bootstrap on real text with a tiny model, once in this
+    process and once with every stage as an `lt` subprocess, writes byte-identical candidates and
+    augmented files and reports the same numbers; `lt select` on the same candidates prints the
+    statistics the report shows; an nll eval task reports its own headline."""
+    from conftest import FIXTURES
+
+    from lt_cli.chunking import chunk_record
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the subprocesses sum floats like this process
+    monkeypatch.setenv("LT_PROGRESS_INTERVAL", "3600")
+    raw = FIXTURES / "math_docs.jsonl"
+    warm = tmp_path / "warm.jsonl"
+    docs = [chunk_record(json.loads(line)) for line in raw.read_text().splitlines()]
+    warm.write_text("".join(json.dumps({**d, "chunks": [{**c, "latent": f"step {i}"} for i, c in enumerate(d["chunks"])]}) + "\n" for d in docs))
+    options = {
+        "model": str(tiny_model_dir), "data": str(raw), "warm_data": [str(warm)], "iters": 1, "ks": [2],
+        "warm_steps": 2, "mstep_steps": 2, "seq_len": 64, "batch_size": 2, "warmup_steps": 1, "max_new_tokens": 6,
+        "eval_tasks": ["nll"], "eval_data": str(raw), "eval_limit": 2, "dtype": "float32",
+    }
+    here = run_bootstrap(resolve_config({**options, "run_dir": str(tmp_path / "here")}))
+    there = run_bootstrap(resolve_config({**options, "run_dir": str(tmp_path / "there"), "launcher": "local"}))
+    assert (tmp_path / "there" / "logs" / "k2_iter1_sample.log").exists() and not (tmp_path / "here" / "logs").exists()
+    for name in ("candidates.jsonl", "augmented.jsonl"):
+        assert (tmp_path / "here" / "k2" / "iter1" / name).read_bytes() == (tmp_path / "there" / "k2" / "iter1" / name).read_bytes(), name
+    assert numbers(here) == numbers(there)
+    row = here["iterations"][1]
+    assert row["tasks"]["nll"]["metric"] == "nll_per_token" and row["tasks"]["nll"]["value"] > 0
+    assert row["accuracy"] is None and "nll nll_per_token" in table_lines(here)[0]
+
+    candidates = tmp_path / "here" / "k2" / "iter1" / "candidates.jsonl"
+    out = tmp_path / "again.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "lt_cli", "select", str(candidates), "-o", str(out), "--seed", "43"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    stats = read_json(str(out) + ".stats.json")["stats"]
+    assert stats["log_w_per_candidate"] == row["log_w_per_candidate"] and stats["ess_per_chunk"] == row["ess_per_chunk"]
+    assert stats["elbo_n_per_document"]["2"] == row["elbo_per_document"]
+    assert f"{row['log_w_per_candidate']:.4f}" in proc.stderr and f"{row['ess_per_chunk']:.4f}" in proc.stderr

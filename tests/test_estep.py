@@ -21,14 +21,14 @@ from lt_cli.chunking import ChunkingConfig
 from lt_cli.errors import LtError
 from lt_cli.estep import (
     SampleConfig,
-    apply_scores,
+    chunk_log_p,
     chunk_prompt,
     chunk_scoring_pair,
     sample_candidates,
     score_candidates,
     select_document,
 )
-from lt_cli.sample_cache import SampleCache, cache_key
+from lt_cli.cache import SampleCache, cache_key
 from lt_cli.seeding import sample_seed
 
 LT = [sys.executable, "-m", "lt_cli"]
@@ -206,17 +206,13 @@ def test_cache_makes_rerun_free_and_larger_k_reuses_samples(tmp_path):
 
 
 def test_truncation_rule_cuts_the_same_suffix_tokens_from_every_candidate():
-    chunk = {"text": "xyz", "candidates": [{"latent": "l", "log_q": -1.0}, {"latent": "longer", "log_q": -2.0}]}
     scores = [
         Score(logprob=-6.0, token_logprobs=[-1.0] * 6, n_context_truncated=3, n_continuation_truncated=0),
         Score(logprob=-4.0, token_logprobs=[-1.0] * 4, n_context_truncated=5, n_continuation_truncated=2),
     ]
-    apply_scores(chunk, scores)
-    assert chunk["num_suffix_token_truncated"] == 2 and chunk["num_prefix_token_truncated"] == 5
-    assert chunk["candidates"][0]["log_p"] == pytest.approx(-4.0)  # two trailing tokens dropped
-    assert chunk["candidates"][1]["log_p"] == pytest.approx(-4.0)
-    assert chunk["candidates"][0]["log_w"] == pytest.approx(-3.0)
-    assert chunk["candidates"][1]["log_w"] == pytest.approx(-2.0)
+    value = chunk_log_p(scores)
+    assert value["num_suffix_token_truncated"] == 2 and value["num_prefix_token_truncated"] == 5
+    assert value["log_p"] == [-4.0, -4.0]  # two trailing tokens dropped from the first
 
 
 def test_truncation_through_the_backend_policy():
@@ -244,8 +240,12 @@ def test_api_like_sample_without_logprobs_is_an_error():
 
 
 def test_bad_config_values_are_rejected():
-    with pytest.raises(LtError):
+    with pytest.raises(LtError, match="--k"):
         SampleConfig(k=0)
+    with pytest.raises(LtError, match="--temperature"):
+        SampleConfig(temperature=-1)
+    with pytest.raises(LtError, match="--top-p"):
+        SampleConfig(top_p=0)
     with pytest.raises(LtError):
         SampleConfig(max_new_tokens=0)
     with pytest.raises(LtError):
@@ -295,7 +295,7 @@ def test_sample_thoughts_pipe_select_with_tiny_model(tmp_path, tiny_model_dir):
     assert other != sampled
     code, selected, stderr = cli(["select"], input=sampled)
     assert code == 0, stderr
-    assert "mean ELBO_8" in stderr and "mean ESS" in stderr and "chunks" in stderr
+    assert "ELBO_8 per document" in stderr and "ESS per chunk" in stderr and "chunks" in stderr
     # the real thing: two processes joined by a shell pipe give the same bytes
     pipe = subprocess.run(
         " ".join([*map(str, LT), *map(str, common), str(corpus), "|", *map(str, LT), "select"]),
@@ -303,7 +303,7 @@ def test_sample_thoughts_pipe_select_with_tiny_model(tmp_path, tiny_model_dir):
     )
     assert pipe.returncode == 0, pipe.stderr.decode()
     assert pipe.stdout == selected
-    assert "mean ELBO_8" in pipe.stderr.decode()
+    assert "ELBO_8 per document" in pipe.stderr.decode()
     candidates = [orjson.loads(line) for line in sampled.splitlines()]
     out = [orjson.loads(line) for line in selected.splitlines()]
     assert [d["id"] for d in out] == ["t0", "t1", "t2"]
@@ -384,7 +384,7 @@ def test_sample_thoughts_cli_errors(tmp_path, tiny_model_dir):
     result = lt(["sample-thoughts", "--model", tiny_model_dir, bad])
     assert result.returncode == 2 and f"{bad}:2: missing field 'text'" in result.stderr.decode()
     code, _, err = cli(["sample-thoughts", "--model", tiny_model_dir, "--k", "0", bad])
-    assert code == 1 and "--k must be at least 1" in err
+    assert code == 2 and "--k must be at least 1" in err
     out = tmp_path / "o.jsonl"
     code, _, err = cli(["sample-thoughts", "--model", tiny_model_dir, "--k", "1", "--max-new-tokens", "4", "--skip-bad", bad, "-o", out])
     assert code == 3 and out.read_bytes().count(b"\n") == 1
@@ -432,7 +432,7 @@ def test_sample_thoughts_and_select_on_gsm8k_with_smollm2(tmp_path, shared_data)
     sampled = lt(["sample-thoughts", "--model", model, "--k", "8", "--max-new-tokens", "16", "--dtype", "float32", docs_path])
     assert sampled.returncode == 0, sampled.stderr.decode()
     selected = lt(["select"], input=sampled.stdout)
-    assert selected.returncode == 0 and "mean ELBO_8" in selected.stderr.decode()
+    assert selected.returncode == 0 and "ELBO_8 per document" in selected.stderr.decode()
     out = [orjson.loads(x) for x in selected.stdout.splitlines()]
     assert len(out) == 2 and all(isinstance(c["latent"], str) for d in out for c in d["chunks"])
     assert all(set(d["elbo"]) == {"1", "2", "4", "8"} for d in out)
@@ -459,7 +459,7 @@ def test_sample_thoughts_and_select_over_the_api_backend(tmp_path):
                 pair = chunk_scoring_pair(doc["chunks"], i, c["latent"], SampleConfig())
                 assert c["log_p"] == pytest.approx(len(pair.continuation) * per_token)
     code, selected, err = cli(["select"], input=sampled.stdout)
-    assert code == 0 and "mean ELBO_3" in err
+    assert code == 0 and "ELBO_3 per document" in err
 
 
 def test_shards_partition_the_full_run(tmp_path, tiny_model_dir):

@@ -21,11 +21,16 @@ from lt_cli.estep import (
     softmax,
     validate_candidates_document,
 )
-from lt_cli.estep_runs import run_select
+from lt_cli.estep import SelectConfig, SelectRun, SelectionStats, read_stats, run_select
 from lt_cli.seeding import derive_seed
+from lt_cli.stream import StreamArgs
 
 LT = [sys.executable, "-m", "lt_cli"]
 ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600"}
+
+
+def select_file(source, output, **select) -> int:
+    return run_select(SelectRun(stream=StreamArgs(input=str(source), output=str(output)), select=SelectConfig(**select)))
 
 
 def candidate(latent: str, log_w: float | None, log_q: float = -5.0) -> dict:
@@ -184,17 +189,19 @@ def test_run_select_summary_resume_and_determinism(tmp_path, capsys):
     docs = [doc_with([[0.1 * i, -0.2, 0.3], [1.0, 0.0, -1.0]], doc_id=f"d{i}") for i in range(6)]
     write_jsonl(source, docs)
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    assert run_select(str(source), str(first), seed=9) == 0
+    assert select_file(source, first, seed=9) == 0
     err = capsys.readouterr().err
-    assert "mean ELBO_2" in err and "mean ESS" in err and "documents" in err
+    assert "ELBO_2 per document" in err and "ESS per chunk" in err and "documents" in err
     # a run interrupted after 2 records resumes to the same bytes
     partial = tmp_path / "b.jsonl.partial"
     partial.write_bytes(b"".join(first.read_bytes().splitlines(keepends=True)[:2]) + b'{"trunc')
-    assert run_select(str(source), str(second), seed=9) == 0
+    assert select_file(source, second, seed=9) == 0
     assert second.read_bytes() == first.read_bytes()
     assert not partial.exists()
+    # the resumed run's statistics cover every document, as the uninterrupted run's do
+    assert read_stats(str(second)) == read_stats(str(first))
     other = tmp_path / "c.jsonl"
-    run_select(str(source), str(other), seed=10)
+    select_file(source, other, seed=10)
     assert other.read_bytes() != first.read_bytes()
 
 
@@ -206,8 +213,8 @@ def test_select_k_uses_the_first_k_candidates(tmp_path, capsys):
     write_jsonl(source, docs)
     write_jsonl(truncated, [{**d, "chunks": [{**c, "candidates": c["candidates"][:2]} for c in d["chunks"]]} for d in docs])
     with_k, reference = tmp_path / "k.jsonl", tmp_path / "ref.jsonl"
-    assert run_select(str(source), str(with_k), seed=3, k=2) == 0
-    assert run_select(str(truncated), str(reference), seed=3) == 0
+    assert select_file(source, with_k, seed=3, k=2) == 0
+    assert select_file(truncated, reference, seed=3) == 0
     assert with_k.read_bytes() == reference.read_bytes()
     out = [orjson.loads(line) for line in with_k.read_bytes().splitlines()]
     assert all(c["selected"] in (0, 1) and set(d["elbo"]) == {"1", "2"} for d in out for c in d["chunks"])
@@ -218,3 +225,37 @@ def test_select_k_uses_the_first_k_candidates(tmp_path, capsys):
     assert f"{source}:1: chunks[0] has 3 candidate(s), fewer than --k 4" in result.stderr.decode()
     result = subprocess.run(LT + ["select", "--k", "0", str(source)], capture_output=True, env=ENV, cwd=REPO)
     assert result.returncode == 2 and "--k must be at least 1" in result.stderr.decode()
+
+
+def test_statistics_say_what_they_average_over(tmp_path, capsys):
+    """Documents with different chunk counts: log w per candidate, ESS per chunk and ELBO per
+    document are three different averages; the table, the sidecar and SelectionStats agree."""
+    docs = [doc_with([[0.0, 1.0]], doc_id="a"), doc_with([[2.0, -1.0], [0.5, 0.5], [3.0, 0.0]], doc_id="b")]
+    source = tmp_path / "cand.jsonl"
+    write_jsonl(source, docs)
+    assert select_file(source, tmp_path / "out.jsonl") == 0
+    stats = read_stats(str(tmp_path / "out.jsonl"))
+    all_w = [w for d in docs for c in d["chunks"] for w in (x["log_w"] for x in c["candidates"])]
+    chunks = [[x["log_w"] for x in c["candidates"]] for d in docs for c in d["chunks"]]
+    assert stats["log_w_per_candidate"] == pytest.approx(sum(all_w) / 8)  # not the mean of per-document means
+    assert stats["ess_per_chunk"] == pytest.approx(sum(effective_sample_size(w) for w in chunks) / 4)
+    doc_elbo = [sum(elbo_n([x["log_w"] for x in c["candidates"]], 2) for c in d["chunks"]) for d in docs]
+    assert stats["elbo_n_per_document"]["2"] == pytest.approx(sum(doc_elbo) / 2)
+    assert (stats["documents"], stats["chunks"], stats["candidates"], stats["k"]) == (2, 4, 8, 2)
+    err = capsys.readouterr().err
+    assert f"{stats['log_w_per_candidate']:.4f}" in err and f"{stats['ess_per_chunk']:.4f}" in err
+    aggregate = SelectionStats()
+    for d in docs:
+        aggregate.add(d)
+    assert aggregate.to_json() == stats
+
+
+def test_mixed_k_without_k_is_refused_with_file_and_line(tmp_path):
+    source = tmp_path / "cand.jsonl"
+    write_jsonl(source, [doc_with([[0.0, 1.0]], doc_id="a"), doc_with([[0.0, 1.0, 2.0, 3.0]], doc_id="b")])
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run(LT + ["select", str(source), "-o", str(out)], capture_output=True, env=ENV, cwd=REPO)
+    assert result.returncode == 2 and not out.exists()
+    assert f"{source}:2: candidates per chunk differ (2, 4)" in result.stderr.decode()
+    ok = subprocess.run(LT + ["select", "--k", "2", str(source)], capture_output=True, env=ENV, cwd=REPO)
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 2

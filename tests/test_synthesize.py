@@ -15,7 +15,7 @@ from conftest import FIXTURES, REPO
 from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample
 from lt_cli.errors import LtError
 from lt_cli.records import document_id
-from lt_cli.sample_cache import SampleCache
+from lt_cli.cache import SampleCache
 from lt_cli.teacher import (
     LATENT_SYSTEM,
     WRAP_STYLES,
@@ -167,7 +167,7 @@ def test_cli_rejects_bad_records_and_bad_flags(tmp_path):
     result = run_lt(["synthesize", "--batch", str(source)])
     assert result.returncode == 2 and "--batch needs -o" in result.stderr.decode()
     result = run_lt(["synthesize", "--method", "poem", str(source)])
-    assert result.returncode == 1 and "--method must be one of" in result.stderr.decode()
+    assert result.returncode == 2 and "--method must be one of" in result.stderr.decode()
 
 
 # ------------------------------------------------------------------------ real backends

@@ -1,20 +1,44 @@
 """`BootstrapConfig`: everything an `lt bootstrap` run depends on, saved as ``RUN/config.json``.
 
+The stages' own configs are nested, not copied (as lingua nests its optimizer arguments in its
+training arguments): ``sample`` is the E-step's :class:`~lt_cli.estep.SampleConfig`, ``select`` its
+:class:`~lt_cli.estep.SelectConfig`, ``train`` a :class:`~lt_cli.training.TrainConfig` template and
+``eval`` an :class:`~lt_cli.evaluation.EvalConfig` template. Each knob is therefore named and
+validated once, and a stage's config is the template with the stage's own fields filled in (k,
+seeds, paths, models, budgets). The bootstrap flags are the exposed leaves (:mod:`lt_cli.flags`):
+``--temperature`` sets ``sample.temperature``, ``--lr`` sets ``train.lr``, ``--select-method`` sets
+``select.method``, ``--eval-limit`` sets ``eval.limit``.
+
 A rerun of the same command compares its resolved config with the saved one: fields that change
-results (:meth:`BootstrapConfig.result_fields`) must match, or the run refuses to mix the two in one
-folder. ``iters`` and ``ks`` may grow (new stages are appended to the plan, finished ones are kept);
-``launcher``, ``dry_run`` and ``nproc_per_node`` only decide how stages run.
+results (:meth:`BootstrapConfig.result_fields`) must match, or the run refuses to mix the two in
+one folder. ``iters`` and ``ks`` may grow (new stages are appended to the plan, finished ones are
+kept); ``launcher``, ``dry_run`` and ``nproc_per_node`` only decide how stages run.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..estep.config import SampleConfig, SelectConfig
+from ..evaluation.config import EvalConfig
+from ..flags import from_json, group, json_paths
+from ..training.config import TrainConfig
 
 #: Fields that do not change any number of the run (a resumed run may differ in them).
-RUN_ONLY_FIELDS = frozenset({"save_every", "iters", "ks", "launcher", "nproc_per_node", "dry_run", "run_dir", "name"})
+RUN_ONLY_FIELDS = frozenset({"train.save_every", "iters", "ks", "launcher", "nproc_per_node", "dry_run", "run_dir", "name"})
+
+#: The leaves of the stage configs that bootstrap exposes as its own flags; the others are set per
+#: stage (k, seeds, paths, models, budgets) or keep their defaults.
+SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "reference_quirks", "docs_per_call")
+SELECT_FLAGS = ("method",)
+TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
+EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")
+
+
+def _train_template() -> TrainConfig:
+    return TrainConfig(output="")
 
 
 @dataclass
@@ -26,7 +50,7 @@ class BootstrapConfig:
     ``warm_data`` (teacher-thought documents for the warm start) or ``warm_model``, and ``model``.
     """
 
-    run_dir: str
+    run_dir: str = ""
     name: str = "demo"
     demo: bool = True
     iters: int = 3
@@ -41,62 +65,48 @@ class BootstrapConfig:
     teacher_backend: str = "api"
     teacher_data: str | None = None  # teacher thoughts on all of `data` (the teacher baseline); demo: built
     # ---------------------------------------------------------------- eval
-    eval_tasks: list[str] = field(default_factory=lambda: ["demo"])
-    eval_data: str | None = None  # held-out problems for the demo task (demo: built)
-    eval_limit: int | None = None
-    eval_max_new_tokens: int | None = None
+    eval_tasks: list[str] = field(default_factory=lambda: ["demo"])  # the first one's headline leads the report
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=group(prefix="eval_", include=EVAL_FLAGS))
     # ---------------------------------------------------------------- baselines
     raw_baseline: bool = True
     teacher_baseline: bool = True
     # ---------------------------------------------------------------- E-step
-    temperature: float = 1.0
-    top_p: float = 1.0
-    prefix_chunks: int = 3
-    max_latent_tokens: int = 1024
-    select_method: str = "importance"
+    sample: SampleConfig = field(default_factory=SampleConfig, metadata=group(include=SAMPLE_FLAGS))
+    select: SelectConfig = field(default_factory=SelectConfig, metadata=group(prefix="select_", include=SELECT_FLAGS))
     estep_limit: int | None = None  # only the first N documents of `data` per iteration
-    estep_docs_per_call: int | None = None  # documents per backend call in the E-step (None: estep's default)
     # ---------------------------------------------------------------- M-step and warm start
+    train: TrainConfig = field(default_factory=_train_template, metadata=group(include=TRAIN_FLAGS))
     continue_training: bool = False  # train iteration t from model t-1 (default: from the base model)
-    layout: str = "random"
-    seq_len: int = 2048
-    batch_size: int = 96
-    lr: float = 1e-4
-    warmup_steps: int | None = None
     warm_steps: int | None = None
     warm_tokens: int | None = None
     mstep_steps: int | None = None
     mstep_tokens: int | None = None
-    save_every: int | None = None  # M-step checkpoints (an interrupted training resumes from the last)
-    train_extra: dict[str, Any] = field(default_factory=dict)  # any other TrainConfig field
     # ---------------------------------------------------------------- demo corpus
     demo_corpus: dict[str, Any] = field(default_factory=dict)  # DemoCorpusConfig fields
     demo_model: dict[str, Any] = field(default_factory=dict)  # TinyModelConfig fields
     # ---------------------------------------------------------------- execution
-    backend: str = "transformers"
-    dtype: str = "auto"
-    seed: int = 42
+    backend: str = "transformers"  # E-step and eval backend
+    dtype: str = "auto"  # of every backend and training
+    seed: int = 42  # every stage's seed derives from it
     launcher: str | None = None  # None: stages run in this process
     nproc_per_node: int = 1
     dry_run: bool = False
 
     def validate(self) -> None:
+        if not self.run_dir:
+            raise UsageError("--run-dir is required")
         if self.iters < 0:
             raise UsageError("--iters must be >= 0")
         if not self.ks or any(k < 1 for k in self.ks):
             raise UsageError("K must be >= 1 (--k or --sweep-k 1,4,8)")
         if len(set(self.ks)) != len(self.ks):
             raise UsageError("--sweep-k lists a K twice")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise UsageError("need --temperature >= 0 and 0 < --top-p <= 1")
-        if self.prefix_chunks < 0:
-            raise UsageError("--prefix-chunks must be >= 0")
-        if self.max_latent_tokens < 1:
-            raise UsageError("--max-latent-tokens must be >= 1")
-        if self.select_method not in ("importance", "uniform", "argmax"):
-            raise UsageError("--select must be importance, uniform or argmax")
-        if self.launcher is not None and self.estep_limit:
-            raise UsageError("--estep-limit works only with stages in this process (no --launcher); slice --data instead")
+        if self.select.method == "first":
+            raise UsageError("--select-method must be importance, uniform or argmax")
+        if self.estep_limit is not None and self.estep_limit < 1:
+            raise UsageError("--estep-limit must be >= 1")
+        if not self.eval_tasks:
+            raise UsageError("--eval-tasks needs at least one task")
         if not self.demo:
             if self.model is None:
                 raise UsageError("--model is required with --data (the base model every M-step starts from)")
@@ -106,20 +116,84 @@ class BootstrapConfig:
                 raise UsageError("the warm start needs --warm-data (teacher thoughts), --synthesize RAW or --warm-model")
             if self.synthesize is not None and self.teacher_model is None:
                 raise UsageError("--synthesize needs --teacher-model")
-            if "demo" in self.eval_tasks and self.eval_data is None:
+            if "demo" in self.eval_tasks and self.eval.data is None:
                 raise UsageError("the demo eval task needs --eval-data (held-out demo problems)")
         for budget in ("warm_steps", "warm_tokens", "mstep_steps", "mstep_tokens"):
             value = getattr(self, budget)
             if value is not None and value < 1:
                 raise UsageError(f"--{budget.replace('_', '-')} must be >= 1")
+        self.train.validate(check_paths=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BootstrapConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return from_json(cls, data)
 
     def result_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY_FIELDS}
+        """``{"a.b": value}`` of every field that changes results (JSON values, so a config read
+        back from ``config.json`` compares equal to the one it was saved from)."""
+        import orjson
+
+        data = orjson.loads(orjson.dumps(self.to_dict()))
+        return {path: value for path, value in json_paths(data).items() if path not in RUN_ONLY_FIELDS}
+
+
+# ------------------------------------------------------------------------------------ resolution
+def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
+    """A validated BootstrapConfig from flag values (None = not given) plus demo or generic defaults.
+
+    No ``--data`` and no ``--model`` means the embedded demo: its calibrated settings
+    (:data:`lt_cli.demo.DEMO_SETTINGS`, keyed by flag name) apply to every flag not given.
+    """
+    from pathlib import Path
+
+    from ..flags import build
+
+    given = {k: v for k, v in options.items() if v is not None}
+    demo = given.get("data") is None and given.get("model") is None and not given.get("warm_model")
+    if demo and (given.get("warm_data") or given.get("synthesize")):
+        raise UsageError("--warm-data/--synthesize need --data and --model (without them lt runs the embedded demo)")
+    values: dict[str, Any] = {"demo": demo}
+    if demo:
+        from ..demo import DEMO_SETTINGS
+
+        values.update(DEMO_SETTINGS)
+    else:
+        values.update(eval_tasks=["gsm8k"], raw_baseline=False, teacher_baseline=False)
+    values.update(given)
+    _absolute_paths(values)
+    for steps_key, tokens_key in (("warm_steps", "warm_tokens"), ("mstep_steps", "mstep_tokens")):
+        if tokens_key in given and steps_key not in given:
+            values[steps_key] = None  # an explicit token budget replaces the default step budget
+    values["name"] = values.get("name") or ("demo" if demo else Path(str(values.get("data"))).stem)
+    values.setdefault("run_dir", str((Path("lt-runs") / values["name"]).absolute()))
+    config = build(BootstrapConfig, values)
+    config.validate()
+    return config
+
+
+def _absolute(spec: str) -> str:
+    """An existing file or folder as an absolute path (FILE:WEIGHT keeps its weight); others as given."""
+    from pathlib import Path
+
+    if Path(spec).exists():
+        return str(Path(spec).resolve())
+    path, sep, weight = spec.rpartition(":")
+    if sep and path and Path(path).exists():
+        return f"{Path(path).resolve()}:{weight}"
+    return spec
+
+
+def _absolute_paths(values: dict[str, Any]) -> None:
+    """Stage commands may run elsewhere (a launcher, another working directory): use absolute paths."""
+    from pathlib import Path
+
+    for key in ("model", "data", "warm_model", "synthesize", "teacher_data", "eval_data"):
+        if values.get(key):
+            values[key] = _absolute(str(values[key]))
+    if values.get("warm_data"):
+        values["warm_data"] = [_absolute(str(spec)) for spec in values["warm_data"]]
+    if values.get("run_dir"):
+        values["run_dir"] = str(Path(values["run_dir"]).absolute())

@@ -94,9 +94,6 @@ class Manifest:
         self.stages = ordered
         self.save()
 
-    def get(self, key: str) -> StageRecord:
-        return self.stages[key]
-
     def is_done(self, key: str) -> bool:
         record = self.stages.get(key)
         return record is not None and record.status == DONE

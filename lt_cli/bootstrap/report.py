@@ -2,7 +2,9 @@
 
 ``report.json`` is built only from the manifest's stage results (never from timings of the current
 process), so a resumed run ends with the same numbers as an uninterrupted one; only the ``seconds``
-columns can differ.
+columns can differ. The E-step columns are the selection statistics of :mod:`lt_cli.estep.stats`
+(the numbers ``lt select`` prints), and every eval task reports its own headline figure (accuracy,
+NLL or ELBO per token).
 
 It also states the paper's three claims as checks on the numbers (``claims``):
 
@@ -25,9 +27,9 @@ COLUMNS = [
     ("iter", "iter", "{}"),
     ("k", "K", "{}"),
     ("accuracy", "held-out acc", "{:.3f}"),
-    ("elbo", "ELBO/doc", "{:.2f}"),
-    ("mean_log_w", "mean log w", "{:.2f}"),
-    ("ess", "ESS", "{:.2f}"),
+    ("elbo_per_document", "ELBO_K/doc", "{:.2f}"),
+    ("log_w_per_candidate", "log w/cand", "{:.2f}"),
+    ("ess_per_chunk", "ESS/chunk", "{:.2f}"),
     ("n_tokens", "train tokens", "{:,}"),
     ("seconds", "time s", "{:.0f}"),
 ]
@@ -75,9 +77,33 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _task_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(task, metric) of every eval task's headline, in the order the rows first show them; the
+    first task's accuracy is the "held-out acc" column already."""
+    columns: list[tuple[str, str]] = []
+    for row in report.get("iterations", []):
+        for position, (task, value) in enumerate((row.get("tasks") or {}).items()):
+            if value and not (position == 0 and value["metric"] == "accuracy") and (task, value["metric"]) not in columns:
+                columns.append((task, value["metric"]))
+    return columns
+
+
+def _cells(report: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    tasks = row.get("tasks") or {}
+    head = [_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS[:3]]
+    metrics = [_fmt((tasks.get(task) or {}).get("value"), "{:.3f}" if metric == "accuracy" else "{:.4f}") for task, metric in _task_columns(report)]
+    return head + metrics + [_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS[3:]]
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    titles = [title for _, title, _ in COLUMNS]
+    tasks = [f"{task} {'acc' if metric == 'accuracy' else metric}" for task, metric in _task_columns(report)]
+    return titles[:3] + tasks + titles[3:]
+
+
 def table_lines(report: dict[str, Any]) -> list[str]:
-    header = [title for _, title, _ in COLUMNS]
-    rows = [[_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS] for row in report.get("iterations", [])]
+    header = _header(report)
+    rows = [_cells(report, row) for row in report.get("iterations", [])]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
@@ -87,9 +113,9 @@ def table_lines(report: dict[str, Any]) -> list[str]:
 def baseline_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for name, data in report.get("baselines", {}).items():
-        acc = _fmt(data.get("accuracy"), "{:.3f}")
+        figures = ", ".join(f"{task} {value['metric']} {value['value']:.4g}" for task, value in (data.get("tasks") or {}).items() if value)
         tokens = _fmt(data.get("n_tokens"), "{:,}")
-        lines.append(f"baseline {name}: held-out acc {acc}, train tokens {tokens}" + (f" ({data['note']})" if data.get("note") else ""))
+        lines.append(f"baseline {name}: {figures or 'held-out acc ' + _fmt(data.get('accuracy'), '{:.3f}')}, train tokens {tokens}" + (f" ({data['note']})" if data.get("note") else ""))
     return lines
 
 
@@ -120,10 +146,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     for name, data in report.get("baselines", {}).items():
         lines.append(f"| {name} | {_fmt(data.get('accuracy'), '{:.3f}')} | {_fmt(data.get('n_tokens'), '{:,}')} | {data.get('note', '')} |")
     lines += ["", "## Iterations (iteration 0 is the warm start)", ""]
-    lines.append("| " + " | ".join(title for _, title, _ in COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
+    header = _header(report)
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
     for row in report.get("iterations", []):
-        lines.append("| " + " | ".join(_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cells(report, row)) + " |")
     lines += ["", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
     lines += ["", "![accuracy per iteration](report.png)", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -162,6 +189,74 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     tmp.replace(path)
+
+
+def build_report(config, manifest) -> dict[str, Any]:
+    """The report from the manifest's results only (so a resumed run reports the same numbers)."""
+    from .plan import sample_key_of
+
+    def result(key: str) -> dict[str, Any]:
+        record = manifest.stages.get(key)
+        return record.result if record is not None and record.status == "done" else {}
+
+    def seconds(*keys: str) -> float | None:
+        values = [manifest.stages[k].seconds for k in keys if k in manifest.stages and manifest.stages[k].seconds is not None]
+        return round(sum(values), 1) if values else None
+
+    baselines: dict[str, Any] = {}
+    if config.raw_baseline:
+        baselines["raw"] = {
+            "accuracy": result("baseline-raw/eval").get("accuracy"),
+            "n_tokens": result("baseline-raw/train").get("n_tokens"),
+            "note": "raw documents, same tokens as an M-step",
+            "tasks": result("baseline-raw/eval").get("tasks", {}),
+        }
+    warm_acc = result("warm/eval").get("accuracy")
+    if "baseline-teacher/eval" in manifest.stages:
+        baselines["teacher"] = {
+            "accuracy": result("baseline-teacher/eval").get("accuracy"),
+            "n_tokens": result("baseline-teacher/train").get("n_tokens"),
+            "note": "teacher thoughts on every raw document, same tokens as an M-step",
+            "tasks": result("baseline-teacher/eval").get("tasks", {}),
+        }
+    else:
+        baselines["teacher"] = {
+            "accuracy": warm_acc, "n_tokens": result("warm/train").get("n_tokens"), "note": "the warm start (teacher-thought data)",
+            "tasks": result("warm/eval").get("tasks", {}),
+        }
+
+    iterations = []
+    for k in sorted(config.ks):
+        iterations.append({
+            "iter": 0, "k": k, "accuracy": warm_acc, "elbo_per_document": None, "log_w_per_candidate": None, "ess_per_chunk": None,
+            "n_tokens": result("warm/train").get("n_tokens"), "seconds": seconds("warm/train", "warm/eval"), "tasks": result("warm/eval").get("tasks", {}),
+        })
+        for t in range(1, config.iters + 1):
+            prefix = f"k{k}/iter{t}"
+            select = result(f"{prefix}/select")
+            iterations.append({
+                "iter": t,
+                "k": k,
+                "accuracy": result(f"{prefix}/eval").get("accuracy"),
+                "elbo_per_document": (select.get("elbo_n_per_document") or {}).get(str(select.get("k"))),
+                "log_w_per_candidate": select.get("log_w_per_candidate"),
+                "ess_per_chunk": select.get("ess_per_chunk"),
+                "n_tokens": result(f"{prefix}/train").get("n_tokens"),
+                "seconds": seconds(sample_key_of(manifest.stages, k, t), f"{prefix}/select", f"{prefix}/train", f"{prefix}/eval"),
+                "tasks": result(f"{prefix}/eval").get("tasks", {}),
+            })
+    report = {
+        "name": config.name,
+        "demo": config.demo,
+        "ks": sorted(config.ks),
+        "iters": config.iters,
+        "baselines": baselines,
+        "iterations": iterations,
+        "stage_seconds": {k: r.seconds for k, r in manifest.stages.items()},
+    }
+    if config.demo:
+        report["chance_accuracy"] = result("demo/corpus").get("chance_accuracy")
+    return report
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> None:

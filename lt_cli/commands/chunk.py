@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, run_command
+from .common import InputArg, LimitOpt, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, run_command
 
 HELP = "Split documents into sentence chunks (deterministic per document)."
 EXAMPLES = """\
@@ -27,12 +27,14 @@ def command(
     max_units: Annotated[int, typer.Option(help="Maximum units per chunk (random mode).")] = 20,
     chunk_seed: Annotated[int, typer.Option(help="Added to md5(text) to seed each document's RNG (reference: 42).")] = 42,
     shard: ShardOpt = None,
+    limit: LimitOpt = None,
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
 ) -> int:
-    from ..chunking import ChunkingConfig
-    from ..pipeline import chunk_documents
+    from ..chunking import ChunkingConfig, run_chunk
+    from ..stream import StreamArgs
 
     check_stdin(input)
+    stream = StreamArgs(input=input, output=output, shard=shard, limit=limit, skip_bad=skip_bad, rejects=rejects)
     config = ChunkingConfig(mode=mode, units=units, avg_units=avg_units, min_units=min_units, max_units=max_units, seed=chunk_seed)
-    return chunk_documents(input, output, config, shard=shard, skip_bad=skip_bad, rejects=rejects_path(output, rejects) if skip_bad else None)
+    return run_chunk(stream, config)

@@ -1,4 +1,9 @@
-"""Options shared by commands, and the error handling every command runs under."""
+"""Options shared by commands, and the error handling every command runs under.
+
+A command is thin: its parameters are the leaves of its config dataclass (same names, see
+:mod:`lt_cli.flags`), it builds the config with ``flags.build`` and hands it to its runner through
+:func:`lt_cli.runners.run`, the same call ``lt bootstrap`` makes for a stage.
+"""
 
 from __future__ import annotations
 
@@ -14,34 +19,26 @@ from ..errors import LtError
 InputArg = Annotated[Optional[str], typer.Argument(help="Input JSONL (.gz ok); '-' or nothing reads stdin.", show_default=False)]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output JSONL (.gz ok), written atomically; default stdout.", show_default=False)]
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only records I mod N of the input, as I/N.", show_default=False)]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Read only the first N input records (before sharding).", show_default=False)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and set aside malformed records instead of stopping (exit 3 if any).")]
 RejectsOpt = Annotated[Optional[str], typer.Option("--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.")]
 
-
-def rejects_path(output: str | None, rejects: str | None) -> str:
-    if rejects:
-        return rejects
-    if output and output != "-":
-        return output + ".rejects.jsonl"
-    return "lt-rejects.jsonl"
+BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass inside the backend.")]
+MaxModelLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="Context length (default: the model's).", show_default=False)]
+CacheOpt = Annotated[Optional[str], typer.Option("--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False)]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write a sample cache.")]
+PrefixChunksOpt = Annotated[int, typer.Option("--prefix-chunks", help="Previous raw chunks given as context (reference: 3; select --model: must match sample-thoughts).")]
+QuirksOpt = Annotated[bool, typer.Option("--reference-quirks", help="Reproduce the reference's first-chunk prompt and its log p off-by-one (select --model: must match sample-thoughts).")]
+DocsPerCallOpt = Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False)]
 
 
 def check_stdin(input_path: str | None) -> None:
     """Refuse to wait on an interactive terminal: print a hint instead of hanging."""
     if (input_path is None or input_path == "-") and sys.stdin is not None and sys.stdin.isatty():
         raise LtError("no input: pass a JSONL file or pipe records into stdin (see --help)")
-
-
-def report_bad(reader, rejects) -> int:
-    """After a --skip-bad run: say how many records were rejected; return the exit code (0 or 3)."""
-    from ..console import warn
-
-    if reader.bad_count:
-        where = f" (see {rejects.path})" if rejects is not None and rejects.count else ""
-        warn(f"{reader.bad_count} malformed record(s) skipped{where}")
-        return 3
-    return 0
 
 
 def run_command(func: Callable) -> Callable:

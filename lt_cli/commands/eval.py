@@ -46,27 +46,27 @@ def command(
     max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Context length (default: the model's).", show_default=False)] = None,
     elbo_n: Annotated[str, typer.Option("--elbo-n", help="ELBO_n sample counts, comma-separated (K = the largest).")] = "1,2,4",
     max_latent_tokens: Annotated[int, typer.Option("--max-latent-tokens", help="ELBO: max tokens per sampled latent.")] = 1024,
+    elbo_avg_units: Annotated[int, typer.Option("--elbo-avg-units", help="ELBO: mean sentences per uniform chunk (reference: 8).")] = 8,
     seed: SeedOpt = 1234,
 ) -> int:
-    from ..errors import UsageError
-    from ..evaluation import EvalConfig, evaluate
-    from ..io import write_json, write_stdout_json
+    flags = dict(locals())
+    from ..io import write_stdout_json
+    from ..runners import run
 
-    try:
-        elbo_counts = tuple(int(x) for x in elbo_n.split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"--elbo-n must be comma-separated integers, got {elbo_n!r}") from None
-    config = EvalConfig(
-        task=task, model=model, task_file=task_file, backend=backend, variant=variant, data=data, split=split,
-        limit=limit, seed=seed, samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-        max_prompt_tokens=max_prompt_tokens, num_fewshot=num_fewshot, grade=grade, log_samples=log_samples,
-        batch_size=batch_size, dtype=dtype, device=device, max_model_len=max_model_len, elbo_n=elbo_counts,
-        max_latent_tokens=max_latent_tokens,
-    )
-    metrics = evaluate(config)
-    if output and output != "-":
-        write_json(output, metrics)
-        write_json(output + ".config.json", config)
-    else:
+    metrics = run("eval", config_from_flags(flags))
+    if not output or output == "-":
         write_stdout_json(metrics)
     return 0
+
+
+def config_from_flags(flags: dict):
+    """The command's parameters -> its :class:`~lt_cli.evaluation.EvalConfig`."""
+    from ..errors import UsageError
+    from ..evaluation import EvalConfig
+    from ..flags import build
+
+    try:
+        elbo_n = tuple(int(x) for x in str(flags["elbo_n"]).split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--elbo-n must be comma-separated integers, got {flags['elbo_n']!r}") from None
+    return build(EvalConfig, {**flags, "elbo_n": elbo_n})

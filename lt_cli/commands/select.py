@@ -6,8 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, run_command
-from .sample_thoughts import BackendOpt, BatchSizeOpt, CacheOpt, DtypeOpt, MaxModelLenOpt, NoCacheOpt, backend_config, resolve_cache
+from .common import (
+    BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
+    QuirksOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+)
 
 HELP = "E-step resampling: one latent per chunk drawn from softmax(log w); ELBO_n and ESS per document."
 EXAMPLES = """\
@@ -22,11 +24,14 @@ Methods: importance (one draw from softmax(log w), the reference's E-step), unif
 weighting), argmax (highest log w), first (candidate 0). Each chunk's draw is seeded from
 (--seed, document id, chunk index). K=1 passes its only sample through. --k N keeps the first N
 candidates of every chunk: samples are seeded by index, so they are exactly what sample-thoughts
---k N would have drawn, and one sampling run serves a whole K sweep.
+--k N would have drawn, and one sampling run serves a whole K sweep. Without --k every chunk must
+have the same number of candidates.
 
 Output: augmented documents for lt train (chunks[].latent, chunks[].selected) plus per document
 elbo {"1", "2", "4", ..., "K"} (nats, summed over chunks: logsumexp(log w[:n]) - log n), ess (mean
-over chunks of 1/sum p^2, a diagnostic that the reference does not compute) and mean_log_w.
+over its chunks of 1/sum p^2, a diagnostic that the reference does not compute) and mean_log_w.
+The summary table (ELBO_n per document, log w per candidate, ESS per chunk) goes to stderr and,
+with -o FILE, to FILE.stats.json.
 """
 
 
@@ -39,9 +44,9 @@ def command(
     keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.")] = False,
     k: Annotated[Optional[int], typer.Option("--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Score candidates that lack log p with this model.", show_default=False)] = None,
-    prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Context chunks used when scoring (must match sample-thoughts).")] = 3,
-    reference_quirks: Annotated[bool, typer.Option("--reference-quirks", help="Score with the reference's off-by-one (must match sample-thoughts).")] = False,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Unused by select except for symmetry with sample-thoughts.", hidden=True)] = 1024,
+    prefix_chunks: PrefixChunksOpt = 3,
+    reference_quirks: QuirksOpt = False,
+    docs_per_call: DocsPerCallOpt = None,
     backend: BackendOpt = "transformers",
     dtype: DtypeOpt = "auto",
     batch_size: BatchSizeOpt = 16,
@@ -49,20 +54,20 @@ def command(
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     shard: ShardOpt = None,
+    limit: LimitOpt = None,
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
 ) -> int:
-    from ..estep import SampleConfig
-    from ..estep_runs import run_select
+    flags = dict(locals())
+    from ..runners import run
 
     check_stdin(input)
-    config = None
-    if model is not None:
-        config = SampleConfig(prefix_chunks=prefix_chunks, reference_quirks=reference_quirks, max_model_len=max_model_len, seed=seed, max_new_tokens=max_new_tokens)
-    return run_select(
-        input, output, method=method, seed=seed, keep_candidates=keep_candidates, k=k,
-        backend_name=backend if model is not None else None,
-        backend_config=backend_config(model, dtype, batch_size, max_model_len) if model is not None else None,
-        score_config=config, cache_path=resolve_cache(output, cache, no_cache) if model is not None else None,
-        shard=shard, skip_bad=skip_bad, rejects=rejects_path(output, rejects) if skip_bad else None,
-    )
+    return run("select", config_from_flags(flags))
+
+
+def config_from_flags(flags: dict):
+    """The command's parameters -> its :class:`~lt_cli.estep.SelectRun`."""
+    from ..estep import SelectRun
+    from ..flags import build
+
+    return build(SelectRun, flags)

@@ -6,8 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import InputArg, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, rejects_path, run_command
-from .sample_thoughts import CacheOpt, DtypeOpt, MaxModelLenOpt, NoCacheOpt, backend_config, resolve_cache
+from .common import CacheOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, run_command
 
 HELP = "Teacher synthesis: latent thoughts per chunk (default) or WRAP / WRAP-CoT rephrasings per document."
 EXAMPLES = """\
@@ -50,32 +49,20 @@ def command(
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
     shard: ShardOpt = None,
+    limit: LimitOpt = None,
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
 ) -> int:
-    from ..errors import UsageError
-    from ..teacher import SynthesizeConfig, run_synthesize
+    flags = dict(locals())
+    from ..runners import run
 
     check_stdin(input)
-    options: dict = {}
-    if backend == "api":
-        options["max_concurrency"] = max_concurrency
-    if batch:
-        if backend != "api":
-            raise UsageError("--batch needs --backend api")
-        if not output or output == "-":
-            raise UsageError("--batch needs -o FILE (the batch ids are kept in FILE.batches.jsonl so a rerun re-attaches)")
-        options["batch"] = True
-        options["batch_state"] = output + ".batches.jsonl"
-        options["batch_poll_interval_s"] = batch_poll_interval
-    if docs_per_call is None:
-        docs_per_call = 1_000_000 if batch else 8
-    config = SynthesizeConfig(
-        method=method, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, passes=passes, seed=seed,
-        prefix_chunks=prefix_chunks, docs_per_call=docs_per_call,
-    )
-    return run_synthesize(
-        input, output, backend, backend_config(model, dtype, batch_size, max_model_len, options), config,
-        cache_path=resolve_cache(output, cache, no_cache), shard=shard, skip_bad=skip_bad,
-        rejects=rejects_path(output, rejects) if skip_bad else None,
-    )
+    return run("synthesize", config_from_flags(flags))
+
+
+def config_from_flags(flags: dict):
+    """The command's parameters -> its :class:`~lt_cli.teacher.SynthesizeRun`."""
+    from ..flags import build
+    from ..teacher import SynthesizeRun
+
+    return build(SynthesizeRun, flags)

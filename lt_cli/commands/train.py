@@ -63,6 +63,9 @@ def command(
     min_lr_ratio: Annotated[float, typer.Option(help="Cosine decays to lr * this at the last step.")] = 1e-6,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup steps (default min(1000, 10% of steps)).", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    adam_beta1: Annotated[float, typer.Option("--adam-beta1", help="AdamW beta1.")] = 0.9,
+    adam_beta2: Annotated[float, typer.Option("--adam-beta2", help="AdamW beta2.")] = 0.95,
+    adam_eps: Annotated[float, typer.Option("--adam-eps", help="AdamW epsilon.")] = 1e-8,
     grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seeds data order, layouts and the torch RNG.")] = 42,
     shuffle: Annotated[bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle documents each epoch (seeded by seed and epoch).")] = True,
@@ -78,20 +81,22 @@ def command(
     run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
 ) -> int:
-    from ..io import write_stdout_json
-    from ..training import TrainConfig, train
-
-    config = TrainConfig(
-        output=output, data=list(data), model=model, init_config=init_config, layout=layout, loss_on=loss_on,
-        seq_len=seq_len, batch_size=batch_size, micro_batch_size=micro_batch_size, tokens=_parse_tokens(tokens),
-        epochs=epochs, steps=steps, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
-        weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, shuffle=shuffle, dtype=dtype, device=device,
-        strategy=strategy, data_sharding=data_sharding, gradient_checkpointing=gradient_checkpointing, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
-        report_to=list(report_to or []), run_name=run_name, overwrite=overwrite,
-    )
-    result = train(config)
+    flags = dict(locals())
     import os
 
+    from ..io import write_stdout_json
+    from ..runners import run
+
+    result = run("train", config_from_flags(flags))
     if int(os.environ.get("RANK", "0")) == 0:
         write_stdout_json(result)
     return 0
+
+
+def config_from_flags(flags: dict):
+    """The command's parameters -> its :class:`~lt_cli.training.TrainConfig`."""
+    from ..flags import build
+    from ..training import TrainConfig
+
+    flags = {**flags, "tokens": _parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or [])}
+    return build(TrainConfig, flags)

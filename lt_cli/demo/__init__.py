@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .corpus import DemoCorpusConfig, DemoCorpusFiles, StateMachine, parse_answer, write_demo_corpus
 
-#: Bootstrap settings for the demo (BootstrapConfig field -> value); about 7 minutes on 2 idle cores.
+#: Bootstrap settings for the demo (``lt bootstrap`` flag name -> value); about 7 minutes on 2 idle cores.
 DEMO_SETTINGS: dict = {
     "seq_len": 128,
     "batch_size": 20,  # 2,560 tokens per step, about 67 documents with thoughts
@@ -23,11 +23,12 @@ DEMO_SETTINGS: dict = {
     "mstep_steps": 600,
     "save_every": 100,
     "prefix_chunks": 3,
-    "max_latent_tokens": 32,  # 8 states = 15 bytes; a runaway thought stops here
+    "max_new_tokens": 32,  # E-step latent budget: 8 states = 15 bytes; a runaway thought stops here
     "temperature": 1.0,
-    "estep_docs_per_call": 64,  # 128 prompts x K rows per backend call: tiny models are overhead-bound
+    "docs_per_call": 64,  # 128 prompts x K rows per backend call: tiny models are overhead-bound
     "eval_tasks": ["demo"],
     "eval_max_new_tokens": 48,
+    "eval_batch_size": 128,
     # The paper trains every M-step from the base model with 16x the warm start's budget; ten CPU
     # minutes cannot pay for that, so the demo carries the weights forward (--from-base: the paper's
     # choice; docs/bootstrap.md has both measured).

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from .config import EvalConfig
 from .registry import GenerationTask, get_task, load_task_file, parse_task_file, register_task, task_names
+from .runs import run_eval
 
 __all__ = [
     "EvalConfig",
     "GenerationTask",
     "evaluate",
+    "run_eval",
     "get_task",
     "load_task_file",
     "parse_task_file",
@@ -41,3 +43,4 @@ def evaluate(config: EvalConfig, backend=None) -> dict:
     metrics = task.evaluate(config, backend=backend)
     metrics["config"] = asdict(config)
     return metrics
+

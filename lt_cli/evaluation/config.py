@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..flags import flag
+
 
 @dataclass
 class EvalConfig:
@@ -40,14 +42,16 @@ class EvalConfig:
     grade: str | None = None
     #: per-sample JSONL (prompt, output, extracted, gold, correct, problem fields)
     log_samples: str | None = None
+    #: metrics JSON (and OUTPUT.config.json) written here by ``run_eval``; None: stdout (the CLI)
+    output: str | None = None
     # backend
     batch_size: int = 16
     dtype: str = "auto"
     device: str = "auto"
     max_model_len: int | None = None
-    backend_options: dict = field(default_factory=dict)
+    backend_options: dict = field(default_factory=dict, metadata=flag(enabled=False))
     # elbo task
-    elbo_n: tuple[int, ...] = (1, 2, 4)
+    elbo_n: tuple[int, ...] = field(default=(1, 2, 4), metadata=flag(csv=True))
     #: max latent tokens per chunk when sampling thoughts for the ELBO (reference: 1024)
     max_latent_tokens: int = 1024
     #: average sentences per uniform chunk for the ELBO (reference: 8)

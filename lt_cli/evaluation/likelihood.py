@@ -150,7 +150,6 @@ class ElboTask:
             prefix_chunks=None,
             seed=config.seed,
             score=True,
-            max_model_len=config.max_model_len,
             docs_per_call=max(1, min(8, config.batch_size)),
             chunking=ChunkingConfig(mode="uniform", avg_units=config.elbo_avg_units),
         )

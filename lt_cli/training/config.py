@@ -97,18 +97,23 @@ class TrainConfig:
         self.report_to = [r for r in self.report_to if r and r != "none"]
 
     # ------------------------------------------------------------------------------------ checks
-    def validate(self) -> None:
-        """Raise UsageError for any inconsistent setting (before anything heavy is loaded)."""
-        if not self.data:
-            raise UsageError("no training data: pass --data FILE (repeatable, FILE:WEIGHT for a mix)")
-        for spec in self.data:
-            source = DataSource.parse(spec)
-            if not Path(source.path).exists():
-                raise UsageError(f"--data {source.path}: no such file")
-        if (self.model is None) == (self.init_config is None):
-            raise UsageError("pass exactly one of --model and --init-config")
-        if self.init_config is not None and not Path(self.init_config).exists():
-            raise UsageError(f"--init-config {self.init_config}: no such file")
+    def validate(self, *, check_paths: bool = True) -> None:
+        """Raise UsageError for any inconsistent setting (before anything heavy is loaded).
+
+        ``check_paths=False`` checks the settings alone (``lt bootstrap`` checks every stage's
+        settings before its first stage, when the files earlier stages write do not exist yet).
+        """
+        if check_paths:
+            if not self.data:
+                raise UsageError("no training data: pass --data FILE (repeatable, FILE:WEIGHT for a mix)")
+            for spec in self.data:
+                source = DataSource.parse(spec)
+                if not Path(source.path).exists():
+                    raise UsageError(f"--data {source.path}: no such file")
+            if (self.model is None) == (self.init_config is None):
+                raise UsageError("pass exactly one of --model and --init-config")
+            if self.init_config is not None and not Path(self.init_config).exists():
+                raise UsageError(f"--init-config {self.init_config}: no such file")
         if self.layout not in LAYOUTS:
             raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.loss_on not in LOSS_ON:

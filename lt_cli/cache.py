@@ -1,11 +1,13 @@
 """A SQLite cache of generations and scores, so reruns, resumed runs and larger K cost nothing.
 
 Why: the E-step and teacher synthesis are the expensive stages of BoLT. Every sample is keyed by
-what determines it -- backend, model (plus a fingerprint of a local checkpoint's files), the prompt
-or conversation, the sampling parameters, the sample index and its seed -- but *not* by K, so
-raising ``--k`` on a rerun draws only the new sample indices (as in the reference's
-``LatentCache``). Scores are kept per chunk (the truncation rule couples its K candidates), keyed
-by (backend, model, context, the K continuations, max_model_len), without per-token values.
+what determines it -- backend, model (plus a fingerprint of a local checkpoint's files), the
+precision and context length it ran with (:func:`backend_identity`), the prompt or conversation,
+the sampling parameters, the sample index and its seed -- but *not* by K, so raising ``--k`` on a
+rerun draws only the new sample indices (as in the reference's ``LatentCache``). Scores are kept
+per chunk (the truncation rule couples its K candidates), keyed by the same identity, the context
+and the K continuations, without per-token values. :func:`cache_through` is the one place that
+reads what is cached, computes the misses in one backend call and stores them.
 
 Values are JSON; floats round-trip exactly (orjson writes the shortest repr of a double), so a
 cached value reproduces the uncached output byte for byte. Writes happen in one transaction per
@@ -18,7 +20,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
@@ -51,6 +53,51 @@ def model_fingerprint(model: str) -> str:
             stat = child.stat()
             digest.update(f"{child.name}:{stat.st_size}:{stat.st_mtime_ns}".encode("utf-8"))
     return "dir:" + digest.hexdigest()[:24]
+
+
+def backend_identity(backend) -> dict[str, Any]:
+    """What, besides the request, decides a backend's outputs: its kind, the model's files, the
+    precision it computes in and its context length (which decides how prompts are cut)."""
+    config = getattr(backend, "config", None)
+    dtype = getattr(config, "dtype", None)
+    model = getattr(backend, "model", None)
+    if model is not None and hasattr(model, "parameters"):
+        dtype = str(next(model.parameters()).dtype)  # "auto" resolved: fp32 on CPU, bf16 on GPU
+    return {
+        "backend": getattr(backend, "name", type(backend).__name__),
+        "model": model_fingerprint(str(getattr(backend, "model_id", ""))),
+        "dtype": dtype,
+        "max_model_len": getattr(backend, "max_model_len", None),
+    }
+
+
+def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | None], compute: Callable[[list[int]], Sequence[Any]]) -> list[Any]:
+    """The value of every request: cached ones read, all misses computed by ONE ``compute`` call.
+
+    ``keys[i]`` is request i's cache key (None without a cache). ``compute(indices)`` gets the
+    positions of the misses, in order, and returns their values in the same order; they are stored
+    in one transaction, so a kill keeps all of a call's results or none.
+    """
+    cached = cache.get_many(k for k in keys if k is not None) if cache is not None else {}
+    missing = [i for i, key in enumerate(keys) if key is None or key not in cached]
+    values: list[Any] = [None] * len(keys)
+    if missing:
+        computed = list(compute(missing))
+        if len(computed) != len(missing):
+            from .errors import LtError
+
+            raise LtError(f"backend returned {len(computed)} results for {len(missing)} requests")
+        fresh = {}
+        for i, value in zip(missing, computed):
+            values[i] = value
+            if keys[i] is not None:
+                fresh[keys[i]] = value
+        if cache is not None:
+            cache.put_many(kind, fresh)
+    for i, key in enumerate(keys):
+        if key is not None and key in cached:
+            values[i] = cached[key]
+    return values
 
 
 class SampleCache:
@@ -108,9 +155,3 @@ def default_cache_path(output: str | None) -> str | None:
     if output is None or output == "-":
         return None
     return output + ".cache.sqlite"
-
-
-def open_cache(path: str | None, *, disabled: bool = False) -> SampleCache | None:
-    if disabled or not path:
-        return None
-    return SampleCache(path)

@@ -1,0 +1,160 @@
+"""Running a bootstrap plan: check everything first, then each stage in this process or through a
+launcher, with its status and result in ``manifest.json``.
+
+A stage runs its command's config either here (:func:`lt_cli.runners.run`, the function the
+command itself calls) or, with ``--launcher``, as the command line :func:`lt_cli.flags.to_argv`
+renders from the same config. Its result is then read from the files it wrote, whichever way it
+ran. Rerunning the same command skips the finished stages and redoes the first unfinished one, so
+an interrupted run (even ``kill -9``) ends with the same report as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .config import BootstrapConfig
+from .manifest import Manifest
+from .plan import build_plan, stage_log
+from .stages import RunContext, Stage
+
+
+def check_config(run_dir: Path, config: BootstrapConfig) -> None:
+    """Refuse to resume a run folder whose saved config differs in a field that changes results."""
+    from ..flags import leaves
+    from ..io import read_json, write_json
+
+    path = run_dir / "config.json"
+    if path.exists():
+        saved = BootstrapConfig.from_dict(read_json(path)).result_fields()
+        current = config.result_fields()
+        differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if differing:
+            names = {".".join(leaf.path): leaf.name for leaf in leaves(BootstrapConfig)}
+            shown = ", ".join(names.get(k, k) for k in differing)
+            raise UsageError(f"{run_dir} holds a run with different settings ({shown}); rerun the original command to resume it, or pass a new --run-dir")
+    write_json(path, config.to_dict())
+
+
+def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> None:
+    """Everything that can be checked before the first stage: input files, eval tasks, and every
+    stage's settings (files that earlier stages will write cannot be checked yet)."""
+    from ..evaluation import get_task
+
+    for label, path in (("--data", config.data), ("--synthesize", config.synthesize), ("--teacher-data", config.teacher_data), ("--eval-data", config.eval.data)):
+        if path and not Path(path).exists():
+            raise UsageError(f"{label} {path}: no such file")
+    for spec in config.warm_data:
+        from ..training.config import DataSource
+
+        if not Path(DataSource.parse(spec).path).exists():
+            raise UsageError(f"--warm-data {spec}: no such file")
+    for task in config.eval_tasks:
+        get_task(task)
+    for stage in plan:
+        if stage.command == "train":
+            for train in stage.configs(ctx):
+                train.validate(check_paths=False)
+
+
+def format_command(argv: list[str]) -> str:
+    return shlex.join([sys.executable, "-m", "lt_cli", *argv])
+
+
+def _make_launcher(config: BootstrapConfig):
+    from ..launchers import make_launcher
+
+    return make_launcher(config.launcher, nproc_per_node=config.nproc_per_node, dry_run=False) if config.launcher else None
+
+
+def dry_run(config: BootstrapConfig) -> list[str]:
+    """Every command the run would execute, on stdout (finished stages of an existing run marked)."""
+    from ..console import protect_stdout
+    from ..flags import to_argv
+
+    run_dir = Path(config.run_dir)
+    ctx = RunContext(config, run_dir)
+    done: set[str] = set()
+    if (run_dir / "manifest.json").exists():
+        manifest = Manifest(run_dir / "manifest.json")
+        done = {k for k, r in manifest.stages.items() if r.status == "done"}
+        ctx.results = {k: r.result for k, r in manifest.stages.items() if r.status == "done"}
+    launcher = _make_launcher(config)
+    lines = []
+    for stage in build_plan(config):
+        status = " (done)" if stage.key in done else ""
+        via = f" (launcher: {config.launcher})" if launcher is not None and stage.command else ""
+        lines.append(f"# {stage.key}{status}{via}")
+        if stage.command is None:
+            lines.append(stage.note(ctx) if stage.note else "# in-process")
+            continue
+        for stage_config in stage.configs(ctx):
+            argv = to_argv(stage.command, stage_config)
+            lines.append(launcher.shell_for(argv, distributed=stage.distributed) if launcher is not None else format_command(argv))
+    stream = protect_stdout()
+    stream.write(("\n".join(lines) + "\n").encode("utf-8"))
+    stream.flush()
+    return lines
+
+
+def run_stage(stage: Stage, ctx: RunContext, launcher) -> dict[str, Any]:
+    """Run one stage here or through ``launcher``; its result, read from what it wrote."""
+    from .. import runners
+    from ..flags import to_argv
+
+    if stage.command is None:
+        return stage.local(ctx)
+    configs = stage.configs(ctx)
+    for stage_config in configs:
+        if launcher is not None:
+            launcher.run(to_argv(stage.command, stage_config), distributed=stage.distributed, log_path=stage_log(ctx.run_dir, stage.key))
+        else:
+            runners.run(stage.command, stage_config)
+    return stage.result(ctx, configs)
+
+
+def run_bootstrap(config: BootstrapConfig) -> dict[str, Any]:
+    """Run (or resume) the plan, then write and print the report. Returns the report dict."""
+    from ..console import log
+    from .report import build_report, print_report, write_report
+
+    if config.dry_run:
+        dry_run(config)
+        return {}
+    run_dir = Path(config.run_dir)
+    plan = build_plan(config)
+    ctx = RunContext(config, run_dir)
+    preflight(config, plan, ctx)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_config(run_dir, config)
+    manifest = Manifest(run_dir / "manifest.json")
+    manifest.plan([stage.key for stage in plan])
+    ctx.results = {k: r.result for k, r in manifest.stages.items() if r.status == "done"}
+    launcher = _make_launcher(config)
+    n_done = sum(1 for s in plan if manifest.is_done(s.key))
+    if n_done:
+        log(f"resuming {run_dir}: {n_done}/{len(plan)} stages already done")
+    for index, stage in enumerate(plan, start=1):
+        if manifest.is_done(stage.key):
+            continue
+        log(f"[bold]stage {index}/{len(plan)}: {stage.key}[/bold]")
+        manifest.start(stage.key)
+        started = time.monotonic()
+        try:
+            result = run_stage(stage, ctx, launcher)
+        except BaseException as exc:
+            manifest.fail(stage.key, f"{type(exc).__name__}: {exc}")
+            raise
+        seconds = time.monotonic() - started
+        manifest.finish(stage.key, result, seconds)
+        ctx.results[stage.key] = result
+        log(f"stage {stage.key} done in {seconds:.1f}s" + (f": accuracy {result['accuracy']:.3f}" if result.get("accuracy") is not None else ""))
+    report = build_report(config, manifest)
+    write_report(report, run_dir)
+    print_report(report)
+    log(f"report: {run_dir / 'report.md'}, {run_dir / 'report.json'}, {run_dir / 'report.png'}")
+    return report

@@ -1,0 +1,118 @@
+"""The E-step's settings, each named and validated once.
+
+* :class:`SampleConfig`: how proposals are drawn and scored (the reference's E-step by default).
+* :class:`SelectConfig`: how one candidate per chunk is chosen.
+* :class:`SampleThoughtsRun` and :class:`SelectRun`: everything one ``lt sample-thoughts`` or
+  ``lt select`` run takes. Their leaves are the commands' flags (:mod:`lt_cli.flags`), so
+  ``lt bootstrap`` runs exactly these configs in-process or renders them as command lines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .. import formats
+from ..backends.base import SamplingParams
+from ..chunking import ChunkingConfig
+from ..errors import UsageError
+from ..flags import flag, group
+from ..session import BackendArgs, CacheArgs
+from ..stream import StreamArgs
+
+SELECT_METHODS = ("importance", "uniform", "argmax", "first")
+
+
+@dataclass
+class SampleConfig:
+    """How ``lt sample-thoughts`` draws and scores candidates (defaults: the reference's E-step)."""
+
+    #: samples per chunk (reference: 4)
+    k: int = 4
+    #: latent tokens per sample, the stop token included (reference: 1024)
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_p: float = 1.0
+    #: raw chunks before the current one given as context (reference E-step: 3); None: all of them
+    prefix_chunks: int | None = 3
+    seed: int = 42
+    #: compute log_p and log_w now (False: leave it to ``lt select --model``)
+    score: bool = True
+    #: reproduce the reference's first-chunk prompt and the skipped first <SoL> in log_p
+    reference_quirks: bool = False
+    #: input documents per backend call (None: 8, or 128 with vLLM); fixed groups keep a resumed
+    #: run byte-identical to an uninterrupted one, so this is part of what decides the output
+    docs_per_call: int | None = None
+    #: how raw documents are chunked on the fly (always ``lt chunk``'s default on the command line)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig, metadata=flag(enabled=False))
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise UsageError(f"--k must be at least 1, got {self.k}")
+        if self.max_new_tokens < 1:
+            raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise UsageError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.prefix_chunks is not None and self.prefix_chunks < 0:
+            raise UsageError(f"--prefix-chunks must be >= 0, got {self.prefix_chunks}")
+        if self.docs_per_call is not None and self.docs_per_call < 1:
+            raise UsageError(f"--docs-per-call must be at least 1, got {self.docs_per_call}")
+
+    def group_size(self, backend_name: str | None = None) -> int:
+        """Documents per backend call: the explicit value, else 128 for vLLM and 8 otherwise."""
+        if self.docs_per_call is not None:
+            return self.docs_per_call
+        return 128 if backend_name == "vllm" else 8
+
+    def sampling_params(self) -> SamplingParams:
+        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, stop=(formats.END_OF_LATENT,))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SelectConfig:
+    """How ``lt select`` picks one candidate per chunk."""
+
+    #: importance (softmax(log w), the reference), uniform, argmax or first
+    method: str = "importance"
+    #: each chunk's draw is seeded from (seed, document id, chunk index)
+    seed: int = 42
+    #: use only the first K candidates of every chunk (None: all of them)
+    k: int | None = None
+    #: keep chunks[].candidates in the output
+    keep_candidates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in SELECT_METHODS:
+            raise UsageError(f"--method must be one of {', '.join(SELECT_METHODS)}, got {self.method!r}")
+        if self.k is not None and self.k < 1:
+            raise UsageError(f"--k must be at least 1, got {self.k}")
+
+
+@dataclass
+class SampleThoughtsRun:
+    """One ``lt sample-thoughts`` run (its flags are the leaves)."""
+
+    stream: StreamArgs = field(default_factory=StreamArgs)
+    backend: BackendArgs = field(default_factory=BackendArgs)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    cache: CacheArgs = field(default_factory=CacheArgs)
+
+
+#: what ``lt select --model`` needs of the sampling settings to rebuild the scoring strings
+SCORING_FIELDS = ("prefix_chunks", "reference_quirks", "docs_per_call")
+
+
+@dataclass
+class SelectRun:
+    """One ``lt select`` run; with ``backend.model`` set, candidates lacking log p are scored first."""
+
+    stream: StreamArgs = field(default_factory=StreamArgs)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig, metadata=group(include=SCORING_FIELDS))
+    backend: BackendArgs = field(default_factory=BackendArgs)
+    cache: CacheArgs = field(default_factory=CacheArgs)

@@ -1,0 +1,168 @@
+"""E-step selection: importance weights, the ELBO_n bound, effective sample size, one draw per chunk.
+
+Self-normalised importance resampling, as in the reference: the selected latent of a chunk is one
+categorical draw from ``softmax(log_w)`` over its K candidates, seeded by ``derive_seed(seed,
+doc_id, chunk_index)``. ``elbo_n`` is the IWAE bound with the first n samples (summed over a
+document's chunks) and the effective sample size ``1 / sum p^2`` is a diagnostic the reference
+does not compute. :mod:`lt_cli.estep.stats` aggregates them over a file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ..records import document_id
+from ..seeding import derive_seed
+from .config import SELECT_METHODS
+
+Record = dict[str, Any]
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    peak = max(values)
+    if peak == -math.inf:
+        return -math.inf
+    return peak + math.log(math.fsum(math.exp(v - peak) for v in values))
+
+
+def softmax(log_w: Sequence[float]) -> list[float]:
+    """Self-normalised importance weights (max-subtracted, as in the reference)."""
+    peak = max(log_w)
+    if not math.isfinite(peak):
+        raise ValueError("no candidate has a finite log_w")
+    exps = [math.exp(v - peak) for v in log_w]
+    total = math.fsum(exps)
+    return [e / total for e in exps]
+
+
+def elbo_n(log_w: Sequence[float], n: int) -> float:
+    """IWAE bound with the first n samples: ``logsumexp(log_w[:n]) - log n`` (nats)."""
+    if not 1 <= n <= len(log_w):
+        raise ValueError(f"elbo_n needs 1 <= n <= {len(log_w)}, got {n}")
+    return logsumexp(list(log_w[:n])) - math.log(n)
+
+
+def effective_sample_size(log_w: Sequence[float]) -> float:
+    """``1 / sum p_j^2`` for ``p = softmax(log_w)``: 1 (one sample dominates) to K (uniform).
+
+    Not computed by the reference; a diagnostic of how degenerate the resampling is.
+    """
+    p = softmax(log_w)
+    return 1.0 / math.fsum(x * x for x in p)
+
+
+def elbo_sample_counts(k: int) -> list[int]:
+    """The n reported for ELBO_n: 1, 2, 4, ... below K, and K itself."""
+    counts, n = [], 1
+    while n < k:
+        counts.append(n)
+        n *= 2
+    counts.append(k)
+    return counts
+
+
+def choose_index(log_w: Sequence[float] | None, method: str, rng_seed: int, k: int) -> int:
+    """Index of the selected candidate among ``k``; K=1 always gives 0."""
+    if k == 1 or method == "first":
+        return 0
+    import numpy as np
+
+    if method == "uniform":
+        return int(np.random.default_rng(rng_seed).integers(k))
+    if log_w is None:
+        raise ValueError(f"--method {method} needs log_w for every candidate (score them with --model)")
+    if method == "argmax":
+        return max(range(k), key=lambda j: (log_w[j], -j))
+    if method == "importance":
+        p = np.asarray(softmax(log_w), dtype=np.float64)
+        return int(np.random.default_rng(rng_seed).choice(k, p=p))
+    raise ValueError(f"unknown selection method {method!r} (one of {', '.join(SELECT_METHODS)})")
+
+
+def chunk_log_w(chunk: dict) -> list[float] | None:
+    values = [c.get("log_w") for c in chunk["candidates"]]
+    if any(v is None for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def first_candidates(document: Record, k: int) -> Record:
+    """The document with only the first ``k`` candidates of every chunk (in place; returned).
+
+    Samples are seeded by their index, so the first k of K samples are exactly what a run with
+    ``--k k`` would have drawn: one sampling run serves a whole K sweep. A chunk with fewer than
+    ``k`` candidates is an error (ValueError), never a silent smaller K.
+    """
+    for i, chunk in enumerate(document.get("chunks") or []):
+        candidates = chunk.get("candidates") or []
+        if len(candidates) < k:
+            raise ValueError(f"chunks[{i}] has {len(candidates)} candidate(s), fewer than --k {k}")
+        chunk["candidates"] = candidates[:k]
+    return document
+
+
+def select_document(document: Record, method: str = "importance", seed: int = 42, *, keep_candidates: bool = False) -> Record:
+    """The augmented document: every chunk gets ``latent`` = its selected candidate's latent.
+
+    Adds per document ``elbo`` (``{"1": ..., "2": ..., ..., "K": ...}``, nats, summed over chunks),
+    ``ess`` (mean over chunks of 1/sum p^2) and ``mean_log_w`` (mean over all candidates); these
+    are null when some candidate has no ``log_w``. Each chunk records ``selected`` (the index).
+    """
+    if method not in SELECT_METHODS:
+        raise ValueError(f"unknown selection method {method!r} (one of {', '.join(SELECT_METHODS)})")
+    doc_id = document_id(document)
+    out = dict(document)
+    chunks = []
+    all_log_w: list[list[float]] = []
+    for i, chunk in enumerate(document["chunks"]):
+        candidates = chunk.get("candidates")
+        if not candidates:
+            raise ValueError(f"chunks[{i}] has no candidates")
+        log_w = chunk_log_w(chunk)
+        index = choose_index(log_w, method, derive_seed(seed, doc_id, i), len(candidates))
+        new_chunk = {key: value for key, value in chunk.items() if key != "candidates"}
+        new_chunk["latent"] = candidates[index]["latent"]
+        new_chunk["selected"] = index
+        if keep_candidates:
+            new_chunk["candidates"] = candidates
+        chunks.append(new_chunk)
+        if log_w is not None:
+            all_log_w.append(log_w)
+    out["chunks"] = chunks
+    out["num_chunks"] = len(chunks)
+    if chunks and len(all_log_w) == len(chunks):
+        k_min = min(len(w) for w in all_log_w)
+        out["elbo"] = {str(n): math.fsum(elbo_n(w, n) for w in all_log_w) for n in elbo_sample_counts(k_min)}
+        out["ess"] = math.fsum(effective_sample_size(w) for w in all_log_w) / len(all_log_w)
+        flat = [v for w in all_log_w for v in w]
+        out["mean_log_w"] = math.fsum(flat) / len(flat)
+    else:
+        out["elbo"] = None
+        out["ess"] = None
+        out["mean_log_w"] = None
+    return out
+
+
+def validate_candidates_document(record: Record) -> None:
+    """Raise ValueError unless every chunk has a non-empty list of well-formed candidates."""
+    chunks = record.get("chunks")
+    if not isinstance(chunks, list):
+        raise ValueError("expected a document with a 'chunks' list (run lt sample-thoughts first)")
+    for i, chunk in enumerate(chunks):
+        if not isinstance(chunk, dict):
+            raise ValueError(f"chunks[{i}] must be an object")
+        if not isinstance(chunk.get("text", chunk.get("suffix")), str):
+            raise ValueError(f"chunks[{i}] has no string 'text'")
+        candidates = chunk.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            raise ValueError(f"chunks[{i}] has no 'candidates' (run lt sample-thoughts first)")
+        for j, candidate in enumerate(candidates):
+            if not isinstance(candidate, dict) or not isinstance(candidate.get("latent"), str):
+                raise ValueError(f"chunks[{i}].candidates[{j}] needs a string 'latent'")
+            for name in ("log_q", "log_p", "log_w"):
+                value = candidate.get(name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+                    raise ValueError(f"chunks[{i}].candidates[{j}].{name} must be a number or null")
+            if candidate.get("log_p") is not None and candidate.get("log_q") is None:
+                raise ValueError(f"chunks[{i}].candidates[{j}] has log_p but no log_q")

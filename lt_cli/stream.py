@@ -1,0 +1,131 @@
+"""The record-stream driver: read a JSONL stream, transform it, write it atomically and resumably.
+
+Every command that turns one JSONL stream into another (``chunk``, ``synthesize``,
+``sample-thoughts``, ``select``) runs through :func:`run_stream`: reading with validation,
+``--shard``, ``--limit`` and ``--skip-bad`` (:mod:`lt_cli.io`), a progress line on stderr, and an
+output that appears atomically. With ``-o FILE`` and ``resume`` the output is resumable: records
+already in ``FILE.partial`` from a killed run are kept, and the producer is told how many outputs
+to skip. :class:`StreamArgs` is the flag group these commands share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from .flags import flag
+from .io import RejectsWriter, Record, Validator, open_output, parse_shard, read_records
+
+
+@dataclass
+class StreamArgs:
+    """Where a stream command reads and writes (the flags every stream command shares)."""
+
+    #: input JSONL (.gz ok); None or '-' reads stdin
+    input: str | None = field(default=None, metadata=flag(positional=True))
+    #: output JSONL (.gz ok), written atomically; None writes stdout
+    output: str | None = None
+    #: only records I mod N of the input, as "I/N"
+    shard: str | None = None
+    #: only the first N input records (before sharding)
+    limit: int | None = None
+    #: set malformed records aside instead of stopping (exit code 3 when any)
+    skip_bad: bool = False
+    #: where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl)
+    rejects: str | None = None
+
+    def __post_init__(self) -> None:
+        from .errors import UsageError
+
+        if self.limit is not None and self.limit < 0:
+            raise UsageError(f"--limit must be >= 0, got {self.limit}")
+        parse_shard(self.shard)  # a bad --shard fails before anything else
+
+    @property
+    def to_file(self) -> bool:
+        return self.output is not None and self.output != "-"
+
+    def rejects_path(self) -> str:
+        if self.rejects:
+            return self.rejects
+        return self.output + ".rejects.jsonl" if self.to_file else "lt-rejects.jsonl"
+
+    def sidecar(self, suffix: str) -> str | None:
+        """``OUTPUT.suffix`` next to a file output (stats, cache); None on stdout."""
+        return f"{self.output}.{suffix}" if self.to_file else None
+
+
+Producer = Callable[[Iterable[Record], int], Iterable[Record]]
+
+
+def run_stream(
+    args: StreamArgs,
+    produce: Producer,
+    *,
+    validate: Validator | None,
+    description: str = "records",
+    on_resumed: Callable[[list[Record]], None] | None = None,
+    resume: bool = True,
+    marker: bool = False,
+) -> int:
+    """Read ``args.input``, write ``produce(records, skip)`` to ``args.output``; the exit code.
+
+    ``produce`` gets the validated record stream and the number of outputs already in the
+    ``.partial`` file of an interrupted run (0 otherwise); it must not yield those again.
+    ``on_resumed`` sees the resumed records (for summaries). ``marker`` writes the completion
+    marker that ``lt merge`` checks (always on with ``--shard``). Returns 0, or 3 when
+    ``--skip-bad`` set records aside.
+    """
+    from .console import log, progress
+
+    rejects_writer = RejectsWriter(args.rejects_path()) if args.skip_bad else None
+    shard = parse_shard(args.shard)
+    reader = read_records(args.input, validate=validate, shard=shard, skip_bad=args.skip_bad, rejects=rejects_writer, limit=args.limit)
+    try:
+        with open_output(args.output, resume=resume, marker=marker, shard=shard) as writer, progress(description, unit="docs") as bar:
+            if writer.done:
+                log(f"{description}: resuming after {writer.done:,} finished record(s) in {writer.partial_path}")
+                bar.advance(writer.done)
+                if on_resumed is not None:
+                    on_resumed(writer.resumed_records)
+            for record in produce(reader, writer.done):
+                writer.write(record)
+                bar.advance()
+    finally:
+        if rejects_writer is not None:
+            rejects_writer.close()
+    return report_bad(reader, rejects_writer)
+
+
+def map_records(
+    args: StreamArgs,
+    fn: Callable[[Record], Record | Iterable[Record] | None],
+    *,
+    validate: Validator | None = None,
+    description: str = "records",
+    marker: bool = False,
+) -> int:
+    """:func:`run_stream` without resume: every record through ``fn`` (a record, several, or None)."""
+
+    def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
+        for record in records:
+            result = fn(record)
+            if result is None:
+                continue
+            if isinstance(result, dict):
+                yield result
+            else:
+                yield from result
+
+    return run_stream(args, produce, validate=validate, description=description, resume=False, marker=marker)
+
+
+def report_bad(reader: Any, rejects: RejectsWriter | None) -> int:
+    """After a ``--skip-bad`` run: say how many records were rejected; return the exit code (0 or 3)."""
+    from .console import warn
+
+    if reader.bad_count:
+        where = f" (see {rejects.path})" if rejects is not None and rejects.count else ""
+        warn(f"{reader.bad_count} malformed record(s) skipped{where}")
+        return 3
+    return 0

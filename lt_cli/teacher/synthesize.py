@@ -1,0 +1,181 @@
+"""Teacher synthesis: every request a group of documents needs, asked once, cached, put back in order.
+
+The reply of a ``latent`` request is stored verbatim as ``chunks[i].latent`` (chunks marked
+``latent_fixed`` keep their given latent and cost no request); WRAP outputs go to the document's
+``latent`` field (train them with ``--layout pure``). Every request is seeded from (seed, document
+id, chunk, pass) and cached by (backend identity, messages, sampling parameters, pass, seed), so a
+rerun or a resumed run costs nothing. Documents go to the backend in fixed groups, so a resumed run
+re-issues exactly the requests of the interrupted group (served by the cache).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from ..backends.base import FINISH_LENGTH
+from ..cache import backend_identity, cache_key, cache_through
+from ..chunking import prefix_text
+from ..errors import LtError
+from ..records import document_id, document_text, ensure_chunks, is_latent_fixed
+from ..seeding import derive_seed
+from .config import SynthesizeConfig
+from .prompts import latent_messages, wrap_cot_messages, wrap_messages, wrap_style
+
+Record = dict[str, Any]
+_WORD = re.compile(r"\S+")
+
+
+@dataclass
+class SynthesisStats:
+    """Counts for the stderr report: outputs, failures, and the latent/raw size ratio."""
+
+    records: int = 0
+    requests: int = 0
+    empty: int = 0
+    truncated: int = 0
+    latent_units: int = 0
+    raw_units: int = 0
+    unit: str = "words"
+
+    def failures(self) -> int:
+        return self.empty + self.truncated
+
+    def line(self) -> str:
+        ratio = self.latent_units / self.raw_units if self.raw_units else float("nan")
+        return (
+            f"synthesize: {self.records:,} records, {self.requests:,} teacher outputs, latent/raw {self.unit} "
+            f"ratio {ratio:.2f}, failures {self.failures():,} ({self.empty:,} empty, {self.truncated:,} hit max tokens)"
+        )
+
+
+def _counter(backend) -> tuple[str, Callable[[str], int]]:
+    """Token counts with the backend's tokenizer when it exposes one; word counts otherwise."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "encode"):
+        return "tokens", lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+    return "words", lambda text: len(_WORD.findall(text))
+
+
+@dataclass
+class TeacherRequest:
+    """One conversation sent to the teacher: which document, pass and chunk (-1: whole document)."""
+
+    doc: int
+    pass_index: int
+    chunk: int
+    messages: list[dict]
+    style: str | None
+    seed: int = 0
+    key: str | None = None
+
+
+def requests_for(doc: Record, config: SynthesizeConfig, doc_index: int = 0) -> list[TeacherRequest]:
+    """Every request one document needs, in output order (pass, then chunk)."""
+    doc_id = document_id(doc)
+    requests = []
+    for p in range(config.passes):
+        if config.method == "latent":
+            for i, chunk in enumerate(doc["chunks"]):
+                if is_latent_fixed(chunk):
+                    continue  # its latent is given (records.LATENT_FIXED)
+                prefix = prefix_text(doc["chunks"], i, config.prefix_chunks)
+                requests.append(TeacherRequest(doc_index, p, i, latent_messages(prefix, chunk["text"]), None))
+        elif config.method == "wrap":
+            style = wrap_style(config.seed, doc_id, p)
+            requests.append(TeacherRequest(doc_index, p, -1, wrap_messages(document_text(doc), style), style))
+        else:
+            requests.append(TeacherRequest(doc_index, p, -1, wrap_cot_messages(document_text(doc)), "cot"))
+    for request in requests:
+        request.seed = derive_seed("teacher", config.method, config.seed, doc_id, request.chunk, request.pass_index)
+    return requests
+
+
+def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache, stats: SynthesisStats | None, count) -> list[Record]:
+    """All output records of a group of documents (``passes`` per document, in order)."""
+    params = config.sampling_params()
+    identity = backend_identity(backend) if cache is not None else None
+    requests = [request for d, doc in enumerate(docs) for request in requests_for(doc, config, d)]
+    if cache is not None:
+        for request in requests:
+            request.key = cache_key(
+                "teacher", **identity, messages=request.messages, temperature=params.temperature, top_p=params.top_p,
+                max_new_tokens=params.max_new_tokens, sample_index=request.pass_index, seed=request.seed,
+            )
+
+    def ask(missing: list[int]) -> list[dict]:
+        results = backend.chat([requests[n].messages for n in missing], params, seeds=[[requests[n].seed] for n in missing])
+        if len(results) != len(missing):
+            raise LtError(f"backend returned {len(results)} results for {len(missing)} conversations")
+        return [{"text": samples[0].text, "finished": samples[0].finish_reason != FINISH_LENGTH} for samples in results]
+
+    replies = cache_through(cache, "teacher", [r.key for r in requests], ask)
+    records: list[Record] = []
+    for d, doc in enumerate(docs):
+        for p in range(config.passes):
+            in_pass = [(request, reply) for request, reply in zip(requests, replies) if request.doc == d and request.pass_index == p]
+            out = dict(doc)
+            if config.method == "latent":
+                out["chunks"] = [dict(c) for c in doc["chunks"]]
+                for request, reply in in_pass:
+                    out["chunks"][request.chunk]["latent"] = reply["text"]
+                if config.passes > 1:
+                    out["pass"] = p
+            else:
+                [(request, reply)] = in_pass
+                out["latent"] = reply["text"]
+                out["wrap_style"] = request.style
+                out["pass"] = p
+            records.append(out)
+            if stats is not None:
+                stats.records += 1
+                for request, reply in in_pass:
+                    stats.requests += 1
+                    stats.empty += not reply["text"].strip()
+                    stats.truncated += not reply["finished"]
+                    stats.latent_units += count(reply["text"])
+                    source = doc["chunks"][request.chunk]["text"] if request.chunk >= 0 else document_text(doc)
+                    stats.raw_units += count(source)
+    return records
+
+
+def synthesize(backend, documents: Iterable[Record], config: SynthesizeConfig, cache=None, *, skip: int = 0, stats: SynthesisStats | None = None) -> Iterator[Record]:
+    """Output records in input order (``passes`` per document); the first ``skip`` are not yielded.
+
+    Documents are handled in fixed groups of ``docs_per_call`` (one backend call per group), so a
+    resumed run re-issues exactly the requests of the interrupted group (served by the cache).
+    """
+    counter: list = []
+
+    def count(text: str) -> int:
+        if not counter:  # asked only once a group is done, so the backend loads after reading input
+            unit, fn = _counter(backend)
+            counter.append(fn)
+            if stats is not None:
+                stats.unit = unit
+        return counter[0](text)
+
+    per_doc = config.passes
+    size = config.group_size()
+    block: list[Record] = []
+    start = 0
+
+    def flush(start: int, block: list[Record]) -> Iterator[Record]:
+        first_output = start * per_doc
+        if first_output + len(block) * per_doc <= skip:
+            return
+        docs = [ensure_chunks(record, config.chunking) if config.method == "latent" else dict(record) for record in block]
+        for offset, record in enumerate(_teacher_group(backend, docs, config, cache, stats, count)):
+            if first_output + offset >= skip:
+                yield record
+
+    for index, record in enumerate(documents):
+        if not block:
+            start = index
+        block.append(record)
+        if len(block) == size:
+            yield from flush(start, block)
+            block = []
+    if block:
+        yield from flush(start, block)
