@@ -16,7 +16,8 @@ from conftest import FIXTURES, REPO
 from lt_cli.errors import LtError, UsageError
 from lt_cli.io import open_output, read_all, read_json
 from lt_cli.merge import ShardError, expand_shard_paths, merge_shards
-from lt_cli.pipeline import chunk_documents
+from lt_cli.chunking import run_chunk
+from lt_cli.stream import StreamArgs
 
 LT = [sys.executable, "-m", "lt_cli"]
 ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600"}
@@ -36,7 +37,7 @@ def _chunk_shards(docs: Path, out_dir: Path, n: int, suffix: str = ".jsonl") -> 
     paths = []
     for i in range(n):
         path = out_dir / f"chunked.{i}{suffix}"
-        assert chunk_documents(str(docs), str(path), shard=f"{i}/{n}") == 0
+        assert run_chunk(StreamArgs(input=str(docs), output=str(path), shard=f"{i}/{n}")) == 0
         paths.append(path)
     return paths
 
@@ -45,7 +46,7 @@ def _chunk_shards(docs: Path, out_dir: Path, n: int, suffix: str = ".jsonl") -> 
 def test_merged_chunk_shards_equal_unsharded_run_byte_for_byte(tmp_path, num_shards):
     docs = _docs(tmp_path)
     full = tmp_path / "full.jsonl"
-    chunk_documents(str(docs), str(full))
+    run_chunk(StreamArgs(input=str(docs), output=str(full)))
     shards = _chunk_shards(docs, tmp_path, num_shards)
     marker = read_json(str(shards[1]) + ".done")
     assert marker["shard"] == f"1/{num_shards}" and marker["records"] == len(range(1, 23, num_shards))
@@ -60,7 +61,7 @@ def test_merged_chunk_shards_equal_unsharded_run_byte_for_byte(tmp_path, num_sha
 def test_more_shards_than_records_leaves_empty_shards_that_still_merge(tmp_path):
     docs = _docs(tmp_path, 3)
     full = tmp_path / "full.jsonl"
-    chunk_documents(str(docs), str(full))
+    run_chunk(StreamArgs(input=str(docs), output=str(full)))
     shards = _chunk_shards(docs, tmp_path, 5)
     assert [read_json(str(p) + ".done")["records"] for p in shards] == [1, 1, 1, 0, 0]
     merged = tmp_path / "merged.jsonl"
@@ -71,7 +72,7 @@ def test_more_shards_than_records_leaves_empty_shards_that_still_merge(tmp_path)
 def test_shards_given_out_of_order_are_put_in_order_by_their_markers(tmp_path):
     docs = _docs(tmp_path, 10)
     full = tmp_path / "full.jsonl"
-    chunk_documents(str(docs), str(full))
+    run_chunk(StreamArgs(input=str(docs), output=str(full)))
     shards = _chunk_shards(docs, tmp_path, 3)
     merged = tmp_path / "merged.jsonl"
     merge_shards([str(p) for p in reversed(shards)], str(merged))
@@ -81,7 +82,7 @@ def test_shards_given_out_of_order_are_put_in_order_by_their_markers(tmp_path):
 def test_pattern_glob_and_gzip_shards(tmp_path):
     docs = _docs(tmp_path, 12)
     full = tmp_path / "full.jsonl"
-    chunk_documents(str(docs), str(full))
+    run_chunk(StreamArgs(input=str(docs), output=str(full)))
     _chunk_shards(docs, tmp_path, 4, suffix=".jsonl.gz")
     out1, out2 = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     merge_shards([str(tmp_path / "chunked.{i}.jsonl.gz")], str(out1), num_shards=4)
@@ -222,20 +223,18 @@ def test_two_shard_sample_thoughts_merged_equals_the_unsharded_run(tmp_path, tin
     other documents together, and padded fp32 forward passes move log q and log p in the 9th digit: the latents
     and token counts are still identical, and log q / log p / log w agree within 1e-4 nats (the backend contract's tolerance).
     """
-    import lt_cli.backends
-
-    if not hasattr(lt_cli.backends, "load_backend"):
-        pytest.skip("lt_cli.backends.load_backend (the transformers backend) has not landed yet")
-    from lt_cli.backends.base import BackendConfig
-    from lt_cli.estep import SampleConfig
-    from lt_cli.estep_runs import run_sample_thoughts
+    from lt_cli.estep import SampleConfig, SampleThoughtsRun, run_sample_thoughts
+    from lt_cli.session import BackendArgs
 
     docs = FIXTURES / "math_docs.jsonl"
-    backend_config = BackendConfig(model=str(tiny_model_dir), dtype="float32", batch_size=16)
 
     def sample(output: Path, shard: str | None, docs_per_call: int) -> None:
-        config = SampleConfig(k=2, max_new_tokens=6, seed=7, docs_per_call=docs_per_call)
-        assert run_sample_thoughts(str(docs), str(output), "transformers", backend_config, config, shard=shard) == 0
+        config = SampleThoughtsRun(
+            stream=StreamArgs(input=str(docs), output=str(output), shard=shard),
+            backend=BackendArgs(model=str(tiny_model_dir), dtype="float32"),
+            sample=SampleConfig(k=2, max_new_tokens=6, seed=7, docs_per_call=docs_per_call),
+        )
+        assert run_sample_thoughts(config) == 0
 
     for docs_per_call in (1, 8):
         run = tmp_path / f"g{docs_per_call}"
