@@ -18,9 +18,10 @@ share a prompt. This backend (sampling in hf_sample.py, scoring in hf_score.py, 
   only at continuation positions, a chunk at a time (a full [tokens x vocab] tensor is a memory trap).
 
 Scoring truncation follows :func:`lt_cli.backends.base.fit_pair` (front of the context first,
-keeping BOS, then the end of the continuation); it is reported in ``Score`` and counted in :attr:`HFBackend.n_truncated_pairs` with a
-warning. Sampling prompts that leave too little room for ``max_new_tokens`` are cut from the front
-(BOS kept) with a warning, counted in :attr:`HFBackend.n_truncated_prompts`.
+keeping BOS, then the end of the continuation); it is reported in ``Score`` and counted in
+:attr:`HFBackend.n_truncated_pairs` with a warning. Sampling prompts that leave too little room for
+``max_new_tokens`` are cut from the front (BOS kept, :func:`lt_cli.backends.base.fit_prompt`) with
+a warning, counted in :attr:`HFBackend.n_truncated_prompts`.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class HFBackend(HFSampling, HFScoring):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
-    # ------------------------------------------------------------------ sampling
+    # ------------------------------------------------------------------ prompt fitting (hf_sample.py)
     def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
         fitted = fit_prompt_warned(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self.bos_id)
         self.n_truncated_prompts += int(len(fitted) < len(ids))
