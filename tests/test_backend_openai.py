@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, BackendConfig, SamplingParams
+from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, BackendConfig, SamplingParams, Usage
 from lt_cli.errors import LtError
 from servers.openai_server import run_openai_server
 
@@ -246,13 +246,13 @@ def test_batch_round_trip_matches_sync(env, tmp_path):
     sync = make_backend(logprobs=True)
     expected = sync.sample(["a", "b", "c"], params, seeds=seeds)
     sync.close()
-    n_before = len(env.requests("/v1/completions"))
+    started = time.time()  # requests are logged when answered: a late answer to an earlier test's hung request is older
     state = tmp_path / "batches.jsonl"
     backend = make_backend(logprobs=True, batch=True, batch_state=str(state), batch_poll_interval_s=0.05, batch_max_requests=4)
     got = backend.sample(["a", "b", "c"], params, seeds=seeds)
     assert [[s.text for s in row] for row in got] == [[s.text for s in row] for row in expected]
     assert got[2][1].token_logprobs == pytest.approx([LOG27] * 5)
-    assert len(env.requests("/v1/completions")) == n_before  # nothing went through the sync endpoint
+    assert [r for r in env.requests("/v1/completions") if r["time"] >= started] == []  # nothing went through the sync endpoint
     records = [json.loads(line) for line in state.read_text().splitlines()]
     assert [r["n_requests"] for r in records] == [4, 2]  # 6 requests split into files of at most 4
     assert len(env.requests("/v1/batches")) >= 2
@@ -310,6 +310,71 @@ def test_batch_reattaches_after_crash(env, tmp_path):
     expected = sync.sample(["a", "b"], SamplingParams(max_new_tokens=4), seeds=[[1], [2]])
     assert [row[0].text for row in out] == [row[0].text for row in expected]
     sync.close()
+    backend.close()
+
+
+# ---------------------------------------------------------------------- usage accounting
+def _server_delta(before: dict, after: dict) -> Usage:
+    return Usage(
+        requests=after["requests"] - before["requests"],
+        prompt_tokens=after["prompt_tokens"] - before["prompt_tokens"],
+        completion_tokens=after["completion_tokens"] - before["completion_tokens"],
+    )
+
+
+def test_usage_per_sample_and_totals_match_the_server(env):
+    """Every reply's billed tokens land in its Sample and in backend.usage, exactly as the server billed."""
+    backend = make_backend(logprobs=True, max_concurrency=3)
+    before = env.usage()
+    out = backend.sample(["first prompt", "second"], SamplingParams(n=2, max_new_tokens=9), seeds=[[11, 12], [13, 14]])
+    assert [(s.prompt_tokens, s.completion_tokens) for row in out for s in row] == [(12, 9), (12, 9), (6, 9), (6, 9)]
+    stopped = backend.sample(["x"], SamplingParams(max_new_tokens=200, stop=("e",)), seeds=[[5]])[0][0]
+    assert stopped.finish_reason == FINISH_STOP
+    assert (stopped.prompt_tokens, stopped.completion_tokens) == (1, len(stopped.text) + 1)  # the stop token is billed
+    accented = backend.sample(["h\u00e9llo"], SamplingParams(max_new_tokens=2), seeds=[[1]])[0][0]
+    assert accented.prompt_tokens == 6  # the server counts UTF-8 bytes
+    chat = backend.chat([[{"role": "user", "content": "hello"}]], SamplingParams(max_new_tokens=4), seeds=[[2]])[0][0]
+    assert (chat.prompt_tokens, chat.completion_tokens) == (len("user: hello\nassistant: "), 4)
+    backend.score([("the context ", "and more")])  # echo: 20 prompt tokens, 1 generated
+    env.set_faults(fail_first=2)
+    backend.sample(["p"], SamplingParams(max_new_tokens=3), seeds=[[3]])  # two failed attempts bill nothing
+    assert [status for _, _, status in backend.attempt_log[-3:]] == ["429", "500", "200"]
+    want = Usage(
+        requests=4 + 1 + 1 + 1 + 1 + 1,
+        prompt_tokens=36 + 1 + 6 + 23 + 20 + 1,
+        completion_tokens=36 + stopped.completion_tokens + 2 + 4 + 1 + 3,
+    )
+    assert backend.usage == want
+    assert _server_delta(before, env.usage()) == want
+    assert backend.usage.total_tokens == want.prompt_tokens + want.completion_tokens
+    backend.close()
+
+
+def test_usage_through_the_batch_api_matches_the_server(env, tmp_path):
+    """Batch result lines carry usage too; a failed line retried synchronously is billed once."""
+    env.set_faults(batch_fail_custom_ids=["request-1"])
+    backend = make_backend(batch=True, batch_state=str(tmp_path / "s.jsonl"), batch_poll_interval_s=0.05, batch_max_requests=2)
+    before = env.usage()
+    n_sync = len(env.requests("/v1/chat/completions"))
+    chats = backend.chat([[{"role": "user", "content": str(i)}] for i in range(3)], SamplingParams(max_new_tokens=3), seeds=[[1], [2], [3]])
+    assert len(env.requests("/v1/chat/completions")) == n_sync + 1  # request-1 went through the sync path
+    assert [(row[0].prompt_tokens, row[0].completion_tokens) for row in chats] == [(19, 3)] * 3
+    samples = backend.sample(["a", "bb"], SamplingParams(n=2, max_new_tokens=5), seeds=[[1, 2], [3, 4]])
+    assert [s.prompt_tokens for row in samples for s in row] == [1, 1, 2, 2]
+    want = Usage(requests=3 + 4, prompt_tokens=3 * 19 + 6, completion_tokens=3 * 3 + 4 * 5)
+    assert backend.usage == want
+    assert _server_delta(before, env.usage()) == want
+    backend.close()
+
+
+def test_replies_without_usage_are_counted_as_such(env):
+    env.set_faults(no_usage=True)
+    backend = make_backend()
+    before = env.usage()
+    out = backend.sample(["ab", "c"], SamplingParams(max_new_tokens=2), seeds=[[1], [2]])
+    assert [(row[0].prompt_tokens, row[0].completion_tokens) for row in out] == [(None, None), (None, None)]
+    assert backend.usage == Usage(requests=2, prompt_tokens=0, completion_tokens=0, requests_without_usage=2)
+    assert _server_delta(before, env.usage()) == Usage(requests=2, prompt_tokens=3, completion_tokens=4)  # billed all the same
     backend.close()
 
 

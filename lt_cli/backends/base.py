@@ -13,14 +13,21 @@ every backend. Conventions shared by all backends:
 * ``seeds[i][j]`` seeds sample ``j`` of prompt ``i``: a sample depends on its own seed only, never on
   batch composition, so a rerun, a resume or a larger K reproduces it (same hardware and backend).
 * Truncation policy for scoring (``Score.n_truncated``): when context + continuation exceed the
-  model's length, tokens are dropped from the *front of the context* first, then from the *end of
-  the continuation*; the count is reported and never silent.
+  model's length, tokens are dropped from the *front of the context* first (a leading BOS stays),
+  then from the *end of the continuation*; the count is reported and never silent.
+
+The token-level parts of these conventions (the truncation rules :func:`fit_pair` and
+:func:`fit_prompt`, seed expansion :func:`expand_seeds`, chat checks :func:`chat_messages`) are
+plain functions here, shared by every backend that sees token ids, so that the transformers and
+vLLM backends cannot drift apart: a rule changed here changes for both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from ..errors import LtError
 
 FINISH_STOP = "stop"  # a stop string was produced
 FINISH_EOS = "eos"  # the model's end-of-sequence token
@@ -33,6 +40,9 @@ class Sample:
     token_ids: list[int]
     token_logprobs: list[float]
     finish_reason: str
+    #: tokens the server billed for this sample's request (HTTP backends; None when not reported)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
     @property
     def logprob(self) -> float:
@@ -74,8 +84,6 @@ def check_sampling_params(params: SamplingParams) -> None:
     """Refuse parameters no backend can honour, with one clear line (shared by every backend)."""
     import math
 
-    from ..errors import LtError
-
     if params.n < 1:
         raise LtError(f"n must be at least 1, got {params.n}")
     if params.temperature < 0 or not math.isfinite(params.temperature):
@@ -86,6 +94,53 @@ def check_sampling_params(params: SamplingParams) -> None:
         raise LtError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
     if any(not s for s in params.stop):
         raise LtError("stop strings must be non-empty")
+
+
+# ---------------------------------------------------------------------- seeds
+def check_seed_shape(n_prompts: int, n: int, seeds: Sequence[Sequence[int]] | None) -> None:
+    """``seeds`` (when given) must hold one row of ``n`` seeds per prompt."""
+    if seeds is None:
+        return
+    want = f"seeds must be {n_prompts} lists of n={n} seeds each"
+    if len(seeds) != n_prompts:
+        raise LtError(f"{want}: got {len(seeds)} seed lists for {n_prompts} prompts")
+    for i, row in enumerate(seeds):
+        if len(row) != n:
+            raise LtError(f"{want}: prompt {i} needs {n} seeds, got {len(row)}")
+
+
+def expand_seeds(n_prompts: int, n: int, seeds: Sequence[Sequence[int]] | None, *, namespace: str, bits: int = 64) -> list[list[int]]:
+    """One seed per (prompt, sample), as ints below ``2**bits`` (what the backend's generator takes).
+
+    Without ``seeds`` they are derived from (``namespace``, prompt index, sample index): nothing in
+    lt reads ambient randomness, so a call without seeds is still reproducible.
+    """
+    from ..seeding import derive_seed
+
+    mask = (1 << bits) - 1
+    if seeds is None:
+        return [[derive_seed(namespace, i, j) & mask for j in range(n)] for i in range(n_prompts)]
+    check_seed_shape(n_prompts, n, seeds)
+    return [[int(s) & mask for s in row] for row in seeds]
+
+
+# ---------------------------------------------------------------------- truncation
+def resolve_max_model_len(model_limit: int | None, requested: int | None) -> int:
+    """The context length a backend works with: the request, capped at the model's positions.
+
+    Without a request it is the model's ``max_position_embeddings`` (2048 when the config has
+    none), the same for every local backend so that truncation counts agree between them.
+    """
+    if requested is not None:
+        if requested < 2:
+            raise LtError(f"max_model_len must be at least 2, got {requested}")
+        if model_limit and requested > model_limit:
+            from ..console import warn
+
+            warn(f"max_model_len {requested} exceeds the model's {model_limit} positions; using {model_limit}")
+            return int(model_limit)
+        return int(requested)
+    return int(model_limit) if model_limit else 2048
 
 
 def fit_prompt(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None) -> list[int]:
@@ -101,6 +156,112 @@ def fit_prompt(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_i
         return ids
     keep_bos = 1 if (bos_id is not None and ids and ids[0] == bos_id) else 0
     return ids[:keep_bos] + ids[len(ids) - limit + keep_bos :]
+
+
+def fit_prompt_warned(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None) -> list[int]:
+    """:func:`fit_prompt` with the warning every backend prints when it cuts a prompt."""
+    fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=max_model_len, bos_id=bos_id)
+    if len(fitted) < len(ids):
+        from ..console import warn
+
+        warn(f"a prompt of {len(ids)} tokens was cut from the front to {len(fitted)} tokens (max_model_len {max_model_len})")
+    return fitted
+
+
+@dataclass(frozen=True)
+class FittedPair:
+    """A (context, continuation) pair of token ids cut to fit a scoring window (see :func:`fit_pair`)."""
+
+    context: list[int]
+    continuation: list[int]
+    n_context_truncated: int
+    n_continuation_truncated: int
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.n_context_truncated or self.n_continuation_truncated)
+
+
+def fit_pair(context: list[int], continuation: list[int], *, max_len: int, bos_id: int | None) -> FittedPair:
+    """The scoring truncation rule: make ``len(context) + len(continuation) <= max_len``.
+
+    Tokens go from the front of the context first, because the continuation is what is scored and
+    the nearest context matters most; at least one context token stays (the leading BOS when there
+    is one, else the last context token), since the continuation's first token needs something to
+    be conditioned on. Only then is the end of the continuation cut (those tokens are not scored).
+    Both counts are returned so the caller reports them in :class:`Score`.
+    """
+    if not context and continuation:
+        raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
+    over = len(context) + len(continuation) - max_len
+    if over <= 0:
+        return FittedPair(list(context), list(continuation), 0, 0)
+    head = 1 if (bos_id is not None and context[0] == bos_id) else 0
+    n_context = min(over, len(context) - 1)
+    context = list(context[:head]) + list(context[head + n_context :])
+    n_continuation = max(0, len(context) + len(continuation) - max_len)
+    continuation = list(continuation[: len(continuation) - n_continuation])
+    return FittedPair(context, continuation, n_context, n_continuation)
+
+
+def warn_truncated_pairs(fitted: Sequence[FittedPair], max_len: int) -> int:
+    """Warn once per score() call about truncated pairs; return how many there were."""
+    truncated = sum(1 for f in fitted if f.truncated)
+    if truncated:
+        from ..console import warn
+
+        warn(f"{truncated} of {len(fitted)} scored pairs exceeded max_model_len {max_len} and were truncated (reported in Score)")
+    return truncated
+
+
+# ---------------------------------------------------------------------- chat
+def chat_messages(conversation: Sequence[dict]) -> list[dict[str, str]]:
+    """The conversation as plain ``{"role", "content"}`` string dicts; anything else is refused."""
+    messages = []
+    for message in conversation:
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise LtError("a chat message must be a dict with 'role' and 'content'")
+        messages.append({"role": str(message["role"]), "content": str(message["content"])})
+    return messages
+
+
+def render_chat(tokenizer: Any, conversation: Sequence[dict], *, chat_template: str | None, model_id: str) -> str:
+    """The prompt string of a conversation under ``chat_template``, ending with the assistant turn.
+
+    Local backends sample from this string like any prompt, so chat and sample share one path.
+    """
+    if not chat_template:
+        raise LtError(f"model {model_id} has no chat template; use plain prompts (sample) instead")
+    messages = chat_messages(conversation)
+    return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True)
+
+
+# ---------------------------------------------------------------------- usage
+@dataclass
+class Usage:
+    """Tokens a server billed, summed over its replies (what teacher cost reports are built from).
+
+    ``requests`` counts successful generation replies (sync or Batch API lines), not attempts;
+    ``requests_without_usage`` counts replies that carried no ``usage`` field, whose tokens are
+    therefore missing from the sums (so the sums are then a lower bound).
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests_without_usage: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        self.requests += 1
+        if prompt_tokens is None or completion_tokens is None:
+            self.requests_without_usage += 1
+            return
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
 
 
 @dataclass

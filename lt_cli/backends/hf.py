@@ -2,7 +2,8 @@
 
 Why it is written by hand instead of calling ``model.generate`` per sample: the E-step draws K
 samples per chunk and scores each of them, so the work is dominated by many short generations that
-share a prompt. This backend
+share a prompt. This backend (sampling in hf_sample.py, scoring in hf_score.py, both mixed into
+:class:`HFBackend`; this module holds the model, its tokens and the shared model calls)
 
 * prefills each prompt ONCE and expands its KV cache to the K rows that sample from it;
 * decodes all rows of a batch together (left padding, explicit position ids and attention mask) and
@@ -16,51 +17,26 @@ share a prompt. This backend
   and expanded to its K continuations, pairs are bucketed by length, and logits are materialised
   only at continuation positions, a chunk at a time (a full [tokens x vocab] tensor is a memory trap).
 
-Scoring truncation follows base.py (front of the context first, keeping BOS, then the end of the
-continuation); it is reported in ``Score`` and counted in :attr:`HFBackend.n_truncated_pairs` with a
-warning. Sampling prompts that leave too little room for ``max_new_tokens`` are cut from the front
-(BOS kept) with a warning, counted in :attr:`HFBackend.n_truncated_prompts`.
+Scoring truncation follows :func:`lt_cli.backends.base.fit_pair` (front of the context first,
+keeping BOS, then the end of the continuation); it is reported in ``Score`` and counted in
+:attr:`HFBackend.n_truncated_pairs` with a warning. Sampling prompts that leave too little room for
+``max_new_tokens`` are cut from the front (BOS kept, :func:`lt_cli.backends.base.fit_prompt`) with
+a warning, counted in :attr:`HFBackend.n_truncated_prompts`.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Sequence
 
 from ..console import warn
 from ..errors import LtError
-from ..seeding import derive_seed
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params, fit_prompt
-
-#: rows of [positions x vocab] logits materialised at once when scoring
-SCORE_LOGIT_CHUNK = 512
-#: padded tokens (context + continuation) per scoring forward pass, unless options override it
-DEFAULT_SCORE_BATCH_TOKENS = 16384
-#: a scoring batch closes when padded positions would exceed this multiple of the real tokens
-MAX_PADDING_FACTOR = 1.2
-#: ... unless the batch computes fewer positions than this (small passes are weight-read-bound)
-MIN_SCORE_BATCH_POSITIONS = 1024
+from .base import BackendConfig, Sample, SamplingParams, fit_prompt_warned, render_chat, resolve_max_model_len
+from .hf_sample import HFSampling
+from .hf_score import DEFAULT_SCORE_BATCH_TOKENS, HFScoring
 
 
-@dataclass
-class _Unit:
-    """One prefill row of a sampling batch: a prompt and the sample slots that expand from it."""
-
-    prompt_index: int
-    ids: list[int]
-    slots: list[int]  # sample indices j of this prompt
-
-
-@dataclass
-class _Encoded:
-    context: list[int]
-    continuation: list[int]
-    n_context_truncated: int
-    n_continuation_truncated: int
-
-
-class HFBackend:
+class HFBackend(HFSampling, HFScoring):
     """The transformers implementation of :class:`lt_cli.backends.base.Backend`."""
 
     name = "transformers"
@@ -120,14 +96,7 @@ class HFBackend:
 
     def _max_model_len(self, requested: int | None) -> int:
         limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-        if requested is not None:
-            if requested < 2:
-                raise LtError(f"max_model_len must be at least 2, got {requested}")
-            if limit and requested > limit:
-                warn(f"max_model_len {requested} exceeds the model's {limit} positions; using {limit}")
-                return int(limit)
-            return int(requested)
-        return int(limit) if limit else 2048
+        return resolve_max_model_len(int(limit) if limit else None, requested)
 
     # ------------------------------------------------------------------ tokens
     def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
@@ -193,175 +162,16 @@ class HFBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
-    # ------------------------------------------------------------------ sampling
-    def _seeds(self, n_prompts: int, params: SamplingParams, seeds) -> list[list[int]]:
-        if seeds is None:
-            # deterministic defaults: nothing in lt reads ambient randomness
-            return [[derive_seed("hf-default-sample", i, j) for j in range(params.n)] for i in range(n_prompts)]
-        seeds = [list(row) for row in seeds]
-        if len(seeds) != n_prompts or any(len(row) != params.n for row in seeds):
-            raise LtError(f"seeds must be {n_prompts} lists of n={params.n} seeds each")
-        return [[int(s) & ((1 << 64) - 1) for s in row] for row in seeds]
-
+    # ------------------------------------------------------------------ prompt fitting (hf_sample.py)
     def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self.bos_id)
-        if len(fitted) < len(ids):
-            self.n_truncated_prompts += 1
-            warn(f"a prompt of {len(ids)} tokens was cut from the front to {len(fitted)} tokens (max_model_len {self.max_model_len})")
+        fitted = fit_prompt_warned(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self.bos_id)
+        self.n_truncated_prompts += int(len(fitted) < len(ids))
         return fitted
-
-    def sample(
-        self,
-        prompts: Sequence[str],
-        params: SamplingParams,
-        seeds: Sequence[Sequence[int]] | None = None,
-    ) -> list[list[Sample]]:
-        """``params.n`` samples per prompt; see the module docstring for how batching works."""
-        check_sampling_params(params)
-        prompts = list(prompts)
-        seed_rows = self._seeds(len(prompts), params, seeds)
-        encoded = [self._fit_prompt(self.encode(p), params.max_new_tokens) for p in prompts]
-        if any(not ids for ids in encoded):
-            raise LtError("cannot sample from an empty prompt without a BOS token (add_bos is off or the tokenizer has none)")
-        return self._sample_ids(encoded, params, seed_rows)
-
-    def _sample_ids(self, encoded: list[list[int]], params: SamplingParams, seed_rows: list[list[int]]) -> list[list[Sample]]:
-        rows_per_batch = max(1, self.config.batch_size)
-        units: list[_Unit] = []
-        for i in sorted(range(len(encoded)), key=lambda k: len(encoded[k])):
-            for start in range(0, params.n, rows_per_batch):
-                units.append(_Unit(i, encoded[i], list(range(start, min(params.n, start + rows_per_batch)))))
-        results: list[list[Sample | None]] = [[None] * params.n for _ in encoded]
-        batch: list[_Unit] = []
-        rows = 0
-        for unit in units:
-            if batch and rows + len(unit.slots) > rows_per_batch:
-                self._run_sample_batch(batch, params, seed_rows, results)
-                batch, rows = [], 0
-            batch.append(unit)
-            rows += len(unit.slots)
-        if batch:
-            self._run_sample_batch(batch, params, seed_rows, results)
-        return [[s for s in row if s is not None] for row in results]
-
-    def _process_logits(self, logits, params: SamplingParams):
-        """Log-probs of the distribution sampled from: temperature, then top-p (nucleus), renormalised."""
-        torch = self._torch
-        if params.temperature == 0:
-            return torch.log_softmax(logits, dim=-1)
-        logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
-        if params.top_p < 1.0:
-            sorted_lp, order = logprobs.sort(dim=-1, descending=True)
-            probs = sorted_lp.exp()
-            mass_before = probs.cumsum(dim=-1) - probs
-            drop = mass_before >= params.top_p
-            drop[:, 0] = False
-            sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
-            logprobs = torch.full_like(logprobs, float("-inf")).scatter(-1, order, sorted_lp)
-            logprobs = torch.log_softmax(logprobs, dim=-1)
-        return logprobs
-
-    def _draw(self, logprobs, generators):
-        """One token per row: inverse CDF with one uniform draw from the row's own generator."""
-        torch = self._torch
-        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(logprobs.device)
-        cdf = logprobs.exp().double().cumsum(dim=-1)
-        target = (u * cdf[:, -1]).unsqueeze(-1)
-        tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-        return tokens.clamp_(max=logprobs.shape[-1] - 1)
-
-    def _run_sample_batch(self, units: list[_Unit], params, seed_rows, results) -> None:
-        torch = self._torch
-        with torch.inference_mode():
-            ids, mask, positions = self._left_pad([u.ids for u in units])
-            cache = self._new_cache()
-            logits = self._call_model(ids, mask, positions, cache)[:, -1].float()
-            counts = torch.tensor([len(u.slots) for u in units], device=self.device)
-            expand = torch.repeat_interleave(torch.arange(len(units), device=self.device), counts)
-            if len(expand) != len(units) or bool((counts != 1).any()):
-                cache.batch_select_indices(expand)
-                logits, mask = logits[expand], mask[expand]
-            next_pos = torch.tensor([len(u.ids) for u in units], device=self.device)[expand]
-            row_keys = [(u.prompt_index, j) for u in units for j in u.slots]
-            generators = [torch.Generator().manual_seed(seed_rows[i][j]) for i, j in row_keys]
-            tokens_out: list[list[int]] = [[] for _ in row_keys]
-            logprobs_out: list[list[float]] = [[] for _ in row_keys]
-            active = list(range(len(row_keys)))  # original row index of each live batch row
-            stops = tuple(params.stop)
-            while active:
-                logprobs = self._process_logits(logits, params)
-                if params.temperature == 0:
-                    chosen = logits.argmax(dim=-1)
-                else:
-                    chosen = self._draw(logprobs, [generators[r] for r in active])
-                chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
-                chosen_list = chosen.tolist()
-                keep: list[int] = []
-                positions_now = next_pos.tolist()  # one device sync per step, not one per row
-                for b, r in enumerate(active):
-                    token = chosen_list[b]
-                    tokens_out[r].append(token)
-                    logprobs_out[r].append(chosen_lp[b])
-                    finish = self._finish_reason(tokens_out[r], stops, positions_now[b] + 1, params.max_new_tokens)
-                    if finish is None:
-                        keep.append(b)
-                    else:
-                        i, j = row_keys[r]
-                        results[i][j] = self._make_sample(tokens_out[r], logprobs_out[r], finish, stops)
-                if not keep:
-                    break
-                if len(keep) != len(active):
-                    index = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(index)
-                    mask, next_pos, chosen = mask[index], next_pos[index], chosen[index]
-                    active = [active[b] for b in keep]
-                    mask = self._trim_left_padding(cache, mask)
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-                logits = self._call_model(chosen.unsqueeze(-1), mask, next_pos.unsqueeze(-1), cache)[:, -1].float()
-                next_pos = next_pos + 1
-
-    def _trim_left_padding(self, cache, mask):
-        """Drop KV columns that are padding for every remaining row (plain dynamic caches only)."""
-        from transformers.cache_utils import DynamicLayer
-
-        live = mask.any(dim=0).nonzero()
-        first = int(live[0]) if len(live) else 0
-        if first == 0 or not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
-            return mask
-        for layer in cache.layers:
-            layer.keys = layer.keys[:, :, first:, :]
-            layer.values = layer.values[:, :, first:, :]
-        return mask[:, first:]
-
-    def _finish_reason(self, tokens: list[int], stops: tuple[str, ...], context_len: int, max_new_tokens: int) -> str | None:
-        if tokens[-1] in self.eos_ids:
-            return FINISH_EOS
-        if stops:
-            text = self.decode(tokens)
-            if any(s in text for s in stops):
-                return FINISH_STOP
-        if len(tokens) >= max_new_tokens or context_len >= self.max_model_len:
-            return FINISH_LENGTH
-        return None
-
-    def _make_sample(self, tokens: list[int], logprobs: list[float], finish: str, stops: tuple[str, ...]) -> Sample:
-        if finish == FINISH_EOS:
-            text = self.decode(tokens[:-1])
-        else:
-            text = self.decode(tokens)
-            if finish == FINISH_STOP:
-                text = text[: min(text.index(s) for s in stops if s in text)]
-        return Sample(text=text, token_ids=list(tokens), token_logprobs=[float(x) for x in logprobs], finish_reason=finish)
 
     # ------------------------------------------------------------------ chat
     def render_chat(self, conversation: Sequence[dict]) -> str:
         """The prompt string of a conversation under the tokenizer's chat template."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise LtError(f"the tokenizer of {self.model_id} has no chat template; use plain prompts (sample) instead")
-        for message in conversation:
-            if not isinstance(message, dict) or "role" not in message or "content" not in message:
-                raise LtError("a chat message must be a dict with 'role' and 'content'")
-        return self.tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, conversation, chat_template=getattr(self.tokenizer, "chat_template", None), model_id=self.model_id)
 
     def chat(
         self,
@@ -371,131 +181,7 @@ class HFBackend:
     ) -> list[list[Sample]]:
         return self.sample([self.render_chat(c) for c in conversations], params, seeds)
 
-    # ------------------------------------------------------------------ scoring
-    def _encode_pair(self, context: str, continuation: str) -> _Encoded:
-        ctx = self.encode(context)
-        cont = list(self.tokenizer(continuation, add_special_tokens=False)["input_ids"]) if continuation else []
-        if not ctx and cont:
-            raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
-        over = len(ctx) + len(cont) - self.max_model_len
-        n_ctx = n_cont = 0
-        if over > 0:
-            keep_bos = self.bos_id is not None and ctx and ctx[0] == self.bos_id
-            droppable = len(ctx) - 1  # at least one context token (BOS when present) stays
-            n_ctx = min(over, droppable)
-            if n_ctx:
-                ctx = [ctx[0]] + ctx[1 + n_ctx :] if keep_bos else ctx[n_ctx:]
-            n_cont = max(0, len(ctx) + len(cont) - self.max_model_len)
-            if n_cont:
-                cont = cont[: len(cont) - n_cont]
-        return _Encoded(ctx, cont, n_ctx, n_cont)
-
-    def score(self, pairs: Sequence[tuple[str, str]]) -> list[Score]:
-        """log p(continuation | context) per pair, contexts shared between pairs computed once."""
-        encoded = [self._encode_pair(c, x) for c, x in pairs]
-        truncated = sum(1 for e in encoded if e.n_context_truncated or e.n_continuation_truncated)
-        if truncated:
-            self.n_truncated_pairs += truncated
-            warn(f"{truncated} of {len(encoded)} scored pairs exceeded max_model_len {self.max_model_len} and were truncated (reported in Score)")
-        results: list[Score | None] = [None] * len(encoded)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, e in enumerate(encoded):
-            if not e.continuation:
-                results[index] = Score(0.0, [], e.n_context_truncated, e.n_continuation_truncated)
-                continue
-            groups.setdefault(tuple(e.context), []).append(index)
-        # work units: (context, member indices); a group bigger than a batch is split
-        rows_per_batch = max(1, self.config.batch_size)
-        units: list[tuple[list[int], list[int]]] = []
-        for context, members in groups.items():
-            members.sort(key=lambda k: len(encoded[k].continuation))
-            for start in range(0, len(members), rows_per_batch):
-                units.append((list(context), members[start : start + rows_per_batch]))
-        units.sort(key=lambda u: (len(u[0]), max(len(encoded[k].continuation) for k in u[1])))
-        batch: list[tuple[list[int], list[int]]] = []
-        for unit in units:
-            candidate = batch + [unit]
-            if batch and not self._fits(candidate, encoded, rows_per_batch):
-                self._run_score_batch(batch, encoded, results)
-                candidate = [unit]
-            batch = candidate
-        if batch:
-            self._run_score_batch(batch, encoded, results)
-        missing = sum(r is None for r in results)
-        if missing:
-            raise RuntimeError(f"internal error: {missing} pairs were not scored")
-        return results  # type: ignore[return-value]
-
-    def _fits(self, units, encoded, rows_per_batch: int) -> bool:
-        """Row and memory limits; padding above ~20% of the computed positions only in small batches.
-
-        Small batches are worth some padding: every forward pass streams all weights from memory, so
-        a pass over a few dozen positions is memory-bound and costs nearly as much as a bigger one.
-        """
-        rows = sum(len(m) for _, m in units)
-        ctx_width = max(len(c) for c, _ in units)
-        cont_width = max(len(encoded[k].continuation) for _, m in units for k in m)
-        memory_tokens = len(units) * ctx_width + rows * (ctx_width + cont_width)
-        computed = len(units) * ctx_width + rows * cont_width
-        real = sum(len(c) for c, _ in units) + sum(len(encoded[k].continuation) for _, m in units for k in m)
-        wasteful = computed > MAX_PADDING_FACTOR * real and computed > MIN_SCORE_BATCH_POSITIONS
-        return rows <= rows_per_batch and memory_tokens <= self.score_batch_tokens and not wasteful
-
-    def _run_score_batch(self, units, encoded, results) -> None:
-        torch = self._torch
-        with torch.inference_mode():
-            ids, ctx_mask, positions = self._left_pad([c for c, _ in units])
-            cache = self._new_cache()
-            first_logits = self._call_model(ids, ctx_mask, positions, cache)[:, -1].float()
-            first_lp = torch.log_softmax(first_logits, dim=-1)
-            counts = torch.tensor([len(m) for _, m in units], device=self.device)
-            expand = torch.repeat_interleave(torch.arange(len(units), device=self.device), counts)
-            members = [k for _, m in units for k in m]
-            conts = [encoded[k].continuation for k in members]
-            first_targets = torch.tensor([c[0] for c in conts], device=self.device)
-            first = first_lp[expand].gather(-1, first_targets.unsqueeze(-1)).squeeze(-1).tolist()
-            per_token: list[list[float]] = [[first[r]] for r in range(len(members))]
-            width = max(len(c) for c in conts) - 1  # inputs: every continuation token but the last
-            if width > 0:
-                if len(expand) != len(units) or bool((counts != 1).any()):
-                    cache.batch_select_indices(expand)
-                inputs = torch.full((len(conts), width), self.pad_id, dtype=torch.long)
-                cont_mask = torch.zeros((len(conts), width), dtype=torch.long)
-                for r, c in enumerate(conts):
-                    inputs[r, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-                    cont_mask[r, : len(c) - 1] = 1
-                inputs, cont_mask = inputs.to(self.device), cont_mask.to(self.device)
-                ctx_lens = ctx_mask.sum(-1)[expand]
-                cont_positions = ctx_lens.unsqueeze(-1) + torch.arange(width, device=self.device).unsqueeze(0)
-                mask = torch.cat([ctx_mask[expand], cont_mask], dim=-1)
-                hidden = self._hidden_states(inputs, mask, cont_positions, cache)
-                targets = torch.full((len(conts), width), 0, dtype=torch.long)
-                for r, c in enumerate(conts):
-                    targets[r, : len(c) - 1] = torch.tensor(c[1:], dtype=torch.long)
-                targets = targets.to(self.device)
-                valid = cont_mask.bool()
-                if hidden is None:  # no separate decoder: full forward (logits for every position)
-                    logits = self._call_model(inputs, mask, cont_positions, cache, logits_to_keep=0).float()
-                    token_lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)[valid]
-                else:
-                    selected = hidden[valid]
-                    flat_targets = targets[valid]
-                    parts = []
-                    for start in range(0, selected.shape[0], SCORE_LOGIT_CHUNK):
-                        logits = self._logits_from_hidden(selected[start : start + SCORE_LOGIT_CHUNK])
-                        lp = torch.log_softmax(logits, dim=-1)
-                        parts.append(lp.gather(-1, flat_targets[start : start + SCORE_LOGIT_CHUNK].unsqueeze(-1)).squeeze(-1))
-                    token_lp = torch.cat(parts)
-                values = token_lp.tolist()
-                offset = 0
-                for r, c in enumerate(conts):
-                    n = len(c) - 1
-                    per_token[r].extend(values[offset : offset + n])
-                    offset += n
-        for r, k in enumerate(members):
-            e = encoded[k]
-            results[k] = Score(float(sum(per_token[r])), per_token[r], e.n_context_truncated, e.n_continuation_truncated)
-
+    # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Release the model (the object is unusable afterwards)."""
         self.model = None

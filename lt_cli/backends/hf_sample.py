@@ -1,0 +1,176 @@
+"""Sampling for the transformers backend (hf.py): prefill once, expand to K rows, decode together.
+
+Why by hand rather than ``model.generate``: the E-step draws K short samples per chunk from one
+prompt. Here each prompt is prefilled once and its KV cache expanded to the K rows that sample from
+it; all rows of a batch decode together (left padding, explicit positions and mask); finished rows
+leave the batch and the cache at once. Each row has its own ``torch.Generator`` seeded by
+``seeds[i][j]`` and draws one uniform number per step, inverted through the row's CDF, so a sample
+depends only on its own seed, never on its batch. Reported log-probs are those of the distribution
+sampled from (after temperature and top-p); at temperature 0 those of the untempered model.
+
+:class:`HFSampling` is a mixin: it uses the model calls and tokens of :class:`~lt_cli.backends.hf.HFBackend`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import LtError
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
+
+
+@dataclass
+class _Unit:
+    """One prefill row of a sampling batch: a prompt and the sample slots that expand from it."""
+
+    prompt_index: int
+    ids: list[int]
+    slots: list[int]  # sample indices j of this prompt
+
+
+class HFSampling:
+    """``sample`` of the transformers backend (mixed into HFBackend)."""
+
+    def sample(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        seeds: Sequence[Sequence[int]] | None = None,
+    ) -> list[list[Sample]]:
+        """``params.n`` samples per prompt; see the module docstring for how batching works."""
+        check_sampling_params(params)
+        prompts = list(prompts)
+        seed_rows = expand_seeds(len(prompts), params.n, seeds, namespace="hf-default-sample")
+        encoded = [self._fit_prompt(self.encode(p), params.max_new_tokens) for p in prompts]
+        if any(not ids for ids in encoded):
+            raise LtError("cannot sample from an empty prompt without a BOS token (add_bos is off or the tokenizer has none)")
+        return self._sample_ids(encoded, params, seed_rows)
+
+    def _sample_ids(self, encoded: list[list[int]], params: SamplingParams, seed_rows: list[list[int]]) -> list[list[Sample]]:
+        rows_per_batch = max(1, self.config.batch_size)
+        units: list[_Unit] = []
+        for i in sorted(range(len(encoded)), key=lambda k: len(encoded[k])):
+            for start in range(0, params.n, rows_per_batch):
+                units.append(_Unit(i, encoded[i], list(range(start, min(params.n, start + rows_per_batch)))))
+        results: list[list[Sample | None]] = [[None] * params.n for _ in encoded]
+        batch: list[_Unit] = []
+        rows = 0
+        for unit in units:
+            if batch and rows + len(unit.slots) > rows_per_batch:
+                self._run_sample_batch(batch, params, seed_rows, results)
+                batch, rows = [], 0
+            batch.append(unit)
+            rows += len(unit.slots)
+        if batch:
+            self._run_sample_batch(batch, params, seed_rows, results)
+        return [[s for s in row if s is not None] for row in results]
+
+    def _process_logits(self, logits, params: SamplingParams):
+        """Log-probs of the distribution sampled from: temperature, then top-p (nucleus), renormalised."""
+        torch = self._torch
+        if params.temperature == 0:
+            return torch.log_softmax(logits, dim=-1)
+        logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_lp, order = logprobs.sort(dim=-1, descending=True)
+            probs = sorted_lp.exp()
+            mass_before = probs.cumsum(dim=-1) - probs
+            drop = mass_before >= params.top_p
+            drop[:, 0] = False
+            sorted_lp = sorted_lp.masked_fill(drop, float("-inf"))
+            logprobs = torch.full_like(logprobs, float("-inf")).scatter(-1, order, sorted_lp)
+            logprobs = torch.log_softmax(logprobs, dim=-1)
+        return logprobs
+
+    def _draw(self, logprobs, generators):
+        """One token per row: inverse CDF with one uniform draw from the row's own generator."""
+        torch = self._torch
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(logprobs.device)
+        cdf = logprobs.exp().double().cumsum(dim=-1)
+        target = (u * cdf[:, -1]).unsqueeze(-1)
+        tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+        return tokens.clamp_(max=logprobs.shape[-1] - 1)
+
+    def _run_sample_batch(self, units: list[_Unit], params, seed_rows, results) -> None:
+        torch = self._torch
+        with torch.inference_mode():
+            ids, mask, positions = self._left_pad([u.ids for u in units])
+            cache = self._new_cache()
+            logits = self._call_model(ids, mask, positions, cache)[:, -1].float()
+            counts = torch.tensor([len(u.slots) for u in units], device=self.device)
+            expand = torch.repeat_interleave(torch.arange(len(units), device=self.device), counts)
+            if len(expand) != len(units) or bool((counts != 1).any()):
+                cache.batch_select_indices(expand)
+                logits, mask = logits[expand], mask[expand]
+            next_pos = torch.tensor([len(u.ids) for u in units], device=self.device)[expand]
+            row_keys = [(u.prompt_index, j) for u in units for j in u.slots]
+            generators = [torch.Generator().manual_seed(seed_rows[i][j]) for i, j in row_keys]
+            tokens_out: list[list[int]] = [[] for _ in row_keys]
+            logprobs_out: list[list[float]] = [[] for _ in row_keys]
+            active = list(range(len(row_keys)))  # original row index of each live batch row
+            stops = tuple(params.stop)
+            while active:
+                logprobs = self._process_logits(logits, params)
+                if params.temperature == 0:
+                    chosen = logits.argmax(dim=-1)
+                else:
+                    chosen = self._draw(logprobs, [generators[r] for r in active])
+                chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
+                chosen_list = chosen.tolist()
+                keep: list[int] = []
+                positions_now = next_pos.tolist()  # one device sync per step, not one per row
+                for b, r in enumerate(active):
+                    token = chosen_list[b]
+                    tokens_out[r].append(token)
+                    logprobs_out[r].append(chosen_lp[b])
+                    finish = self._finish_reason(tokens_out[r], stops, positions_now[b] + 1, params.max_new_tokens)
+                    if finish is None:
+                        keep.append(b)
+                    else:
+                        i, j = row_keys[r]
+                        results[i][j] = self._make_sample(tokens_out[r], logprobs_out[r], finish, stops)
+                if not keep:
+                    break
+                if len(keep) != len(active):
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    mask, next_pos, chosen = mask[index], next_pos[index], chosen[index]
+                    active = [active[b] for b in keep]
+                    mask = self._trim_left_padding(cache, mask)
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+                logits = self._call_model(chosen.unsqueeze(-1), mask, next_pos.unsqueeze(-1), cache)[:, -1].float()
+                next_pos = next_pos + 1
+
+    def _trim_left_padding(self, cache, mask):
+        """Drop KV columns that are padding for every remaining row (plain dynamic caches only)."""
+        from transformers.cache_utils import DynamicLayer
+
+        live = mask.any(dim=0).nonzero()
+        first = int(live[0]) if len(live) else 0
+        if first == 0 or not all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
+            return mask
+        for layer in cache.layers:
+            layer.keys = layer.keys[:, :, first:, :]
+            layer.values = layer.values[:, :, first:, :]
+        return mask[:, first:]
+
+    def _finish_reason(self, tokens: list[int], stops: tuple[str, ...], context_len: int, max_new_tokens: int) -> str | None:
+        if tokens[-1] in self.eos_ids:
+            return FINISH_EOS
+        if stops:
+            text = self.decode(tokens)
+            if any(s in text for s in stops):
+                return FINISH_STOP
+        if len(tokens) >= max_new_tokens or context_len >= self.max_model_len:
+            return FINISH_LENGTH
+        return None
+
+    def _make_sample(self, tokens: list[int], logprobs: list[float], finish: str, stops: tuple[str, ...]) -> Sample:
+        if finish == FINISH_EOS:
+            text = self.decode(tokens[:-1])
+        else:
+            text = self.decode(tokens)
+            if finish == FINISH_STOP:
+                text = text[: min(text.index(s) for s in stops if s in text)]
+        return Sample(text=text, token_ids=list(tokens), token_logprobs=[float(x) for x in logprobs], finish_reason=finish)
