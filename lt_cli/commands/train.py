@@ -76,6 +76,7 @@ def command(
     log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,
     report_to: Annotated[Optional[list[str]], typer.Option("--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False)] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="Peak dense TFLOP/s per device for the MFU figure (default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
 ) -> int:
     from ..io import write_stdout_json
@@ -87,7 +88,7 @@ def command(
         epochs=epochs, steps=steps, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, shuffle=shuffle, dtype=dtype, device=device,
         strategy=strategy, data_sharding=data_sharding, gradient_checkpointing=gradient_checkpointing, save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
-        report_to=list(report_to or []), run_name=run_name, overwrite=overwrite,
+        report_to=list(report_to or []), run_name=run_name, peak_tflops=peak_tflops, overwrite=overwrite,
     )
     result = train(config)
     import os
