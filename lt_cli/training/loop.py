@@ -263,7 +263,7 @@ def train(config: TrainConfig) -> TrainResult:
     start_time = time.monotonic()
     output = Path(config.output)
     caller_rng = torch.get_rng_state()  # in-process callers get their RNG back untouched
-    env = init_distributed(config.device)
+    env = init_distributed(config.device, group_of_one=config.strategy in ("ddp", "fsdp"))
     try:
         if config.overwrite and env.is_main:
             ckpt.clear_run(output)
