@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (gloo instead of NCCL)")
     mode.add_argument("--full", action="store_true", help="the real check on a CUDA device (the default)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--budget-s", type=float, default=None, help="whole-check budget in seconds (default: the profile's, 470 full / 240 smoke)")
+    parser.add_argument("--budget-s", type=float, default=None, help="whole-check budget in seconds (default: the profile's, 460 full / 240 smoke)")
     parser.add_argument("--run-part", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

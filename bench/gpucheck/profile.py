@@ -58,7 +58,7 @@ class Profile:
 FULL = Profile(
     name="full",
     device="cuda",
-    budget_s=470.0,
+    budget_s=460.0,
     budgets={
         "ceilings": Budget(40, 15),
         "contract": Budget(70, 30),
