@@ -83,7 +83,7 @@ def naive_sampling(backend, prompts: list[str], k: int, max_new_tokens: int) -> 
     start = time.perf_counter()
     with torch.inference_mode():
         for i, prompt in enumerate(prompts):
-            ids = torch.tensor([backend.encode(prompt)])
+            ids = torch.tensor([backend.encode(prompt)], device=backend.device)
             for j in range(k):
                 torch.manual_seed(1000 * i + j)
                 out = model.generate(
@@ -109,7 +109,7 @@ def bare_packed_forward(backend, sequences: list[list[int]], row_len: int, rows_
     n_rows = -(-len(stream) // row_len)
     row_len = -(-len(stream) // n_rows)  # equal rows: at most n_rows - 1 padding tokens in all
     stream += [backend.pad_id] * (n_rows * row_len - len(stream))
-    packed = torch.tensor(stream).view(n_rows, row_len)
+    packed = torch.tensor(stream, device=backend.device).view(n_rows, row_len)
     start = time.perf_counter()
     with torch.inference_mode():
         for r in range(0, n_rows, rows_per_call):

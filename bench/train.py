@@ -40,24 +40,36 @@ def make_corpus(path: Path, n_docs: int = 400) -> None:
             f.write(json.dumps(doc) + "\n")
 
 
-def bare_loop(model_source: dict, seq_len: int, batch_size: int, steps: int, skip: int) -> float:
+def bare_loop(model_source: dict, seq_len: int, batch_size: int, steps: int, skip: int, dtype: str | None = None) -> float:
     """Tokens/s of the minimal loop (same model construction, same optimizer settings)."""
+    return bare_loop_stats(model_source, seq_len, batch_size, steps, skip, dtype)["tokens_per_s"]
+
+
+def bare_loop_stats(model_source: dict, seq_len: int, batch_size: int, steps: int, skip: int, dtype: str | None = None) -> dict:
+    """The bare loop's steady tokens/s, its first loss, peak device memory and FLOPs per token.
+
+    ``dtype``: None = bf16 autocast on a GPU and fp32 on a CPU (lt train's ``auto``), or
+    "bfloat16" / "float32" explicitly (bf16 autocast works on a CPU too).
+    """
     import torch
     import torch.nn.functional as F
 
     from lt_cli.training.config import TrainConfig
     from lt_cli.training.loop import load_model_and_tokenizer_for_training
+    from lt_cli.training.throughput import model_flops
 
     config = TrainConfig(output="unused", data=["unused"], **model_source)
     model, tokenizer = load_model_and_tokenizer_for_training(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    use_bf16 = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01, fused=use_bf16)
+    use_bf16 = dtype == "bfloat16" or (dtype is None and device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01, fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, len(tokenizer), (batch_size, seq_len + 1), generator=generator).to(device)
     inputs, labels = ids[:, :-1], ids[:, 1:]
-    times = []
+    times, losses = [], []
     for _ in range(steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -69,10 +81,18 @@ def bare_loop(model_source: dict, seq_len: int, batch_size: int, steps: int, ski
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss.item()  # lt reads the loss every step too
+        losses.append(loss.item() / labels.numel())  # lt reads the loss every step too
         times.append(time.perf_counter() - start)
     steady = times[skip:]
-    return batch_size * seq_len * len(steady) / sum(steady)
+    peak_memory = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    return {
+        "tokens_per_s": batch_size * seq_len * len(steady) / sum(steady),
+        "first_loss": losses[0],
+        "peak_memory_bytes": peak_memory,
+        "model_flops_per_token": model_flops(model, seq_len).per_token,
+        "params": sum(p.numel() for p in model.parameters()),
+        "dtype": "bfloat16" if use_bf16 else "float32",
+    }
 
 
 def lt_loop(model_source: dict, data: Path, out: Path, seq_len: int, batch_size: int, steps: int, skip: int) -> tuple[float, float]:

@@ -118,6 +118,7 @@ complete -c lt -n '__fish_seen_subcommand_from train' -l keep-checkpoints -r -d 
 complete -c lt -n '__fish_seen_subcommand_from train' -l log-every -r -d 'Print a progress line every N steps (metrics'
 complete -c lt -n '__fish_seen_subcommand_from train' -l report-to -r -d 'Also log to tensorboard or wandb (when installed)'
 complete -c lt -n '__fish_seen_subcommand_from train' -l run-name -r -d 'Run name for W&B'
+complete -c lt -n '__fish_seen_subcommand_from train' -l peak-tflops -r -d 'Peak dense TFLOP/s per device for the MFU figure (default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null)'
 complete -c lt -n '__fish_seen_subcommand_from train' -l overwrite -d 'Discard an earlier run in OUTPUT instead of resuming it'
 complete -c lt -n '__fish_seen_subcommand_from train' -l no-overwrite -d 'Discard an earlier run in OUTPUT instead of resuming it'
 complete -c lt -n '__fish_seen_subcommand_from train' -l help -d 'Show help and exit'

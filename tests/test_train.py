@@ -34,6 +34,11 @@ from lt_cli.training.data import (
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RAW_DOCS = FIXTURES / "math_docs.jsonl"
 TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 128}
+#: Model FLOPs per trained token of TINY at seq_len 64 with the 263-token byte vocabulary
+#: (lt_cli/training/throughput.py): weight matrices per layer q, k, v, o 4 x 64 x 64 = 16,384 and MLP
+#: 3 x 64 x 128 = 24,576, two layers = 81,920, plus the untied LM head 263 x 64 = 16,832 (the input
+#: embedding is a lookup): N = 98,752; 6 N = 592,512; attention 6 x 2 layers x 64 x 64 = 49,152.
+TINY_FLOPS_PER_TOKEN = 592_512 + 49_152
 SOL, EOL, PRIOR, POST = formats.START_OF_LATENT, formats.END_OF_LATENT, formats.PRIOR_PREFIX, formats.POSTERIOR_PREFIX
 
 
@@ -283,6 +288,9 @@ def test_bad_inputs_are_reported_with_file_and_line(tmp_path, tiny_config_file):
         ({"data": ["missing.jsonl"]}, "no such file"),
         ({"tokens": 10, "batch_size": 2, "seq_len": 8}, "less than one step"),
         ({"data": []}, "no training data"),
+        ({"peak_tflops": 0.0}, "--peak-tflops must be a positive number"),
+        ({"peak_tflops": -5.0}, "--peak-tflops must be a positive number"),
+        ({"peak_tflops": float("nan")}, "--peak-tflops must be a positive number"),
     ]:
         with pytest.raises(UsageError, match=message):
             TrainConfig(**{**base, **extra}).validate()
@@ -311,6 +319,9 @@ def test_tiny_model_loss_falls_and_output_loads_in_transformers(tmp_path, augmen
     assert result.final_loss < 3.0
     assert np.mean([m["loss"] for m in metrics[-5:]]) < 3.0
     assert result.steps == 100 and result.tokens_seen == 100 * 8 * 64
+    # on a CPU with no --peak-tflops there is no peak: MFU is null, never invented
+    assert all(m["mfu"] is None and m["tokens_per_s_per_device"] == m["tokens_per_s"] > 0 for m in metrics)
+    assert result.mfu is None and result.peak_tflops is None and result.model_flops_per_token == TINY_FLOPS_PER_TOKEN
     saved = json.loads((out / "train_config.json").read_text())
     assert TrainConfig.from_dict(saved).warmup_steps == 10 and saved["dtype"] == "float32"
     # safetensors writes 0600; lt gives the weights the same mode as its JSON files (umask applied)
@@ -416,6 +427,62 @@ def test_kill_9_then_rerun_gives_bitwise_identical_weights(tmp_path, augmented_f
     assert losses(killed) == losses(straight)
 
 
+def test_cli_metrics_carry_tokens_per_s_per_device_and_mfu_with_an_explicit_peak(tmp_path, augmented_file, tiny_config_file):
+    out, peak = tmp_path / "mfu", 0.05  # TFLOP/s: puts this CPU's MFU between 1% and 100%
+    proc = subprocess.run(
+        [sys.executable, "-m", "lt_cli", "train", "--init-config", str(tiny_config_file), "--data", str(augmented_file),
+         "--output", str(out), "--seq-len", "64", "--batch-size", "4", "--steps", "6", "--log-every", "3", "--peak-tflops", str(peak)],
+        env=_cli_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    for m in metrics:
+        assert m["tokens_per_s_per_device"] == m["tokens_per_s"] > 0  # one process: the device does it all
+        # the formula applied to the measured numbers (rounding: tokens/s to 0.1, MFU to 6 digits)
+        assert m["mfu"] == pytest.approx(TINY_FLOPS_PER_TOKEN * m["tokens_per_s_per_device"] / (peak * 1e12), rel=1e-4)
+        assert 0.0 < m["mfu"] < 1.0
+    result = json.loads(proc.stdout)
+    assert result["model_flops_per_token"] == TINY_FLOPS_PER_TOKEN and result["peak_tflops"] == peak
+    seconds = sum(4 * 64 / m["tokens_per_s_per_device"] for m in metrics)
+    assert result["tokens_per_s_per_device"] == pytest.approx(6 * 4 * 64 / seconds, rel=1e-3)
+    assert result["mfu"] == pytest.approx(TINY_FLOPS_PER_TOKEN * result["tokens_per_s_per_device"] / (peak * 1e12), rel=1e-4)
+    # the progress line shows tokens/s per device, MFU and the ETA; the peak's source is logged once
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("step ")]
+    assert [l.split()[1] for l in lines] == ["3/6", "6/6"]
+    assert all("tok/s/device, MFU " in l and "%, ETA " in l for l in lines)
+    assert lines[-1].endswith("ETA 0s")
+    assert f"against {peak:g} TFLOP/s per device (--peak-tflops)" in proc.stderr
+    assert json.loads((out / "train_config.json").read_text())["peak_tflops"] == peak
+
+
+def test_peak_table_flops_and_eta():
+    from lt_cli.training.throughput import ModelFlops, ThroughputMeter, format_duration, peak_tflops_for
+
+    assert peak_tflops_for("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert peak_tflops_for("NVIDIA H200", "bfloat16") == 989.4 and peak_tflops_for("NVIDIA H200", "float32") == 66.9
+    assert peak_tflops_for("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert peak_tflops_for("NVIDIA A100-SXM4-80GB", "bfloat16") == 312.0 and peak_tflops_for("NVIDIA A100 80GB PCIe", "float32") == 19.5
+    assert peak_tflops_for("NVIDIA L40S", "bfloat16") == 362.0 and peak_tflops_for("NVIDIA L4", "bfloat16") == 121.0
+    assert peak_tflops_for("NVIDIA A10", "bfloat16") == 125.0
+    # unknown or ambiguous parts have no peak: MFU stays null unless --peak-tflops is given
+    for name in ("NVIDIA A10G", "NVIDIA H100 NVL", "NVIDIA L40", "NVIDIA GeForce RTX 4090", "cpu"):
+        assert peak_tflops_for(name, "bfloat16") is None, name
+    assert peak_tflops_for("NVIDIA H100 80GB HBM3", "float16") is None
+
+    assert [format_duration(s) for s in (0, 59.4, 61, 3600, 3725)] == ["0s", "59s", "1m01s", "1h00m", "1h02m"]
+    flops = ModelFlops(matmul_params=1000, layers=2, attention_dim=8, seq_len=16)
+    assert flops.per_token == 6 * 1000 + 6 * 2 * 8 * 16 == 7536
+    meter = ThroughputMeter(flops, peak_tflops=1e-6, world_size=2, total_steps=10, start_step=4)
+    fields = meter.step(tokens=4000, seconds=2.0)  # 2,000 tokens/s over 2 devices
+    assert fields == {"tokens_per_s_per_device": 1000.0, "mfu": 1000 * flops.per_token / 1e6}
+    assert meter.eta_s() == 2.0 * 5  # 5 steps left at 2 s each
+    meter.step(tokens=4000, seconds=4.0)
+    assert meter.eta_s() == 3.0 * 4
+    assert meter.describe() == "500 tok/s/device, MFU 376.8%, ETA 12s"  # 7,536 FLOP x 500 / 1e6
+    assert meter.totals() == (666.7, pytest.approx(7536 * 8000 / 6.0 / 2 / 1e6, rel=1e-6))  # 8,000 tokens in 6 s on 2 devices
+
+
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_config_file):
     proc = subprocess.run(
         [sys.executable, "-m", "lt_cli", "train", "--init-config", str(tiny_config_file), "--data", str(RAW_DOCS),
@@ -425,6 +492,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_config_file):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("lt: error: ")
     assert "math_docs.jsonl:1:" in proc.stderr and proc.stdout == ""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lt_cli", "train", "--init-config", str(tiny_config_file), "--data", str(RAW_DOCS),
+         "--output", str(tmp_path / "o"), "--layout", "raw", "--peak-tflops", "-1"],
+        env=_cli_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["lt: error: --peak-tflops must be a positive number of TFLOP/s per device, got -1.0"]
 
 
 @pytest.mark.slow

@@ -79,6 +79,7 @@ def command(
     log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,
     report_to: Annotated[Optional[list[str]], typer.Option("--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False)] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(help="Peak dense TFLOP/s per device for the MFU figure (default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
 ) -> int:
     flags = dict(locals())

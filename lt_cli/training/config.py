@@ -28,7 +28,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 #: the order of floating-point reductions.)
 RESUME_FREE_FIELDS = frozenset(
     {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite",
-     "gradient_checkpointing"}
+     "gradient_checkpointing", "peak_tflops"}
 )
 
 
@@ -90,6 +90,7 @@ class TrainConfig:
     log_every: int = 10
     report_to: list[str] = field(default_factory=list)
     run_name: str | None = None
+    peak_tflops: float | None = None  # per device, for MFU; None = the datasheet value of a known GPU (training/throughput.py)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -153,6 +154,8 @@ class TrainConfig:
             raise UsageError("--keep-checkpoints must be >= 1")
         if self.log_every < 1:
             raise UsageError("--log-every must be >= 1")
+        if self.peak_tflops is not None and not (math.isfinite(self.peak_tflops) and self.peak_tflops > 0):
+            raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s per device, got {self.peak_tflops}")
 
     @property
     def sources(self) -> list[DataSource]:

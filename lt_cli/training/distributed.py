@@ -36,8 +36,12 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
-    """Read torchrun's environment, pick the device, and create the process group when needed."""
+def init_distributed(device: str = "auto", group_of_one: bool = False) -> DistEnv:
+    """Read torchrun's environment, pick the device, and create the process group when needed.
+
+    ``group_of_one``: under torchrun with one process, still create the group (an explicit
+    ``--strategy ddp|fsdp``), so the DDP/FSDP2 code path can be run and timed on a single GPU.
+    """
     import torch
     import torch.distributed as dist
 
@@ -57,7 +61,8 @@ def init_distributed(device: str = "auto") -> DistEnv:
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     backend = None
     owns_group = False
-    if world_size > 1:
+    launched = all(name in os.environ for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"))  # torchrun's env://
+    if world_size > 1 or (group_of_one and launched):
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, device_id=torch_device if torch_device.type == "cuda" else None)
@@ -109,8 +114,9 @@ def gather_objects(env: DistEnv, obj: Any) -> list[Any]:
 
 
 def resolve_strategy(strategy: str, env: DistEnv, n_params: int) -> str:
-    """``none`` for one process; ``auto`` -> FSDP2 when fp32 training state would crowd one GPU."""
-    if not env.distributed:
+    """``none`` for one process (unless it has a process group and an explicit strategy);
+    ``auto`` -> FSDP2 when fp32 training state would crowd one GPU."""
+    if not env.distributed and (env.backend is None or strategy == "auto"):
         return "none"
     if strategy != "auto":
         return strategy

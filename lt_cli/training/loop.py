@@ -30,6 +30,7 @@ from ..models import save_model_folder
 from . import checkpoint as ckpt
 from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
 from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
+from .throughput import ThroughputMeter, model_flops, resolve_peak
 from .distributed import DistEnv, all_reduce_sum, broadcast_object, gather_objects, init_distributed, resolve_strategy, shutdown, wrap_model
 
 CONFIG_FILE = "train_config.json"
@@ -50,6 +51,10 @@ class TrainResult:
     resumed_from_step: int = 0
     elapsed_s: float = 0.0
     tokens_per_s: float | None = None
+    tokens_per_s_per_device: float | None = None
+    mfu: float | None = None  # training/throughput.py: model FLOPs per token x tokens/s per device / peak
+    model_flops_per_token: int | None = None
+    peak_tflops: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,7 +263,7 @@ def train(config: TrainConfig) -> TrainResult:
     start_time = time.monotonic()
     output = Path(config.output)
     caller_rng = torch.get_rng_state()  # in-process callers get their RNG back untouched
-    env = init_distributed(config.device)
+    env = init_distributed(config.device, group_of_one=config.strategy in ("ddp", "fsdp"))
     try:
         if config.overwrite and env.is_main:
             ckpt.clear_run(output)
@@ -300,6 +305,8 @@ def train(config: TrainConfig) -> TrainResult:
         accumulation = per_rank // micro
 
         strategy = resolve_strategy(config.strategy, env, _count_params(model))
+        flops = model_flops(model, config.seq_len)
+        peak_tflops, peak_source = resolve_peak(config.peak_tflops, env.device, dtype_name)
         resolved = replace(config, micro_batch_size=micro, warmup_steps=warmup, dtype=dtype_name, strategy=strategy if strategy != "none" else config.strategy,
                            device=str(env.device.type), overwrite=False)
         torch.manual_seed(config.seed)
@@ -341,6 +348,8 @@ def train(config: TrainConfig) -> TrainResult:
                 f"{total_steps} steps x {config.batch_size} seqs x {config.seq_len} tokens, warmup {warmup}, "
                 f"accumulation {accumulation} x micro-batch {micro}"
             )
+            log(f"MFU: {flops.per_token / 1e9:.3g} GFLOP per token against "
+                + (f"{peak_tflops:g} TFLOP/s per device ({peak_source})" if peak_tflops else f"no peak ({peak_source})"))
 
         reporter = _Reporter(output, config, step, enabled=env.is_main)
         stream = make_stream(position)
@@ -348,6 +357,7 @@ def train(config: TrainConfig) -> TrainResult:
         autocast = (torch.autocast(device_type=env.device.type, dtype=torch.bfloat16) if use_bf16 and strategy != "fsdp" else contextlib.nullcontext())
         rank_rows = slice(None) if rank_sharded else slice(env.rank * per_rank, (env.rank + 1) * per_rank)
         trained_time, trained_tokens = 0.0, 0
+        meter = ThroughputMeter(flops, peak_tflops, env.world_size, total_steps, step)
         try:
             with progress("train", total=total_steps - step, unit="steps") if env.is_main else contextlib.nullcontext() as bar:
                 while step < total_steps:
@@ -399,13 +409,14 @@ def train(config: TrainConfig) -> TrainResult:
                     record = {
                         "step": step, "loss": round(last_loss, 6), "lr": lr, "grad_norm": round(float(grad_norm), 6),
                         "tokens_seen": tokens_seen, "tokens_per_s": round(config.tokens_per_step / elapsed, 1),
+                        **meter.step(config.tokens_per_step, elapsed),
                         "epoch": position.epoch, "elapsed_s": round(time.monotonic() - start_time, 3),
                     }
                     reporter.write(record)
                     if env.is_main:
                         bar.advance()
                         if step % config.log_every == 0 or step == total_steps:
-                            log(f"step {step}/{total_steps} loss {last_loss:.4f} lr {lr:.3g} {record['tokens_per_s']:,.0f} tok/s")
+                            log(f"step {step}/{total_steps} loss {last_loss:.4f} lr {lr:.3g} {meter.describe()}")
                     if config.save_every and step % config.save_every == 0 and step < total_steps:
                         where = ({"positions": gather_objects(env, position.to_dict())} if rank_sharded else {"position": position.to_dict()})
                         ckpt.save_checkpoint(output, step, wrapped, optimizer,
@@ -422,6 +433,7 @@ def train(config: TrainConfig) -> TrainResult:
             metrics_path=str(output / METRICS_FILE), config_path=str(output / CONFIG_FILE), resumed_from_step=resumed_from,
             elapsed_s=round(time.monotonic() - start_time, 3),
             tokens_per_s=round(trained_tokens / trained_time, 1) if trained_time > 0 else None,
+            tokens_per_s_per_device=meter.totals()[0], mfu=meter.totals()[1], model_flops_per_token=flops.per_token, peak_tflops=peak_tflops,
         )
         if env.is_main:
             write_json(output / RESULT_FILE, result.to_dict())

@@ -1,0 +1,124 @@
+"""The sizes of one check: ``FULL`` for one H200 in at most 8 minutes, ``SMOKE`` for a CPU.
+
+Both run exactly the same code; only the numbers differ. Budgets are wall seconds per part
+(``budget_s``: the part is stopped there; ``min_s``: a part is skipped, with the reason recorded,
+when less than this is left of the whole check's budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .shapes import SMOLLM2_135M, TINY_TIED, TINY_UNTIED, TINYLLAMA_1_1B, Shape
+
+PARTS = ("ceilings", "contract", "training", "estep", "demo")
+
+
+@dataclass(frozen=True)
+class Budget:
+    budget_s: float
+    min_s: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    device: str  # cuda | cpu
+    budget_s: float
+    budgets: dict[str, Budget]
+    # ceilings
+    copy_mib: int
+    matmul_size: int
+    timing_reps: int
+    # contract
+    contract_shape: Shape
+    contract_samples: int  # n per prompt for the log q = score check
+    bf16_logits_tolerance: float  # relative L2 of centred logits, bf16 against fp32
+    # training
+    train_shape: Shape
+    seq_len: int
+    batch_size: int
+    train_steps: int
+    skip_steps: int  # first steps left out of steady-state rates
+    train_dtype: str
+    # E-step
+    estep_docs: int
+    estep_k: int
+    estep_max_new_tokens: int
+    estep_batch_size: int
+    estep_docs_per_call: int
+    generate_prompts: int  # the per-sample generate loop: prompts x K samples
+    # demo
+    demo_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def budget(self, part: str) -> Budget:
+        return self.budgets[part]
+
+
+FULL = Profile(
+    name="full",
+    device="cuda",
+    budget_s=460.0,
+    budgets={
+        "ceilings": Budget(40, 15),
+        "contract": Budget(70, 30),
+        "training": Budget(170, 80),
+        "estep": Budget(110, 45),
+        "demo": Budget(240, 60),
+    },
+    copy_mib=1024,
+    matmul_size=8192,
+    timing_reps=10,
+    contract_shape=SMOLLM2_135M,
+    contract_samples=16,
+    bf16_logits_tolerance=3e-2,
+    train_shape=TINYLLAMA_1_1B,
+    seq_len=2048,
+    batch_size=8,
+    train_steps=14,
+    skip_steps=4,
+    train_dtype="bfloat16",
+    estep_docs=64,
+    estep_k=4,
+    estep_max_new_tokens=128,
+    estep_batch_size=64,
+    estep_docs_per_call=16,
+    generate_prompts=1,
+    demo_args=(),
+)
+
+SMOKE = Profile(
+    name="smoke",
+    device="cpu",
+    budget_s=240.0,
+    budgets={
+        "ceilings": Budget(30, 10),
+        "contract": Budget(60, 20),
+        "training": Budget(120, 40),
+        "estep": Budget(90, 30),
+        "demo": Budget(90, 30),
+    },
+    copy_mib=64,
+    matmul_size=256,
+    timing_reps=5,
+    contract_shape=TINY_TIED,
+    contract_samples=16,
+    bf16_logits_tolerance=3e-2,
+    train_shape=TINY_UNTIED,
+    seq_len=64,
+    batch_size=4,
+    train_steps=6,
+    skip_steps=2,
+    train_dtype="bfloat16",
+    estep_docs=6,
+    estep_k=2,
+    estep_max_new_tokens=16,
+    estep_batch_size=8,
+    estep_docs_per_call=2,
+    generate_prompts=1,
+    demo_args=("--demo-train", "24", "--demo-heldout", "8", "--demo-steps", "3", "--warm-steps", "2", "--steps", "2",
+               "--batch-size", "4", "--seq-len", "64", "--warmup-steps", "1", "--save-every", "2", "--max-latent-tokens", "8",
+               "--eval-max-new-tokens", "16"),
+)
+
+PROFILES = {"full": FULL, "smoke": SMOKE}
