@@ -7,7 +7,7 @@ _lt() {
     fi
     if [[ "$cur" == -* ]]; then
         case "$cmd" in
-            chunk) COMPREPLY=($(compgen -W "--output --mode --units --avg-units --min-units --max-units --chunk-seed --shard --skip-bad --rejects --help" -- "$cur")) ;;
+            chunk) COMPREPLY=($(compgen -W "--output --mode --units --sentences --avg-units --min-units --max-units --chunk-seed --shard --skip-bad --rejects --help" -- "$cur")) ;;
             synthesize) COMPREPLY=($(compgen -W "--output --method --model --backend --batch --batch-poll-interval --temperature --top-p --max-new-tokens --passes --prefix-chunks --seed --docs-per-call --max-concurrency --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
             sample-thoughts) COMPREPLY=($(compgen -W "--output --model --k --max-new-tokens --prefix-chunks --temperature --top-p --seed --no-score --reference-quirks --docs-per-call --backend --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
             select) COMPREPLY=($(compgen -W "--output --method --seed --keep-candidates --k --model --prefix-chunks --reference-quirks --max-new-tokens --backend --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;

@@ -4,6 +4,7 @@ complete -c lt -n 'not __fish_seen_subcommand_from chunk synthesize sample-thoug
 complete -c lt -n '__fish_seen_subcommand_from chunk' -l output -r -d 'Output JSONL ('
 complete -c lt -n '__fish_seen_subcommand_from chunk' -l mode -r -d 'random: 1+Poisson(7) sentences per chunk (training, E-step); uniform: ceil(n/avg) equal chunks (ELBO eval)'
 complete -c lt -n '__fish_seen_subcommand_from chunk' -l units -r -d 'sentence, paragraph or word units'
+complete -c lt -n '__fish_seen_subcommand_from chunk' -l sentences -r -d 'Sentence splitter'
 complete -c lt -n '__fish_seen_subcommand_from chunk' -l avg-units -r -d 'Mean units per chunk'
 complete -c lt -n '__fish_seen_subcommand_from chunk' -l min-units -r -d 'Minimum units per chunk (random mode)'
 complete -c lt -n '__fish_seen_subcommand_from chunk' -l max-units -r -d 'Maximum units per chunk (random mode)'
