@@ -4,7 +4,7 @@ Stages (teacher synthesis, E-step, eval) only ever talk to a :class:`Backend`, s
 every backend. Conventions shared by all backends:
 
 * Prompts and contexts are plain strings built by :mod:`lt_cli.formats`; the backend encodes them
-  and prepends the tokenizer's BOS id when the tokenizer has one (``add_bos``). Special-token strings
+  and prepends the tokenizer's BOS id when ``add_bos`` (default: ``models.bos_policy``). Special-token strings
   inside the text are encoded as their single special-token ids.
 * Log-probabilities are natural logs. ``Sample.token_logprobs`` are those of the distribution
   actually sampled from (after temperature and top-p), so ``sum(token_logprobs)`` is log q of the
@@ -112,7 +112,7 @@ class BackendConfig:
     device: str = "auto"
     max_model_len: int | None = None
     batch_size: int = 16
-    add_bos: bool = True
+    add_bos: bool | None = None  # None: models.bos_policy (lt-trained: yes; others: what their tokenizer does)
     options: dict = field(default_factory=dict)
 
 

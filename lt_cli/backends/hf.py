@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..console import warn
 from ..errors import LtError
@@ -65,10 +65,12 @@ class HFBackend:
 
     name = "transformers"
 
-    def __init__(self, config: BackendConfig):
+    def __init__(self, config: BackendConfig, *, loaded: tuple[Any, Any] | None = None):
+        """``loaded``: an already loaded ``(model, tokenizer)`` to use instead of loading
+        ``config.model`` (lt train's validation scores the model it is training)."""
         import torch
 
-        from ..models import load_model_and_tokenizer, missing_latent_tokens
+        from ..models import bos_policy, empty_context_token_id, load_model_and_tokenizer, missing_latent_tokens, resolve_model
 
         self.config = config
         self.model_id = config.model
@@ -78,7 +80,10 @@ class HFBackend:
         self.score_batch_tokens = int(config.options.get("score_batch_tokens", DEFAULT_SCORE_BATCH_TOKENS))
         if config.batch_size < 1:
             raise LtError(f"batch_size must be at least 1, got {config.batch_size}")
-        self.model, self.tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, device=config.device)
+        if loaded is not None:
+            self.model, self.tokenizer = loaded
+        else:
+            self.model, self.tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, device=config.device)
         self.device = next(self.model.parameters()).device
         self._torch = torch
         missing = missing_latent_tokens(self.tokenizer)
@@ -88,7 +93,10 @@ class HFBackend:
                 "those strings will be split into ordinary tokens. Train the model with `lt train` first "
                 "(it adds them) to sample or score latent thoughts properly."
             )
-        self.bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        add_bos = config.add_bos if config.add_bos is not None else bos_policy(self.tokenizer, resolve_model(config.model))
+        self.bos_id = self.tokenizer.bos_token_id if add_bos else None
+        # an explicit add_bos=False means no BOS anywhere: an empty context then stays an error
+        self.empty_context_id = empty_context_token_id(self.tokenizer) if config.add_bos is None else None
         self.eos_ids = self._eos_ids()
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
@@ -375,6 +383,8 @@ class HFBackend:
     def _encode_pair(self, context: str, continuation: str) -> _Encoded:
         ctx = self.encode(context)
         cont = list(self.tokenizer(continuation, add_special_tokens=False)["input_ids"]) if continuation else []
+        if not ctx and cont and self.empty_context_id is not None:
+            ctx = [self.empty_context_id]  # no BOS by policy: condition the first token on BOS/EOS, as lm-eval
         if not ctx and cont:
             raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
         over = len(ctx) + len(cont) - self.max_model_len

@@ -188,7 +188,12 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.n_truncated_pairs = 0
         self.n_truncated_prompts = 0
-        self._bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        from ..models import bos_policy, empty_context_token_id
+
+        add_bos = config.add_bos if config.add_bos is not None else bos_policy(self.tokenizer, path)
+        self._bos_id = self.tokenizer.bos_token_id if add_bos else None
+        # an explicit add_bos=False means no BOS anywhere: an empty context then stays an error
+        self._empty_context_id = empty_context_token_id(self.tokenizer) if config.add_bos is None else None
         #: the Jinja chat template used by chat() (the model's own; vLLM's tokenizer may be a pool
         #: proxy, so the template is read once and passed explicitly)
         self.chat_template: str | None = getattr(self.tokenizer, "chat_template", None)
@@ -298,6 +303,8 @@ class VLLMBackend:
         """(ids, n_context_kept, n_context_truncated, n_continuation_truncated) per base.py's policy."""
         ctx = self.encode(context)
         cont = self.encode(continuation, add_bos=False)
+        if not ctx and cont and self._empty_context_id is not None:
+            ctx = [int(self._empty_context_id)]  # no BOS by policy: condition the first token on BOS/EOS, as lm-eval
         if not ctx and cont:
             raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
         limit = self._score_limit
