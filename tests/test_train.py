@@ -428,7 +428,7 @@ def _cli_env() -> dict[str, str]:
 def test_kill_9_then_rerun_gives_bitwise_identical_weights(tmp_path, augmented_file, tiny_config_file):
     def argv(out: Path) -> list[str]:
         return [sys.executable, "-m", "lt_cli", "train", "--init-config", str(tiny_config_file), "--data", str(augmented_file),
-                "--output", str(out), "--seq-len", "64", "--batch-size", "4", "--steps", "60", "--lr", "3e-3",
+                "--output", str(out), "--seq-len", "64", "--batch-size", "4", "--steps", "60", "--lr", "3e-3", "--warmup-steps", "10",
                 "--save-every", "5", "--log-every", "1000"]
 
     # the uninterrupted reference runs in-process (one torch thread, as in the subprocesses)
