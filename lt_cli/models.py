@@ -81,7 +81,8 @@ def bos_policy(tokenizer, checkpoint_dir: str | os.PathLike | None = None, *, tr
       because lt trains on ``BOS document EOS`` (the reference's ``add_bos``/``add_eos``), so its
       models must see a BOS at every start.
     * any other model: exactly what its tokenizer does by itself (:func:`tokenizer_adds_bos`), which
-      is also what transformers, vLLM given text, and lm-evaluation-harness's default give it. An
+      is also what transformers, vLLM given text, and lm-evaluation-harness 0.4.13 (``add_bos_token``
+      unset) give it. An
       unconditional BOS would feed SmolLM2 an ``<|im_start|>`` it never saw at the start of plain
       text and change its generations.
 
