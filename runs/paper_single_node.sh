@@ -9,7 +9,8 @@
 #      bootstrap (13 <= j % 20 < 17, ~1.92B tokens) splits        runs/prepare_finemath.py
 #   1. teacher thoughts for the warm-start split (gpt-4o-mini, T=0.7, OpenAI Batch API as in the
 #      reference: half price, results within 24 h), 20 shards, merged
-#   2. warm start: TinyLlama-1.1B + the 4 latent tokens, 0.8B tokens, batch 96 x 2048 (4,069 steps)
+#   2. warm start: TinyLlama-1.1B + the 4 latent tokens, 0.8B tokens, batch 96 x 2048 (4,069 steps;
+#      every lt train here warms up 1,000 steps, its default and the reference's)
 #   3. three BoLT iterations with K=4, each on the same bootstrap split, with the previous model:
 #        E-step  8 x lt sample-thoughts --shard g/8, one per GPU (vLLM; a 1.1B model is data-parallel,
 #                not tensor-parallel), then lt merge (checks every shard) and lt select

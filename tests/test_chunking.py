@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import numpy as np
 import orjson
 import pytest
@@ -18,27 +21,127 @@ from lt_cli.chunking import (
 )
 
 from conftest import FIXTURES
+from lt_cli.errors import UsageError
 
 
-def fixture_docs():
-    return [orjson.loads(line) for line in (FIXTURES / "math_docs.jsonl").read_bytes().splitlines()]
+def fixture_docs(name: str = "math_docs.jsonl"):
+    return [orjson.loads(line) for line in (FIXTURES / name).read_bytes().splitlines()]
+
+
+# ------------------------------------------------------------------ the reference's algorithm
+# Written out here from the reference's description (ryoungj/BoLT, apps/main/gen_utils/chunk_gen.py:
+# paragraph regex, untrained Punkt spans with the gap as the next sentence's prefix, then
+# 1 + Poisson(7) sentences per chunk from a numpy RNG seeded by md5(text) + 42, clipped to 20 and
+# to the sentences left), so lt's chunker is checked against it rather than against itself.
+def reference_units(text: str) -> list[str]:
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    units = []
+    for paragraph in re.findall(r"[^\n\r].*?(?:\n\s*\n|\s*$)", text, re.DOTALL):
+        pieces, last_end = [], 0
+        for _, end in PunktSentenceTokenizer().span_tokenize(paragraph):
+            pieces.append(paragraph[last_end:end])
+            last_end = end
+        if last_end < len(paragraph):
+            pieces[-1] = pieces[-1] + paragraph[last_end:]
+        units.extend(pieces)
+    return units
+
+
+def reference_chunks(text: str, seed: int = 42, avg: int = 8, least: int = 1, most: int = 20) -> list[str]:
+    units = reference_units(text)
+    rng = np.random.default_rng((int(hashlib.md5(text.encode()).hexdigest(), 16) + seed) & 0xFFFFFFFF)
+    lengths, remaining = [], len(units)
+    while remaining > 0:
+        length = min(rng.poisson(avg - least) + least, most, remaining)
+        lengths.append(length)
+        remaining -= length
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return ["".join(units[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def test_sentence_units_exact_boundaries():
+    """The reference's untrained Punkt knows no abbreviation: it breaks after "e.g." and "Dr." too."""
     text = "Let $f(x) = 2x + 1$. Then $f(3) = 7$. What is $f(f(3))$?\n\nNote that e.g. Dr. Noether agrees. Done."
     assert split_units(text) == [
         "Let $f(x) = 2x + 1$.",
         " Then $f(3) = 7$.",
         " What is $f(f(3))$?\n\n",
-        "Note that e.g.",  # Punkt (as NLTK) breaks after "e.g." before a capitalised word
-        " Dr. Noether agrees.",
+        "Note that e.g.",
+        " Dr.",
+        " Noether agrees.",
         " Done.",
     ]
+    assert split_units(text) == reference_units(text)
+    # --sentences english: Punkt's English parameters know "Dr." (but still break after "e.g." + capital)
+    assert split_units(text, sentence_splitter="english")[3:] == ["Note that e.g.", " Dr. Noether agrees.", " Done."]
+
+
+def test_abbreviations_and_decimals_pinned():
+    """Our own math prose with abbreviations (fixtures/abbrev_math.jsonl): a few literal boundaries."""
+    first, second, third = (d["text"] for d in fixture_docs("abbrev_math.jsonl"))
+    units = split_units(first)
+    assert units[:2] == ["Dr.", " Ada Lovelace wrote notes on the Analytical Engine."]
+    assert units[4:6] == [" See Fig.", " 3 for the table of operations."]
+    assert units[6:8] == [" The U.S.", " edition of the notes appeared much later.\n\n"]
+    assert len(units) == 18 and len(split_units(first, sentence_splitter="english")) == 14
+    units = split_units(second)
+    assert units[1:3] == [" Its area is pi r^2, approx.", " 19.63 square cm."]  # decimals never split
+    assert units[11] == " A car goes 3.5 km in 0.05 h. Its speed is 3.5 / 0.05 = 70 km/h."  # "h." + "Its": no break
+    assert [len(split_units(c)) for c in chunk_text(first)] == [6, 8, 4]
+    assert [len(split_units(c)) for c in chunk_text(second)] == [9, 8, 1]
+    assert [len(split_units(c)) for c in chunk_text(third)] == [11, 8, 1]
+    assert chunk_text(first)[0] == "".join(split_units(first)[:6])
+    assert chunk_text(first)[0].endswith(" 3 for the table of operations.")
+
+
+@pytest.mark.parametrize("name", ["math_docs.jsonl", "abbrev_math.jsonl"])
+def test_chunks_equal_the_reference_algorithm_on_fixture_text(name):
+    for doc in fixture_docs(name):
+        assert split_units(doc["text"]) == reference_units(doc["text"]), doc["id"]
+        assert chunk_text(doc["text"]) == reference_chunks(doc["text"]), doc["id"]
+
+
+def test_chunks_equal_the_reference_algorithm_on_real_data(shared_data):
+    """OpenStax prose, GSM8K and MATH solutions: every chunk boundary is the reference's."""
+    texts = []
+    for line in (shared_data / "corpus" / "openstax_algebra.jsonl").read_bytes().splitlines()[:10]:
+        texts.append(orjson.loads(line)["text"])
+    for line in (shared_data / "gsm8k" / "test.jsonl").read_bytes().splitlines()[:200]:
+        row = orjson.loads(line)
+        texts.append(row["question"] + "\n" + row["solution"])
+    for line in (shared_data / "math" / "train.jsonl").read_bytes().splitlines()[:200]:
+        row = orjson.loads(line)
+        texts.append("Problem:\n" + row["problem"] + "\n\nSolution:\n" + row["solution"])
+    compared = 0
+    for text in texts:
+        reference = reference_chunks(text)
+        if "".join(reference) != text:  # the reference dropped leading newlines or a \r (tested below)
+            continue
+        assert chunk_text(text) == reference
+        compared += 1
+    assert compared >= 400
+    assert sum(len(reference_units(t)) for t in texts[:10]) > 1000  # the OpenStax part is long prose
+
+
+def test_characters_the_reference_drops_are_kept_without_moving_boundaries():
+    text = "\n\nFirst. Second.\n\n\rThird. Fourth."
+    reference = reference_units(text)
+    assert reference == ["First.", " Second.\n\n", "Third.", " Fourth."]  # "\n\n" and "\r" are lost
+    assert split_units(text) == ["\n\nFirst.", " Second.\n\n\r", "Third.", " Fourth."]
+
+
+def test_bad_chunking_settings_are_usage_errors():
+    for kwargs in ({"mode": "bogus"}, {"units": "line"}, {"sentences": "german"}, {"min_units": 0}, {"avg_units": 30}):
+        with pytest.raises(UsageError):
+            ChunkingConfig(**kwargs)
+    assert ChunkingConfig(mode="uniform", avg_units=30).avg_units == 30  # max_units only bounds random chunks
 
 
 def test_paragraph_gap_stays_with_paragraph_and_leading_newlines_are_kept():
     text = "\n\nFirst line.\n  \n\nSecond.  "
     assert paragraphs(text) == ["\n\nFirst line.\n  \n\n", "Second.  "]
+    assert paragraphs("a\r\n\r\nb") == ["a\r\n\r\n", "b"]
 
 
 def test_reference_rng_seed_and_poisson_sizes():

@@ -208,3 +208,61 @@ def test_smollm2_converted_folder(smollm2_dir):
     with torch.no_grad():
         next_id = model(ids).logits[0, -1].argmax().item()
     assert tokenizer.decode([next_id]) == " Paris"
+
+
+# ---------------------------------------------------------------------------------------- BOS rule
+def test_bos_policy_follows_the_tokenizer_unless_lt_trained_the_model(tmp_path, tiny_model_dir):
+    plain = _plain_byte_tokenizer()  # names <s> as BOS but never adds it (SmolLM2's kind)
+    assert plain.bos_token_id == 0 and plain("ab")["input_ids"] == [67, 68]
+    assert models.tokenizer_adds_bos(plain) is False
+    assert models.bos_policy(plain, tmp_path) is False
+    assert models.bos_policy(plain, training=True) is True  # lt train always writes BOS document EOS
+    (tmp_path / models.LT_TRAINED_MARKER).write_text("{}")
+    assert models.trained_by_lt(tmp_path) and models.bos_policy(plain, tmp_path) is True
+    # the tiny byte tokenizer adds BOS itself, like Llama's
+    tiny = models.load_tokenizer(str(tiny_model_dir))
+    assert tiny("ab")["input_ids"] == [0, 67, 68] and models.bos_policy(tiny, tiny_model_dir) is True
+    # no BOS token at all: never one, not even for training
+    no_bos = _plain_byte_tokenizer()
+    no_bos.bos_token = None
+    assert no_bos.bos_token_id is None and models.bos_policy(no_bos, training=True) is False
+    assert models.empty_context_token_id(plain) == 0 and models.empty_context_token_id(no_bos) == 1  # BOS, else EOS
+
+
+def test_backends_apply_the_bos_rule(tmp_path):
+    """A model lt did not train gets what its tokenizer does; an empty context is conditioned on BOS
+    (lm-evaluation-harness's prefix token), so NLL still scores every token."""
+    from lt_cli.backends import load_backend
+    from lt_cli.backends.base import BackendConfig
+
+    model, tokenizer = _base_model()
+    folder = tmp_path / "base"
+    models.save_model_folder(model, tokenizer, folder)
+    policy = load_backend("hf", BackendConfig(model=str(folder), max_model_len=64))
+    with_bos = load_backend("hf", BackendConfig(model=str(folder), add_bos=True, max_model_len=64))
+    without = load_backend("hf", BackendConfig(model=str(folder), add_bos=False, max_model_len=64))
+    assert policy.encode("ab") == [67, 68] == tokenizer("ab")["input_ids"]
+    assert with_bos.encode("ab") == [0, 67, 68]
+    (empty,) = policy.score([("", "abc")])
+    assert empty.n_tokens == 3 and empty.logprob == pytest.approx(with_bos.score([("", "abc")])[0].logprob, abs=1e-6)
+    (inner,) = policy.score([("a", "bc")])
+    assert inner.logprob == pytest.approx(without.score([("a", "bc")])[0].logprob, abs=1e-6)
+    assert inner.logprob != pytest.approx(with_bos.score([("a", "bc")])[0].logprob, abs=1e-3)
+    with pytest.raises(LtError, match="empty context"):  # an explicit add_bos=False means none anywhere
+        without.score([("", "abc")])
+    # once lt has trained it (train_config.json in the folder), prompts start with BOS
+    (folder / models.LT_TRAINED_MARKER).write_text("{}")
+    assert load_backend("hf", BackendConfig(model=str(folder), max_model_len=64)).encode("ab") == [0, 67, 68]
+
+
+@pytest.mark.real_model
+def test_smollm2_prompts_get_no_bos(smollm2_dir):
+    """SmolLM2 names <|im_start|> its BOS but its tokenizer adds none, and neither does lm-eval."""
+    from lt_cli.backends import load_backend
+    from lt_cli.backends.base import BackendConfig
+
+    backend = load_backend("hf", BackendConfig(model=str(smollm2_dir), max_model_len=256))
+    text = "Question: What is 2 + 3?\nAnswer:"
+    assert backend.tokenizer.bos_token == "<|im_start|>"
+    assert backend.encode(text) == backend.tokenizer(text)["input_ids"] and backend.encode(text)[0] != backend.tokenizer.bos_token_id
+    assert backend.score([("", "The capital of France is Paris.")])[0].n_tokens == backend.count_tokens("The capital of France is Paris.")

@@ -18,7 +18,7 @@ from lt_cli.errors import RecordError, UsageError
 from lt_cli.io import read_all
 from lt_cli.records import ensure_chunks
 from lt_cli.training import TrainConfig, lr_at, steps_for_tokens
-from lt_cli.training.config import DataSource, default_warmup
+from lt_cli.training.config import DataSource, resolve_warmup
 from lt_cli.training.data import (
     IGNORE_INDEX,
     Document,
@@ -112,7 +112,36 @@ def test_lr_schedule_warmup_then_cosine_to_min_ratio():
     assert lr_at(110, **kw) == pytest.approx(1e-10)  # the last step ends at lr * min_lr_ratio
     values = [lr_at(s, **kw) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:]))
-    assert default_warmup(33060) == 1000 and default_warmup(50) == 5
+
+
+def test_warmup_is_the_references_1000_steps_and_the_old_cap_is_an_option():
+    assert TrainConfig(output="o").warmup_steps == 1000 and TrainConfig(output="o").max_warmup_fraction is None
+    assert resolve_warmup(1000, 33060) == 1000 and resolve_warmup(1000, 4069) == 1000 and resolve_warmup(1000, 50) == 1000
+    # lt's earlier default, min(1000, 10% of the steps), is --max-warmup-fraction 0.1
+    assert resolve_warmup(1000, 4069, 0.1) == 406 and resolve_warmup(1000, 50, 0.1) == 5 and resolve_warmup(1000, 33060, 0.1) == 1000
+    assert [resolve_warmup(1000, n, 0.1) for n in (30, 70, 999, 10009)] == [3, 7, 99, 1000]
+
+
+def test_warmup_longer_than_the_run_never_decays_like_the_reference_scheduler():
+    """The reference's lr_cosine: lr * k / warmup while k < warmup (step k is 0-based, LambdaLR);
+    lt's step k uses the reference's factor of step k + 1 (its first update is not at lr 0)."""
+    def reference(k: int, warmup: int, n_steps: int, lr: float = 1e-4) -> float:
+        return lr * k / warmup if k < warmup else None
+
+    ours = [lr_at(k, lr=1e-4, warmup_steps=1000, total_steps=50, min_lr_ratio=1e-6) for k in range(50)]
+    assert ours == [reference(k + 1, 1000, 50) for k in range(50)]
+    assert ours[-1] == pytest.approx(5e-6)  # the run ends at 5% of --lr, still warming up
+
+
+def test_short_run_warns_that_the_warmup_never_ends(tmp_path, augmented_file, tiny_config_file, capsys):
+    from lt_cli.training import train
+
+    result = train(_config(tmp_path / "run", augmented_file, tiny_config_file, steps=3, warmup_steps=1000))
+    assert result.steps == 3
+    err = capsys.readouterr().err
+    assert "warmup (1000 steps) is not shorter than the run (3 steps)" in err and "0.003 x --lr" in err
+    lrs = [json.loads(line)["lr"] for line in Path(result.metrics_path).read_text().splitlines()]
+    assert lrs == [pytest.approx(3e-3 * k / 1000) for k in (1, 2, 3)]
 
 
 # ---------------------------------------------------------------------------------------- layouts
@@ -122,9 +151,15 @@ def test_prior_and_posterior_layout_token_sequences(tokenizer):
     sol, eol, prior, post = (special_id(tokenizer, t) for t in (SOL, EOL, PRIOR, POST))
     corpora = [[doc]]
     for layout, expected in [
-        ("prior", [bos, sol, prior, *plain_ids(tokenizer, "L1"), eol, *plain_ids(tokenizer, "One. "),
+        # the reference's ablations: no tag, no boundary pair
+        ("prior", [bos, sol, *plain_ids(tokenizer, "L1"), eol, *plain_ids(tokenizer, "One. "),
+                   sol, *plain_ids(tokenizer, "L2"), eol, *plain_ids(tokenizer, "Two."), eos]),
+        ("posterior", [bos, *plain_ids(tokenizer, "One. "), sol, *plain_ids(tokenizer, "L1"), eol,
+                       *plain_ids(tokenizer, "Two."), sol, *plain_ids(tokenizer, "L2"), eol, eos]),
+        # random's two forms, for every chunk
+        ("prior-tagged", [bos, sol, prior, *plain_ids(tokenizer, "L1"), eol, *plain_ids(tokenizer, "One. "),
                    sol, prior, *plain_ids(tokenizer, "L2"), eol, *plain_ids(tokenizer, "Two."), eos]),
-        ("posterior", [bos, sol, eol, *plain_ids(tokenizer, "One. "), sol, post, *plain_ids(tokenizer, "L1"), eol,
+        ("posterior-tagged", [bos, sol, eol, *plain_ids(tokenizer, "One. "), sol, post, *plain_ids(tokenizer, "L1"), eol,
                        sol, eol, *plain_ids(tokenizer, "Two."), sol, post, *plain_ids(tokenizer, "L2"), eol, eos]),
     ]:
         stream = TokenStream(corpora, [1.0], tokenizer, layout=layout, seq_len=len(expected) - 1, seed=42)
@@ -140,7 +175,10 @@ def test_random_layout_is_a_seeded_fair_coin_redrawn_each_epoch():
     assert draws[0] != draws[1] != draws[2]
     assert chunk_layouts(200, "random", 42, 1, "doc-1") == draws[1]
     assert chunk_layouts(200, "random", 43, 1, "doc-1") != draws[1]
-    assert chunk_layouts(5, "prior", 42, 0, "x") == ["prior"] * 5
+    assert chunk_layouts(5, "prior", 42, 0, "x") == ["prior-only"] * 5
+    assert chunk_layouts(2, "posterior", 42, 0, "x") == ["posterior-only"] * 2
+    assert chunk_layouts(3, "prior-tagged", 42, 0, "x") == ["prior"] * 3
+    assert chunk_layouts(3, "posterior-tagged", 42, 0, "x", fixed_chunks=frozenset({0})) == ["posterior"] * 3
 
 
 def test_fixed_chunks_are_always_prior_and_leave_the_other_draws_alone():
@@ -207,9 +245,13 @@ def test_loss_on_observed_masks_latents_and_special_tokens(tokenizer):
     doc = Document("d", None, None, (("One.", "L1"),))
     for layout, expected_masked, expected_kept in [
         # BOS <SoL><PRIOR> L 1 <EoL> O n e . EOS | BOS <SoL>: latent span and tags masked, text/EOS/BOS kept
-        ("prior", [1, 2, 3, 4, 5, 12], [6, 7, 8, 9, 10, 11]),
+        ("prior-tagged", [1, 2, 3, 4, 5, 12], [6, 7, 8, 9, 10, 11]),
         # BOS <SoL><EoL> O n e . <SoL><POST> L 1 <EoL> EOS
-        ("posterior", [1, 2, 7, 8, 9, 10, 11], [3, 4, 5, 6, 12]),
+        ("posterior-tagged", [1, 2, 7, 8, 9, 10, 11], [3, 4, 5, 6, 12]),
+        # BOS <SoL> L 1 <EoL> O n e . EOS | BOS <SoL> L
+        ("prior", [1, 2, 3, 4, 11, 12], [5, 6, 7, 8, 9, 10]),
+        # BOS O n e . <SoL> L 1 <EoL> EOS | BOS O n
+        ("posterior", [5, 6, 7, 8], [1, 2, 3, 4, 9, 10, 11, 12]),
     ]:
         stream = TokenStream([[doc]], [1.0], tokenizer, layout=layout, seq_len=12, seed=0, loss_on="observed")
         inputs, labels = stream.next_window()
@@ -299,7 +341,7 @@ def test_bad_inputs_are_reported_with_file_and_line(tmp_path, tiny_config_file):
 # ---------------------------------------------------------------------------------------- training
 def _config(out: Path, data: Path, tiny: Path, **kw) -> TrainConfig:
     base = dict(output=str(out), data=[str(data)], init_config=str(tiny), layout="random", seq_len=64, batch_size=8,
-                steps=100, lr=3e-3, log_every=1000)
+                steps=100, lr=3e-3, warmup_steps=10, log_every=1000)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -397,7 +439,7 @@ def _cli_env() -> dict[str, str]:
 def test_kill_9_then_rerun_gives_bitwise_identical_weights(tmp_path, augmented_file, tiny_config_file):
     def argv(out: Path) -> list[str]:
         return [sys.executable, "-m", "lt_cli", "train", "--init-config", str(tiny_config_file), "--data", str(augmented_file),
-                "--output", str(out), "--seq-len", "64", "--batch-size", "4", "--steps", "60", "--lr", "3e-3",
+                "--output", str(out), "--seq-len", "64", "--batch-size", "4", "--steps", "60", "--lr", "3e-3", "--warmup-steps", "10",
                 "--save-every", "5", "--log-every", "1000"]
 
     # the uninterrupted reference runs in-process (one torch thread, as in the subprocesses)

@@ -4,7 +4,7 @@ Stages (teacher synthesis, E-step, eval) only ever talk to a :class:`Backend`, s
 every backend. Conventions shared by all backends:
 
 * Prompts and contexts are plain strings built by :mod:`lt_cli.formats`; the backend encodes them
-  and prepends the tokenizer's BOS id when the tokenizer has one (``add_bos``). Special-token strings
+  and prepends the tokenizer's BOS id when ``add_bos`` (default: ``models.bos_policy``). Special-token strings
   inside the text are encoded as their single special-token ids.
 * Log-probabilities are natural logs. ``Sample.token_logprobs`` are those of the distribution
   actually sampled from (after temperature and top-p), so ``sum(token_logprobs)`` is log q of the
@@ -182,8 +182,12 @@ class FittedPair:
         return bool(self.n_context_truncated or self.n_continuation_truncated)
 
 
-def fit_pair(context: list[int], continuation: list[int], *, max_len: int, bos_id: int | None) -> FittedPair:
+def fit_pair(context: list[int], continuation: list[int], *, max_len: int, bos_id: int | None, empty_context_id: int | None = None) -> FittedPair:
     """The scoring truncation rule: make ``len(context) + len(continuation) <= max_len``.
+
+    An empty context (a model scored without BOS, by ``models.bos_policy``) becomes
+    ``[empty_context_id]`` when one is given: the first scored token is conditioned on the
+    tokenizer's BOS or EOS, as lm-evaluation-harness does; without one it is an error.
 
     Tokens go from the front of the context first, because the continuation is what is scored and
     the nearest context matters most; at least one context token stays (the leading BOS when there
@@ -191,6 +195,8 @@ def fit_pair(context: list[int], continuation: list[int], *, max_len: int, bos_i
     be conditioned on. Only then is the end of the continuation cut (those tokens are not scored).
     Both counts are returned so the caller reports them in :class:`Score`.
     """
+    if not context and continuation and empty_context_id is not None:
+        context = [int(empty_context_id)]
     if not context and continuation:
         raise LtError("cannot score a continuation with an empty context and no BOS token: its first token has no conditional probability")
     over = len(context) + len(continuation) - max_len
@@ -273,7 +279,7 @@ class BackendConfig:
     device: str = "auto"
     max_model_len: int | None = None
     batch_size: int = 16
-    add_bos: bool = True
+    add_bos: bool | None = None  # None: models.bos_policy (lt-trained: yes; others: what their tokenizer does)
     options: dict = field(default_factory=dict)
 
 

@@ -27,7 +27,7 @@ a warning, counted in :attr:`HFBackend.n_truncated_prompts`.
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..console import warn
 from ..errors import LtError
@@ -41,10 +41,12 @@ class HFBackend(HFSampling, HFScoring):
 
     name = "transformers"
 
-    def __init__(self, config: BackendConfig):
+    def __init__(self, config: BackendConfig, *, loaded: tuple[Any, Any] | None = None):
+        """``loaded``: an already loaded ``(model, tokenizer)`` to use instead of loading
+        ``config.model`` (lt train's validation scores the model it is training)."""
         import torch
 
-        from ..models import load_model_and_tokenizer, missing_latent_tokens
+        from ..models import bos_policy, empty_context_token_id, load_model_and_tokenizer, missing_latent_tokens, resolve_model
 
         self.config = config
         self.model_id = config.model
@@ -54,7 +56,10 @@ class HFBackend(HFSampling, HFScoring):
         self.score_batch_tokens = int(config.options.get("score_batch_tokens", DEFAULT_SCORE_BATCH_TOKENS))
         if config.batch_size < 1:
             raise LtError(f"batch_size must be at least 1, got {config.batch_size}")
-        self.model, self.tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, device=config.device)
+        if loaded is not None:
+            self.model, self.tokenizer = loaded
+        else:
+            self.model, self.tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, device=config.device)
         self.device = next(self.model.parameters()).device
         self._torch = torch
         missing = missing_latent_tokens(self.tokenizer)
@@ -64,7 +69,10 @@ class HFBackend(HFSampling, HFScoring):
                 "those strings will be split into ordinary tokens. Train the model with `lt train` first "
                 "(it adds them) to sample or score latent thoughts properly."
             )
-        self.bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        add_bos = config.add_bos if config.add_bos is not None else bos_policy(self.tokenizer, resolve_model(config.model))
+        self.bos_id = self.tokenizer.bos_token_id if add_bos else None
+        # an explicit add_bos=False means no BOS anywhere: an empty context then stays an error
+        self.empty_context_id = empty_context_token_id(self.tokenizer) if config.add_bos is None else None
         self.eos_ids = self._eos_ids()
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)

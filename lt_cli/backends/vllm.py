@@ -223,7 +223,12 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.n_truncated_pairs = 0
         self.n_truncated_prompts = 0
-        self._bos_id = self.tokenizer.bos_token_id if config.add_bos else None
+        from ..models import bos_policy, empty_context_token_id
+
+        add_bos = config.add_bos if config.add_bos is not None else bos_policy(self.tokenizer, path)
+        self._bos_id = self.tokenizer.bos_token_id if add_bos else None
+        # an explicit add_bos=False means no BOS anywhere: an empty context then stays an error
+        self._empty_context_id = empty_context_token_id(self.tokenizer) if config.add_bos is None else None
         #: the Jinja chat template used by chat() (the model's own; vLLM's tokenizer may be a pool
         #: proxy, so the template is read once and passed explicitly)
         self.chat_template: str | None = getattr(self.tokenizer, "chat_template", None)
@@ -318,7 +323,7 @@ class VLLMBackend:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        fitted = [fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self._score_limit, bos_id=self._bos_id) for c, x in pairs]
+        fitted = [fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self._score_limit, bos_id=self._bos_id, empty_context_id=self._empty_context_id) for c, x in pairs]
         self.n_truncated_pairs += warn_truncated_pairs(fitted, self._score_limit)
         scores = [Score(0.0, [], f.n_context_truncated, f.n_continuation_truncated) for f in fitted]  # empty continuations score 0
         todo = [k for k, f in enumerate(fitted) if f.continuation]

@@ -13,13 +13,16 @@ EXAMPLES = """\
 lt train --model M --data augmented.jsonl --output ckpt/ --tokens 13e9 --batch-size 192
 lt train --init-config tiny.json --data aug.jsonl --output ckpt/ --seq-len 256 --batch-size 8 --epochs 3
 lt train --model M --data aug.jsonl --data raw.jsonl:0.5 --layout random --output ckpt/ --save-every 1000
+lt train --model M --data aug.jsonl --val-data val.jsonl --val-every 5000 --val-limit 1000 --output ckpt/
 torchrun --nproc_per_node 8 -m lt_cli train --model M --data aug.jsonl --output ckpt/ --micro-batch-size 8
 """
 DETAILS = """\
-Layouts: random (prior or posterior per chunk, fair coin, redrawn each epoch), prior, posterior,
-pure (synthetic text only: 'latent' or chunk latents), raw ('text'). The final model is written
-to OUTPUT/ in Hugging Face format; rerunning the same command resumes from OUTPUT/checkpoints/.
-See docs/training.md.
+Layouts: random (tagged prior or posterior form per chunk, fair coin, redrawn each epoch); prior
+and posterior (the reference's untagged ablations, <SoL>z<EoL>x and x<SoL>z<EoL>); prior-tagged
+and posterior-tagged (every chunk in one of random's two forms); pure (synthetic text only:
+'latent' or chunk latents); raw ('text'). The final model is written to OUTPUT/ in Hugging Face
+format; rerunning the same command resumes from OUTPUT/checkpoints/. --val-data adds held-out
+NLL (and ELBO_1,2,4 for layout random) per token to metrics.jsonl. See docs/training.md.
 """
 NO_ARGS_IS_HELP = True
 
@@ -45,13 +48,22 @@ def _parse_tokens(value: Optional[str]) -> Optional[int]:
     return int(number)
 
 
+def _parse_ints(flag: str, value: str) -> list[int]:
+    from ..errors import UsageError
+
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated integers, got {value!r}") from None
+
+
 @run_command
 def command(
     output: Annotated[str, typer.Option("--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.", show_default=False)],
     data: Annotated[list[str], typer.Option("--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.", show_default=False)],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False)] = None,
     init_config: Annotated[Optional[str], typer.Option("--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).", show_default=False)] = None,
-    layout: Annotated[str, typer.Option(help="random, prior, posterior, pure or raw.")] = "random",
+    layout: Annotated[str, typer.Option(help="random, prior, posterior, prior-tagged, posterior-tagged, pure or raw.")] = "random",
     loss_on: Annotated[str, typer.Option(help="all (the reference) or observed (mask latent tokens; ablation).")] = "all",
     seq_len: Annotated[int, typer.Option(help="Tokens per training sequence (packed window).")] = 2048,
     batch_size: Annotated[int, typer.Option(help="Global sequences per optimizer step, whatever the number of GPUs.")] = 96,
@@ -61,7 +73,8 @@ def command(
     steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps.", show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
     min_lr_ratio: Annotated[float, typer.Option(help="Cosine decays to lr * this at the last step.")] = 1e-6,
-    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup steps (default min(1000, 10% of steps)).", show_default=False)] = None,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps (the reference: 1000 in every run).")] = 1000,
+    max_warmup_fraction: Annotated[Optional[float], typer.Option(help="Cap the warmup at this fraction of the steps (0.1 = lt's earlier default, for short runs).", show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
     adam_beta1: Annotated[float, typer.Option("--adam-beta1", help="AdamW beta1.")] = 0.9,
     adam_beta2: Annotated[float, typer.Option("--adam-beta2", help="AdamW beta2.")] = 0.95,
@@ -81,6 +94,12 @@ def command(
     run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
     peak_tflops: Annotated[Optional[float], typer.Option(help="Peak dense TFLOP/s per device for the MFU figure (default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
+    val_data: Annotated[Optional[str], typer.Option(help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.", show_default=False)] = None,
+    val_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (default: after the last step only).", show_default=False)] = None,
+    val_limit: Annotated[Optional[int], typer.Option(help="Validate on the first N documents (the reference: 1000).", show_default=False)] = None,
+    val_batch_size: Annotated[int, typer.Option(help="Documents per scoring call during validation.")] = 16,
+    val_elbo_n: Annotated[str, typer.Option(help="ELBO_n values for layout random, comma-separated ('' skips the ELBO).")] = "1,2,4",
+    val_max_latent_tokens: Annotated[int, typer.Option(help="Max tokens per sampled latent for the ELBO (the reference: 1024).")] = 1024,
 ) -> int:
     flags = dict(locals())
     import os
@@ -99,5 +118,8 @@ def config_from_flags(flags: dict):
     from ..flags import build
     from ..training import TrainConfig
 
-    flags = {**flags, "tokens": _parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or [])}
+    flags = {
+        **flags, "tokens": _parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or []),
+        "val_elbo_n": _parse_ints("--val-elbo-n", flags["val_elbo_n"]),
+    }
     return build(TrainConfig, flags)

@@ -1,8 +1,9 @@
 """`TrainConfig`: every knob of the M-step, resolved once and saved as ``DIR/train_config.json``.
 
-Defaults are the reference's (docs/bolt-spec.md section 5): AdamW (0.9, 0.95), eps 1e-8, weight decay
-0.01, grad clip 1.0, lr 1e-4, linear warmup then cosine to ``lr * min_lr_ratio`` (1e-6), global batch
-96 sequences of 2048 tokens, seed 42, loss on every token. The budget is one of ``tokens`` (the
+Defaults are the reference's (``ryoungj/BoLT``: ``lingua/optim.py``, ``bin/exp_setups/*.sh``): AdamW
+(0.9, 0.95), eps 1e-8, weight decay 0.01, grad clip 1.0, lr 1e-4, 1000 steps of linear warmup for
+every run then cosine to ``lr * min_lr_ratio`` (1e-6), global batch 96 sequences of 2048 tokens,
+seed 42, loss on every token. The budget is one of ``tokens`` (the
 reference's way: ``steps = tokens // (batch_size * seq_len)``), ``epochs`` or ``steps``.
 """
 
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..flags import flag
+from ..formats import LAYOUTS
 
-LAYOUTS = ("random", "prior", "posterior", "pure", "raw")
 LOSS_ON = ("all", "observed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 DATA_SHARDING = ("global", "rank")
@@ -28,7 +30,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 #: the order of floating-point reductions.)
 RESUME_FREE_FIELDS = frozenset(
     {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite",
-     "gradient_checkpointing", "peak_tflops"}
+     "gradient_checkpointing", "peak_tflops", "val_data", "val_every", "val_limit", "val_batch_size", "val_elbo_n", "val_max_latent_tokens"}
 )
 
 
@@ -72,7 +74,9 @@ class TrainConfig:
     steps: int | None = None
     lr: float = 1e-4
     min_lr_ratio: float = 1e-6
-    warmup_steps: int | None = None  # None = min(1000, 10% of the steps)
+    warmup_steps: int = 1000  # the reference's, whatever the run's length
+    #: cap the warmup at this fraction of the steps (None: no cap, as the reference; 0.1 was lt's old default)
+    max_warmup_fraction: float | None = None
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
@@ -92,10 +96,18 @@ class TrainConfig:
     run_name: str | None = None
     peak_tflops: float | None = None  # per device, for MFU; None = the datasheet value of a known GPU (training/throughput.py)
     overwrite: bool = False
+    # held-out likelihoods during training (validation.py): raw documents, every N steps and at the end
+    val_data: str | None = None
+    val_every: int | None = None  # None: after the last step only
+    val_limit: int | None = None  # first N documents (the reference: 1000)
+    val_batch_size: int = 16
+    val_elbo_n: list[int] = field(default_factory=lambda: [1, 2, 4], metadata=flag(csv=True))  # ELBO_n for --layout random; [] skips it
+    val_max_latent_tokens: int = 1024
 
     def __post_init__(self) -> None:
         self.data = [str(d) for d in self.data]
         self.report_to = [r for r in self.report_to if r and r != "none"]
+        self.val_elbo_n = [int(n) for n in self.val_elbo_n]
 
     # ------------------------------------------------------------------------------------ checks
     def validate(self, *, check_paths: bool = True) -> None:
@@ -146,8 +158,10 @@ class TrainConfig:
             raise UsageError("--lr must be > 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise UsageError("--min-lr-ratio must be in [0, 1]")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
+        if self.warmup_steps is None or self.warmup_steps < 0:
             raise UsageError("--warmup-steps must be >= 0")
+        if self.max_warmup_fraction is not None and not 0 <= self.max_warmup_fraction <= 1:
+            raise UsageError("--max-warmup-fraction must be in [0, 1]")
         if self.save_every is not None and self.save_every < 1:
             raise UsageError("--save-every must be >= 1")
         if self.keep_checkpoints < 1:
@@ -156,6 +170,16 @@ class TrainConfig:
             raise UsageError("--log-every must be >= 1")
         if self.peak_tflops is not None and not (math.isfinite(self.peak_tflops) and self.peak_tflops > 0):
             raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s per device, got {self.peak_tflops}")
+        if check_paths and self.val_data is not None and not Path(self.val_data).exists():
+            raise UsageError(f"--val-data {self.val_data}: no such file")
+        if self.val_data is None and self.val_every is not None:
+            raise UsageError("--val-every needs --val-data")
+        for name in ("val_every", "val_limit", "val_batch_size", "val_max_latent_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+        if any(int(n) < 1 for n in self.val_elbo_n):
+            raise UsageError("--val-elbo-n values must be positive integers")
 
     @property
     def sources(self) -> list[DataSource]:
@@ -187,9 +211,16 @@ def steps_for_tokens(tokens: int, batch_size: int, seq_len: int) -> int:
     return tokens // (batch_size * seq_len)
 
 
-def default_warmup(total_steps: int) -> int:
-    """1000 steps as in the reference, but never more than 10% of a short run."""
-    return min(1000, max(total_steps // 10, 0))
+def resolve_warmup(warmup_steps: int, total_steps: int, max_fraction: float | None = None) -> int:
+    """Warmup steps of a run: ``warmup_steps``, capped at ``max_fraction`` of the steps when given.
+
+    The reference warms up 1000 steps in every run; when that is not shorter than the run, its
+    scheduler never leaves the warmup (the lr ramps to ``lr * steps / 1000`` and never decays), and
+    so does :func:`lr_at`. ``max_fraction=0.1`` is lt's earlier default (min(1000, 10% of steps)).
+    """
+    if max_fraction is None:
+        return warmup_steps
+    return min(warmup_steps, math.floor(total_steps * max_fraction + 1e-9))
 
 
 def lr_at(step: int, *, lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:

@@ -7,12 +7,14 @@ global batches a single process sees (the global batch does not depend on the wo
 * Epoch order: each file contributes ``weight`` times its documents (whole copies for the integer
   part, a seeded subset for the fraction); the list is shuffled with a seed derived from
   ``(seed, epoch)`` (``shuffle=False`` keeps file order, files in ``--data`` order).
-* Layouts (docs/bolt-spec.md section 3, strings from :mod:`lt_cli.formats`): ``random`` draws prior
-  or posterior per chunk with a fair coin seeded by ``(seed, epoch, doc id, copy)``, so the draw is
-  redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior``/``posterior``
-  fix it; ``pure`` trains on the synthetic text only (the document's ``latent`` field, as WRAP
+* Layouts (docs/formats.md, strings from :mod:`lt_cli.formats`): ``random`` draws the tagged prior
+  or posterior form per chunk with a fair coin seeded by ``(seed, epoch, doc id, copy)``, so the
+  draw is redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior`` and
+  ``posterior`` are the reference's untagged ablations (``<SoL>z<EoL>x`` and ``x<SoL>z<EoL>``);
+  ``prior-tagged``/``posterior-tagged`` give every chunk one of random's two forms; ``pure`` trains on the synthetic text only (the document's ``latent`` field, as WRAP
   writes it, else each chunk latent as its own BOS...EOS segment); ``raw`` trains on the document
   text.
+* Documents are loaded by :mod:`.corpus`.
 * Every segment is encoded as BOS + tokens + EOS and appended to one stream that runs across
   documents and epochs. Windows are ``seq_len + 1`` tokens; consecutive windows share one token
   (the last input of one window is the first of the next), so every token after the very first is
@@ -23,132 +25,19 @@ global batches a single process sees (the global batch does not depend on the wo
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .. import formats
 from ..errors import UsageError
-from ..io import read_records
-from ..records import document_id, document_text, is_latent_fixed, validate_chunks
 from ..seeding import derive_seed
-from .config import DataSource
+from .corpus import Document, LazyCorpus, load_documents, _to_document  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
 _ENCODE_BLOCK = 256  # documents tokenized per tokenizer call
-
-
-@dataclass(frozen=True)
-class Document:
-    """The parts of one input record that training needs (kept small: large corpora live in RAM)."""
-
-    doc_id: str
-    text: str | None
-    latent: str | None  # whole-document synthetic text (WRAP), used by layout "pure"
-    chunks: tuple[tuple[str, str], ...] | None  # (text, latent) per chunk
-    #: indices of the chunks marked ``latent_fixed`` (records.LATENT_FIXED)
-    fixed_chunks: frozenset[int] = frozenset()
-
-    def chunk_dicts(self) -> list[dict[str, str]]:
-        return [{"text": t, "latent": l} for t, l in (self.chunks or ())]
-
-
-def _validator(layout: str):
-    def validate(record: dict[str, Any]) -> None:
-        chunks = record.get("chunks")
-        if chunks is not None:
-            validate_chunks(chunks)
-        if layout in ("random", "prior", "posterior"):
-            if not chunks:
-                raise ValueError(
-                    f"--layout {layout} needs augmented documents (chunks[].latent from lt select or lt synthesize); "
-                    "use --layout raw for plain text"
-                )
-            if not any(isinstance(c.get("latent"), str) for c in chunks):
-                raise ValueError(f"--layout {layout}: no chunk has a 'latent'")
-        elif layout == "pure":
-            if not isinstance(record.get("latent"), str) and not (chunks and any(isinstance(c.get("latent"), str) for c in chunks)):
-                raise ValueError("--layout pure needs a string 'latent' field or chunks[].latent")
-        else:  # raw
-            if chunks is None and not isinstance(record.get("text"), str):
-                raise ValueError("missing string field 'text'")
-
-    return validate
-
-
-def _to_document(record: dict[str, Any]) -> Document:
-    chunks = None
-    fixed: frozenset[int] = frozenset()
-    if record.get("chunks") is not None:
-        chunks = tuple((c.get("text", c.get("suffix")), c.get("latent") or "") for c in record["chunks"])
-        fixed = frozenset(i for i, c in enumerate(record["chunks"]) if is_latent_fixed(c))
-    text = record["text"] if isinstance(record.get("text"), str) else None
-    if text is None and chunks is not None:
-        text = document_text({"chunks": [{"text": t} for t, _ in chunks]})
-    latent = record["latent"] if isinstance(record.get("latent"), str) else None
-    return Document(document_id(record), text, latent, chunks, fixed)
-
-
-class LazyCorpus:
-    """A large uncompressed JSONL file as a sequence of Documents read on demand.
-
-    Only byte offsets are kept in memory (16 bytes per document); each access re-reads and parses
-    one line with ``os.pread``. Shuffled access relies on the page cache or fast local disks.
-    """
-
-    def __init__(self, path: str, layout: str):
-        from ..io import index_records
-
-        offsets, lengths = [], []
-        for offset, length, _ in index_records(path, validate=_validator(layout)):
-            offsets.append(offset)
-            lengths.append(length)
-        self.path = path
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self._fd = os.open(path, os.O_RDONLY)
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def __getitem__(self, index: int) -> Document:
-        from ..io import read_record_at
-
-        return _to_document(read_record_at(self._fd, int(self.offsets[index]), int(self.lengths[index])))
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-#: Files larger than this (uncompressed) are read on demand instead of held in memory.
-LAZY_OVER_BYTES = 1 << 30
-
-
-def load_documents(sources: Sequence[DataSource], layout: str, *, lazy_over_bytes: int = LAZY_OVER_BYTES) -> list[Sequence[Document]]:
-    """Read every ``--data`` file (validated for the layout; a bad line is ``FILE:LINE: reason``).
-
-    Small or gzipped files are held in memory; uncompressed files over ``lazy_over_bytes`` become a
-    :class:`LazyCorpus`.
-    """
-    corpora: list[Sequence[Document]] = []
-    for source in sources:
-        path = source.path
-        if not path.endswith(".gz") and os.path.exists(path) and os.path.getsize(path) > lazy_over_bytes:
-            docs: Sequence[Document] = LazyCorpus(path, layout)
-        else:
-            docs = [_to_document(r) for r in read_records(path, validate=_validator(layout))]
-        if not len(docs):
-            raise UsageError(f"--data {path}: no documents")
-        corpora.append(docs)
-    return corpora
 
 
 # ------------------------------------------------------------------------------------ epoch order
@@ -173,17 +62,27 @@ def epoch_order(sizes: Sequence[int], weights: Sequence[float], seed: int, epoch
 
 
 # ------------------------------------------------------------------------------------ rendering
+#: ``--layout`` values that give every chunk the same form -> that form (formats.CHUNK_LAYOUTS)
+FIXED_CHUNK_LAYOUT = {
+    "prior": "prior-only",  # the reference's untagged ablations
+    "posterior": "posterior-only",
+    "prior-tagged": "prior",  # the two halves of random
+    "posterior-tagged": "posterior",
+}
+
+
 def chunk_layouts(
     n_chunks: int, layout: str, seed: int, epoch: int, doc_id: str, copy: int = 0, fixed_chunks: frozenset[int] = frozenset()
 ) -> list[str]:
-    """Per-chunk layouts; ``random`` is a fair coin per chunk, redrawn every epoch.
+    """Per-chunk forms (:data:`lt_cli.formats.CHUNK_LAYOUTS`); ``random`` is a fair coin per chunk
+    between the tagged ``prior`` and ``posterior`` forms, redrawn every epoch.
 
     Under ``random`` the chunks in ``fixed_chunks`` (``latent_fixed``) are always ``prior``: q is
     never asked for their latent. The coin is still drawn for them, so marking a chunk fixed never
-    changes the draws of the others.
+    changes the draws of the others. The fixed layouts are applied to every chunk as asked.
     """
-    if layout in ("prior", "posterior"):
-        return [layout] * n_chunks
+    if layout in FIXED_CHUNK_LAYOUT:
+        return [FIXED_CHUNK_LAYOUT[layout]] * n_chunks
     if layout != "random":
         raise ValueError(f"layout {layout!r} has no per-chunk layouts")
     rng = np.random.default_rng(derive_seed("train-layout", seed, epoch, doc_id, copy))
@@ -213,12 +112,15 @@ def render_document(doc: Document, layout: str, seed: int, epoch: int, copy: int
 
 # ------------------------------------------------------------------------------------ tokenizing
 class SegmentEncoder:
-    """Encodes segments as BOS + ids + EOS, plus a boolean "in the loss" mask when asked."""
+    """Encodes segments as BOS + ids + EOS (BOS per ``models.bos_policy``: always, when the tokenizer
+    has one), plus a boolean "in the loss" mask when asked."""
 
     def __init__(self, tokenizer, *, with_mask: bool):
         self.tokenizer = tokenizer
         self.with_mask = with_mask
-        self.bos = tokenizer.bos_token_id
+        from ..models import bos_policy
+
+        self.bos = tokenizer.bos_token_id if bos_policy(tokenizer, training=True) else None
         self.eos = tokenizer.eos_token_id
         if self.eos is None:
             raise UsageError("the tokenizer has no EOS token; training needs one to separate documents")

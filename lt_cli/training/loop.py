@@ -25,16 +25,17 @@ from typing import Any
 
 from ..console import log, progress, warn
 from ..errors import LtError, UsageError
-from ..io import dumps, read_json, write_json
-from ..models import save_model_folder
+from ..io import read_json, write_json
 from . import checkpoint as ckpt
-from .config import TrainConfig, default_warmup, lr_at, steps_for_tokens
+from . import validation
+from .config import TrainConfig, lr_at, resolve_warmup, steps_for_tokens
 from .data import IGNORE_INDEX, StreamPosition, TokenStream, load_documents
 from .throughput import ThroughputMeter, model_flops, resolve_peak
 from .distributed import DistEnv, all_reduce_sum, broadcast_object, gather_objects, init_distributed, resolve_strategy, shutdown, wrap_model
+from .model_io import count_params, load_model_and_tokenizer_for_training, save_final_model
+from .reporting import METRICS_FILE, MetricsReporter
 
-CONFIG_FILE = "train_config.json"
-METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "train_config.json"  # models.LT_TRAINED_MARKER: its presence marks a model lt trained
 RESULT_FILE = "train_result.json"
 
 
@@ -58,42 +59,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ------------------------------------------------------------------------------------ model
-def load_model_and_tokenizer_for_training(config: TrainConfig):
-    """fp32 master weights on CPU, with the four latent tokens (added when missing, seeded)."""
-    import torch
-
-    if config.init_config is not None:
-        from ..tiny import TinyModelConfig, build_byte_tokenizer, build_tiny_llama
-
-        try:
-            tiny = TinyModelConfig(**read_json(config.init_config))
-        except TypeError as exc:
-            raise UsageError(f"--init-config {config.init_config}: {exc}") from None
-        tokenizer = build_byte_tokenizer()
-        model = build_tiny_llama(len(tokenizer), tiny)
-    else:
-        from ..models import add_latent_tokens, load_model_and_tokenizer
-
-        model, tokenizer = load_model_and_tokenizer(config.model, dtype="float32", device="cpu")
-        added = add_latent_tokens(model, tokenizer, seed=42)
-        if added:
-            log(f"added {added} latent special token(s) to the vocabulary")
-    model.to(torch.float32)
-    model.config.use_cache = False
-    if config.gradient_checkpointing:
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    return model, tokenizer
-
-
-def _count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -135,61 +100,6 @@ def _check_resume(output: Path, config: TrainConfig) -> None:
             )
 
 
-class _Reporter:
-    """metrics.jsonl always; TensorBoard / W&B when installed and asked for."""
-
-    def __init__(self, output: Path, config: TrainConfig, resume_step: int, enabled: bool):
-        self.enabled = enabled
-        self.path = output / METRICS_FILE
-        self._file = None
-        self._tb = None
-        self._wandb = None
-        if not enabled:
-            return
-        if self.path.exists():  # drop lines written after the checkpoint we resume from
-            import orjson
-
-            kept = [line for line in self.path.read_bytes().splitlines(keepends=True)
-                    if line.endswith(b"\n") and orjson.loads(line).get("step", 0) <= resume_step]
-            self.path.write_bytes(b"".join(kept))
-        self._file = open(self.path, "ab")
-        if "tensorboard" in config.report_to:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(log_dir=str(output / "tensorboard"))
-            except ImportError:
-                warn("--report-to tensorboard: the tensorboard package is not installed; metrics.jsonl only")
-        if "wandb" in config.report_to:
-            try:
-                import wandb
-
-                self._wandb = wandb.init(project="lt", name=config.run_name, config=config.to_dict(), resume="allow")
-            except ImportError:
-                warn("--report-to wandb: the wandb package is not installed; metrics.jsonl only")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self._file.write(dumps(record))
-        self._file.flush()
-        step = record["step"]
-        if self._tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"train/{key}", value, step)
-        if self._wandb is not None:
-            self._wandb.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-
-
 class _Prefetcher:
     """Builds the next global batches on a thread (tokenizers release the GIL) while the model
     trains; each batch carries the stream position after it, which is what checkpoints store."""
@@ -227,29 +137,6 @@ class _Prefetcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def _save_final(output: Path, base_model, model, tokenizer, strategy: str, save_dtype, env: DistEnv) -> None:
-    import torch
-
-    if strategy == "fsdp":
-        state = ckpt.full_model_state(model)
-    else:
-        state = {k: v.detach().cpu() for k, v in base_model.state_dict().items()}
-    if not env.is_main:
-        return
-    if save_dtype != torch.float32:
-        state = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in state.items()}
-        base_model.config.dtype = save_dtype
-    from transformers.utils import logging as hf_logging
-
-    bar_was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # the "Writing model shards" bar; lt prints its own line
-    try:
-        save_model_folder(base_model, tokenizer, output, state_dict=state)
-    finally:
-        if bar_was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------------------ train
@@ -294,7 +181,13 @@ def train(config: TrainConfig) -> TrainResult:
         if env.is_main and max_positions and config.seq_len > max_positions:
             warn(f"--seq-len {config.seq_len} exceeds the model's max_position_embeddings ({max_positions})")
         total_steps = _resolve_total_steps(config, make_stream(), env)
-        warmup = config.warmup_steps if config.warmup_steps is not None else default_warmup(total_steps)
+        warmup = resolve_warmup(config.warmup_steps, total_steps, config.max_warmup_fraction)
+        if env.is_main and warmup >= total_steps > 0:
+            warn(
+                f"warmup ({warmup} steps) is not shorter than the run ({total_steps} steps): the learning rate only reaches "
+                f"{min(total_steps / warmup, 1.0) if warmup else 1.0:.3g} x --lr and never decays, as with the reference's scheduler; "
+                "pass --warmup-steps N or --max-warmup-fraction 0.1 for a short run"
+            )
 
         if config.batch_size % env.world_size:
             raise UsageError(f"--batch-size {config.batch_size} is not divisible by the world size {env.world_size}")
@@ -304,10 +197,11 @@ def train(config: TrainConfig) -> TrainResult:
             raise UsageError(f"{per_rank} sequences per rank are not divisible by --micro-batch-size {micro}")
         accumulation = per_rank // micro
 
-        strategy = resolve_strategy(config.strategy, env, _count_params(model))
+        strategy = resolve_strategy(config.strategy, env, count_params(model))
+        validation.check_validation_settings(config, strategy)
         flops = model_flops(model, config.seq_len)
         peak_tflops, peak_source = resolve_peak(config.peak_tflops, env.device, dtype_name)
-        resolved = replace(config, micro_batch_size=micro, warmup_steps=warmup, dtype=dtype_name, strategy=strategy if strategy != "none" else config.strategy,
+        resolved = replace(config, micro_batch_size=micro, dtype=dtype_name, strategy=strategy if strategy != "none" else config.strategy,
                            device=str(env.device.type), overwrite=False)
         torch.manual_seed(config.seed)
         model.to(env.device)
@@ -344,14 +238,14 @@ def train(config: TrainConfig) -> TrainResult:
             output.mkdir(parents=True, exist_ok=True)
             write_json(output / CONFIG_FILE, resolved.to_dict())
             log(
-                f"training {_count_params(model) / 1e6:.2f}M params on {env.world_size} x {env.device.type} ({strategy}, {dtype_name}): "
+                f"training {count_params(model) / 1e6:.2f}M params on {env.world_size} x {env.device.type} ({strategy}, {dtype_name}): "
                 f"{total_steps} steps x {config.batch_size} seqs x {config.seq_len} tokens, warmup {warmup}, "
                 f"accumulation {accumulation} x micro-batch {micro}"
             )
             log(f"MFU: {flops.per_token / 1e9:.3g} GFLOP per token against "
                 + (f"{peak_tflops:g} TFLOP/s per device ({peak_source})" if peak_tflops else f"no peak ({peak_source})"))
 
-        reporter = _Reporter(output, config, step, enabled=env.is_main)
+        reporter = MetricsReporter(output, config, step, enabled=env.is_main)
         stream = make_stream(position)
         prefetcher = _Prefetcher(stream, per_rank if rank_sharded else config.batch_size) if step < total_steps else None
         autocast = (torch.autocast(device_type=env.device.type, dtype=torch.bfloat16) if use_bf16 and strategy != "fsdp" else contextlib.nullcontext())
@@ -417,6 +311,13 @@ def train(config: TrainConfig) -> TrainResult:
                         bar.advance()
                         if step % config.log_every == 0 or step == total_steps:
                             log(f"step {step}/{total_steps} loss {last_loss:.4f} lr {lr:.3g} {meter.describe()}")
+                    if validation.due(config, step, total_steps):
+                        if env.is_main:
+                            val_record = validation.validate(model, tokenizer, config, step, autocast=autocast if use_bf16 else None)
+                            reporter.write(val_record)
+                            log(f"step {step}/{total_steps} " + " ".join(f"{k} {v:.4f}" for k, v in val_record.items() if k.endswith("_per_token")))
+                        if env.distributed:
+                            torch.distributed.barrier()
                     if config.save_every and step % config.save_every == 0 and step < total_steps:
                         where = ({"positions": gather_objects(env, position.to_dict())} if rank_sharded else {"position": position.to_dict()})
                         ckpt.save_checkpoint(output, step, wrapped, optimizer,
@@ -427,7 +328,7 @@ def train(config: TrainConfig) -> TrainResult:
                 prefetcher.close()
             reporter.close()
 
-        _save_final(output, model, wrapped, tokenizer, strategy, torch.bfloat16 if use_bf16 else torch.float32, env)
+        save_final_model(output, model, wrapped, tokenizer, strategy, torch.bfloat16 if use_bf16 else torch.float32, env)
         result = TrainResult(
             checkpoint_dir=str(output), steps=step, tokens_seen=tokens_seen, final_loss=last_loss,
             metrics_path=str(output / METRICS_FILE), config_path=str(output / CONFIG_FILE), resumed_from_step=resumed_from,
