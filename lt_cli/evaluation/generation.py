@@ -62,13 +62,26 @@ def fit_prompt(task: GenerationTask, record: Record, latent: bool, max_shots: in
     return FittedPrompt(None, 0, n_tokens)
 
 
-def resolve_variant(requested: str, has_latent_tokens: bool | None) -> str:
-    """``latent``/``raw`` as asked; ``auto`` is latent exactly when the tokenizer has the 4 tokens."""
+def resolve_variant(requested: str, has_latent_tokens: bool | None, trained_variant: str | None = None) -> str:
+    """``latent``/``raw`` as asked. ``auto``: the variant the checkpoint was trained for when lt
+    trained it (``trained_variant``, from its training layout: :mod:`.provenance`), else latent
+    exactly when the tokenizer has the 4 tokens."""
     if requested not in ("latent", "raw", "auto"):
         raise UsageError(f"--variant must be latent, raw or auto, got {requested!r}")
     if requested != "auto":
         return requested
+    if trained_variant in ("latent", "raw"):
+        return trained_variant
     return "latent" if has_latent_tokens else "raw"
+
+
+def variant_source(requested: str, trained) -> str:
+    """What decided the variant (reported as ``variant_source``)."""
+    if requested != "auto":
+        return "requested"
+    if trained.variant is not None:
+        return f"{trained.source} (layout {trained.layout})"
+    return "tokenizer"
 
 
 def _problem_id(record: Record, index: int) -> str:
@@ -141,10 +154,15 @@ def _gold(grader: Grader, record: Record, source: str, index: int) -> Any:
         raise RecordError(source, index + 1, str(exc)) from None
 
 
-def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config, backend=None) -> tuple[list[ProblemResult], dict]:
+def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config, backend=None,
+                     *, keep_long_prompts: bool = False) -> tuple[list[ProblemResult], dict]:
     """Run the model on every problem; returns the graded results and the prompt/generation report.
 
     ``backend``: an already loaded Backend (left open); None loads ``config.model`` and closes it.
+    ``keep_long_prompts``: the prompt budget leaves ``min(max_new_tokens, context / 4)`` tokens
+    for generation instead of ``max_new_tokens`` (the room the backends keep), so longer prompts
+    are kept and their generations stop at the end of the context (``lt finetune-eval``, as the
+    reference's vLLM sampling does).
     """
     from ..console import log, progress
 
@@ -155,13 +173,15 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
     if not config.model and backend is None:
         raise UsageError("--model is required (or pass --grade PREDICTIONS.jsonl to grade existing outputs)")
     from .modelinfo import model_info
+    from .provenance import trained_for
 
     owned = backend is None
     if owned:
         backend = open_backend(config)
     try:
         info = model_info(backend, config.model, max_model_len=config.max_model_len)
-        variant = resolve_variant(config.variant, info.has_latent_tokens)
+        trained = trained_for(config.model or getattr(backend, "model_id", None))
+        variant = resolve_variant(config.variant, info.has_latent_tokens, trained.variant)
         latent = variant == "latent"
         if latent and info.has_latent_tokens is False:
             from ..console import warn
@@ -173,7 +193,8 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
             raise UsageError(f"--num-fewshot {config.num_fewshot}: task {task.name} has only {available} {variant} exemplars")
         budget = None
         if info.context_length is not None and info.count_tokens is not None:
-            budget = info.context_length - config.max_new_tokens
+            room = min(config.max_new_tokens, info.context_length // 4) if keep_long_prompts else config.max_new_tokens
+            budget = info.context_length - room
             if budget <= 0:
                 raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt in a {info.context_length}-token context")
         if config.max_prompt_tokens is not None:
@@ -221,6 +242,7 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
         "variant": variant,
         "model": config.model or getattr(backend, "model_id", None),
         "backend": config.backend if owned else getattr(backend, "name", type(backend).__name__),
+        "variant_source": variant_source(config.variant, trained),
         "tokenizer_has_latent_tokens": info.has_latent_tokens,
         "prompts": {
             "prompt_check": budget is not None,
