@@ -2,7 +2,7 @@
 _lt() {
     local cur="${COMP_WORDS[COMP_CWORD]}" cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "chunk synthesize sample-thoughts select train eval bootstrap merge --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "chunk synthesize sample-thoughts select train eval finetune-eval bootstrap merge --help --version" -- "$cur"))
         return
     fi
     if [[ "$cur" == -* ]]; then
@@ -12,7 +12,8 @@ _lt() {
             sample-thoughts) COMPREPLY=($(compgen -W "--output --model --k --max-new-tokens --prefix-chunks --temperature --top-p --seed --no-score --reference-quirks --docs-per-call --backend --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
             select) COMPREPLY=($(compgen -W "--output --method --seed --keep-candidates --k --model --prefix-chunks --reference-quirks --max-new-tokens --backend --dtype --batch-size --max-model-len --cache --no-cache --shard --skip-bad --rejects --help" -- "$cur")) ;;
             train) COMPREPLY=($(compgen -W "--output --data --model --init-config --layout --loss-on --seq-len --batch-size --micro-batch-size --tokens --epochs --steps --lr --min-lr-ratio --warmup-steps --weight-decay --grad-clip --seed --shuffle --no-shuffle --dtype --device --strategy --data-sharding --gradient-checkpointing --no-gradient-checkpointing --save-every --keep-checkpoints --log-every --report-to --run-name --overwrite --no-overwrite --help" -- "$cur")) ;;
-            eval) COMPREPLY=($(compgen -W "--model --task --task-file --variant --data --split --limit --samples --temperature --top-p --max-new-tokens --max-prompt-tokens --num-fewshot --grade --log-samples --output --backend --batch-size --dtype --device --max-model-len --elbo-n --max-latent-tokens --seed --help" -- "$cur")) ;;
+            eval) COMPREPLY=($(compgen -W "--model --task --task-file --variant --data --split --limit --samples --temperature --top-p --max-new-tokens --max-prompt-tokens --num-fewshot --grade --log-samples --output --backend --batch-size --dtype --device --max-model-len --elbo-n --max-latent-tokens --max-doc-tokens --reference-quirks --export-lm-eval --seed --help" -- "$cur")) ;;
+            finetune-eval) COMPREPLY=($(compgen -W "--model --output --train-data --data --task --task-file --split --limit --train-limit --variant --seeds --epochs --lr --warmup-ratio --weight-decay --examples-per-step --seq-len --micro-batch-size --samples --temperature --top-p --max-new-tokens --keep-models --backend --batch-size --dtype --device --max-model-len --help" -- "$cur")) ;;
             bootstrap) COMPREPLY=($(compgen -W "--iters --k --sweep-k --model --data --warm-data --warm-model --synthesize --teacher-model --teacher-backend --teacher-data --eval-task --eval-data --eval-limit --eval-max-new-tokens --raw-baseline --no-raw-baseline --teacher-baseline --no-teacher-baseline --temperature --top-p --prefix-chunks --max-latent-tokens --select --estep-limit --continue --from-base --layout --seq-len --batch-size --lr --warmup-steps --warm-steps --warm-tokens --steps --tokens --save-every --demo-train --demo-heldout --demo-steps --demo-warm-fraction --backend --dtype --seed --launcher --nproc-per-node --run-dir --name --dry-run --help" -- "$cur")) ;;
             merge) COMPREPLY=($(compgen -W "--output --num-shards --order --check --help" -- "$cur")) ;;
         esac

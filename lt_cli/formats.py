@@ -132,6 +132,19 @@ def latent_answer_separator() -> str:
     return END_OF_LATENT
 
 
+def finetune_prompt_suffix(latent: bool) -> str:
+    """Ends a fine-tuning prompt (``lt finetune-eval``, as the reference's ``finetune.py``): latent
+    models think in a prior latent (``<SoL><PRIOR>``); raw models get a bare ``<SoL>`` as the
+    prompt/completion delimiter."""
+    return latent_eval_suffix() if latent else START_OF_LATENT
+
+
+def finetune_completion(thought: str, answer_text: str, latent: bool) -> str:
+    """A fine-tuning target: ``thought <EoL> answer_text`` (latent), ``thought answer_text`` (raw:
+    the reference deletes ``<EoL>`` from raw models' completions)."""
+    return thought + (END_OF_LATENT if latent else "") + answer_text
+
+
 def strip_special_tokens(text: str) -> str:
     """Remove the four special-token strings (for display and for graders of raw variants)."""
     for token in SPECIAL_TOKENS:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-LAYOUTS = ("random", "prior", "posterior", "pure", "raw")
+LAYOUTS = ("random", "prior", "posterior", "pure", "raw", "completion")  # completion: lt finetune-eval
 LOSS_ON = ("all", "observed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 DATA_SHARDING = ("global", "rank")

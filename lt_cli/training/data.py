@@ -12,7 +12,7 @@ global batches a single process sees (the global batch does not depend on the wo
   redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior``/``posterior``
   fix it; ``pure`` trains on the synthetic text only (the document's ``latent`` field, as WRAP
   writes it, else each chunk latent as its own BOS...EOS segment); ``raw`` trains on the document
-  text.
+  text; ``completion`` trains on ``prompt + completion`` records (fine-tuning, :mod:`.completion`).
 * Every segment is encoded as BOS + tokens + EOS and appended to one stream that runs across
   documents and epochs. Windows are ``seq_len + 1`` tokens; consecutive windows share one token
   (the last input of one window is the first of the next), so every token after the very first is
@@ -35,6 +35,7 @@ from ..errors import UsageError
 from ..io import read_records
 from ..records import document_id, document_text, is_latent_fixed, validate_chunks
 from ..seeding import derive_seed
+from . import completion
 from .config import DataSource
 
 IGNORE_INDEX = -100
@@ -51,6 +52,8 @@ class Document:
     chunks: tuple[tuple[str, str], ...] | None  # (text, latent) per chunk
     #: indices of the chunks marked ``latent_fixed`` (records.LATENT_FIXED)
     fixed_chunks: frozenset[int] = frozenset()
+    #: layout ``completion`` (fine-tuning): the prompt; ``text`` is then the completion
+    prompt: str | None = None
 
     def chunk_dicts(self) -> list[dict[str, str]]:
         return [{"text": t, "latent": l} for t, l in (self.chunks or ())]
@@ -72,6 +75,8 @@ def _validator(layout: str):
         elif layout == "pure":
             if not isinstance(record.get("latent"), str) and not (chunks and any(isinstance(c.get("latent"), str) for c in chunks)):
                 raise ValueError("--layout pure needs a string 'latent' field or chunks[].latent")
+        elif layout == completion.LAYOUT:
+            completion.validate_completion_record(record)
         else:  # raw
             if chunks is None and not isinstance(record.get("text"), str):
                 raise ValueError("missing string field 'text'")
@@ -80,6 +85,9 @@ def _validator(layout: str):
 
 
 def _to_document(record: dict[str, Any]) -> Document:
+    if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
+        doc_id = document_id({"id": record.get("id"), "text": record["prompt"] + record["completion"]})
+        return Document(doc_id, record["completion"], None, None, prompt=record["prompt"])
     chunks = None
     fixed: frozenset[int] = frozenset()
     if record.get("chunks") is not None:
@@ -202,6 +210,8 @@ def render_document(doc: Document, layout: str, seed: int, epoch: int, copy: int
     """The string(s) a document contributes in one epoch (see the module docstring)."""
     if layout == "raw":
         return [Segment(doc.text or "")]
+    if layout == completion.LAYOUT:
+        return [Segment(*completion.completion_text(doc.prompt or "", doc.text or ""))]
     if layout == "pure":
         if doc.latent is not None:
             return [Segment(doc.latent)]
