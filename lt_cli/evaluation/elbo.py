@@ -1,4 +1,5 @@
-"""``--task elbo``: ELBO_n per raw token of held-out documents (bolt-spec section 6.2).
+"""``--task elbo``: ELBO_n per raw token of held-out documents (the reference's
+``apps/main/eval.py``, ``compute_elbo``).
 
 Each document is first cut to ``context - 3`` tokens (:mod:`.doccut`), then chunked uniformly
 (``ceil(sentences / 8)`` chunks). For every chunk the E-step library draws K = max(n) latents from

@@ -189,7 +189,7 @@ def _evaluate_seed(config: FinetuneConfig, task, grader, records, source: str, v
 
 
 def _load_problems(config: FinetuneConfig, task, grader) -> tuple[list[Record], list[Record], str]:
-    """(fine-tuning records, test problems, where the test problems came from)."""
+    """(training problems, test problems, where the test problems came from)."""
     from .data import read_jsonl, resolve_data_path
     from .finetune_data import record_validator
     from .generation import _record_validator

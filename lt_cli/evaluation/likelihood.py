@@ -1,5 +1,5 @@
-"""Held-out likelihood tasks on raw documents (bolt-spec section 6.2): ``nll`` here, ``elbo`` in
-:mod:`.elbo`.
+"""Held-out likelihood tasks on raw documents, as the reference validates: ``nll`` here,
+``elbo`` in :mod:`.elbo`.
 
 Both first cut every document to ``context - 3`` tokens (``--max-doc-tokens``; :mod:`.doccut`
 says why), as the reference does before its validation NLL and ELBO.
