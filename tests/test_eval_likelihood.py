@@ -1,4 +1,4 @@
-"""NLL and ELBO: the reference's document cut and `--reference-quirks` (bolt-spec section 6.2)."""
+"""NLL and ELBO: the reference's document cut and `--reference-quirks`."""
 
 from __future__ import annotations
 
