@@ -17,6 +17,7 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
     "select": ("lt_cli.estep", "SelectRun", "run_select"),
     "train": ("lt_cli.training", "TrainConfig", "train"),
     "eval": ("lt_cli.evaluation", "EvalConfig", "run_eval"),
+    "finetune-eval": ("lt_cli.evaluation.finetune", "FinetuneConfig", "run_finetune_eval"),
 }
 
 

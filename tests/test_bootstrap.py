@@ -435,6 +435,7 @@ def test_the_papers_setting_in_one_call(tmp_path):
         sys.executable, "-m", "lt_cli", "bootstrap", "--model", "TinyLlama/TinyLlama_v1.1", "--data", str(data), "--warm-data", str(warm),
         "--iters", "1", "--k", "4", "--warm-tokens", "0.8e9", "--warm-batch-size", "96", "--batch-size", "192", "--mstep-tokens", "13e9",
         "--raw-baseline", "--raw-token-matched-tokens", "3.84e9", "--reference-quirks", "--eval-tasks", "math", "--eval-tasks", "gsm8k",
+        "--finetune-eval", "--finetune-train-data", str(data), "--finetune-data", str(data), "--finetune-seeds", "42,43",
         "--run-dir", str(tmp_path / "run"), "--dry-run",
     ]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
@@ -454,3 +455,8 @@ def test_the_papers_setting_in_one_call(tmp_path):
     sample = command_after("k4/iter1/sample")
     assert "--reference-quirks" in sample and "--k " not in sample  # K=4 is the default
     assert sum(1 for line in lines if " -m lt_cli eval " in line and "--task math" in line) == 4  # warm, 2 baselines, iteration 1
+    # the fine-tuning evaluation of every model, right after its few-shot eval
+    finetune = command_after("k4/iter1/finetune")
+    assert " -m lt_cli finetune-eval " in finetune and "--seeds 42,43" in finetune and str(tmp_path / "run" / "k4" / "iter1" / "model") in finetune
+    assert [line for line in lines if line.startswith("# ") and line.endswith("/finetune")] == [
+        "# warm/finetune", "# baseline-raw/finetune", "# baseline-raw-tokens/finetune", "# k4/iter1/finetune"]

@@ -76,8 +76,10 @@ def test_every_flag_round_trips_through_the_cli(command):
     argv = flags.to_argv(command, config)
     module = importlib.import_module(f"lt_cli.commands.{dict(COMMANDS)[command]}")
     assert module.config_from_flags(_parse(argv)) == config, argv
-    # and a config left at its defaults renders as the bare command (plus required values)
-    assert flags.to_argv(command, cls(**({"output": "o"} if command == "train" else {}))) in (["train", "--output", "o"], [command])
+    # and a config left at its defaults renders as the bare command plus its required values
+    required = {leaf.name: f"r-{leaf.name}" for leaf in flags.leaves(cls) if leaf.default() is flags.NO_DEFAULT}
+    expected = [command] + [word for name, value in required.items() for word in ("--" + name.replace("_", "-"), value)]
+    assert flags.to_argv(command, flags.build(cls, required)) == expected
 
 
 def test_leaf_names_are_unique_and_every_bootstrap_flag_is_a_leaf():

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import UsageError
 from ..estep.config import SampleConfig, SelectConfig
 from ..evaluation.config import EvalConfig
+from ..evaluation.finetune import FinetuneConfig
 from ..flags import from_json, group, json_paths
 from ..training.config import TrainConfig
 
@@ -35,10 +36,15 @@ SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "max_
 SELECT_FLAGS = ("method",)
 TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
 EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")
+FINETUNE_FLAGS = ("task", "train_data", "data", "limit", "train_limit", "seeds", "epochs", "samples", "max_new_tokens")
 
 
 def _train_template() -> TrainConfig:
     return TrainConfig(output="")
+
+
+def _finetune_template() -> FinetuneConfig:
+    return FinetuneConfig(model="", output="")
 
 
 @dataclass
@@ -67,6 +73,9 @@ class BootstrapConfig:
     # ---------------------------------------------------------------- eval
     eval_tasks: list[str] = field(default_factory=lambda: ["demo"])  # the first one's headline leads the report
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=group(prefix="eval_", include=EVAL_FLAGS))
+    #: also run lt finetune-eval on every model (the reference's less noisy evaluation)
+    finetune_eval: bool = False
+    finetune: FinetuneConfig = field(default_factory=_finetune_template, metadata=group(prefix="finetune_", include=FINETUNE_FLAGS))
     # ---------------------------------------------------------------- baselines
     raw_baseline: bool = True  # raw documents for an M-step's budget (the paper's FLOPs-matched baseline)
     #: a second raw baseline for this many tokens (the paper's token-matched one: 3.84e9, the raw
@@ -127,6 +136,8 @@ class BootstrapConfig:
             if value is not None and value < 1:
                 raise UsageError(f"--{budget.replace('_', '-')} must be >= 1")
         self.train.validate(check_paths=False)
+        if self.finetune_eval and not (self.finetune.train_data and self.finetune.data):
+            raise UsageError("--finetune-eval needs --finetune-train-data and --finetune-data (the task's training and test problems)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +205,7 @@ def _absolute_paths(values: dict[str, Any]) -> None:
     """Stage commands may run elsewhere (a launcher, another working directory): use absolute paths."""
     from pathlib import Path
 
-    for key in ("model", "data", "warm_model", "synthesize", "teacher_data", "eval_data"):
+    for key in ("model", "data", "warm_model", "synthesize", "teacher_data", "eval_data", "finetune_train_data", "finetune_data"):
         if values.get(key):
             values[key] = _absolute(str(values[key]))
     if values.get("warm_data"):

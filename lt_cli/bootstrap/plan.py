@@ -13,6 +13,7 @@
     k<K>/iter<t>/select                 E-step: importance resampling, one thought per chunk
     k<K>/iter<t>/train                  M-step: from the BASE model (--continue: from model t-1)
     k<K>/iter<t>/eval                   held-out evaluation
+    [.../finetune]                      --finetune-eval: lt finetune-eval after every eval stage
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .stages import (
     checkpoint_of,
     demo_corpus_stage,
     eval_stage,
+    finetune_stage,
     raw_data,
     sample_stage,
     select_stage,
@@ -39,6 +41,12 @@ from .stages import (
 def build_plan(config: BootstrapConfig) -> list[Stage]:
     c = config
     plan: list[Stage] = []
+
+    def evaluate(prefix: str, folder: tuple[str, ...], model_fn, variant: str) -> None:
+        plan.append(eval_stage(f"{prefix}/eval", folder, model_fn, variant))
+        if c.finetune_eval:
+            plan.append(finetune_stage(f"{prefix}/finetune", folder, model_fn))
+
     if c.demo:
         plan.append(demo_corpus_stage())
 
@@ -60,26 +68,26 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
     def warm_model(ctx: RunContext) -> str:
         return c.warm_model if c.warm_model is not None else checkpoint_of(ctx, "warm/train", ctx.path("warm"))
 
-    plan.append(eval_stage("warm/eval", ("warm",), warm_model, "latent"))
+    evaluate("warm", ("warm",), warm_model, "latent")
 
     # ------------------------------------------------------------ baselines (same tokens as an M-step)
     if c.raw_baseline:
         plan.append(train_stage("baseline-raw/train", lambda ctx: train_config(
             ctx, output=ctx.path("baseline-raw", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens, layout="raw",
         )))
-        plan.append(eval_stage("baseline-raw/eval", ("baseline-raw",), _checkpoint_fn("baseline-raw/train", ("baseline-raw",)), "raw"))
+        evaluate("baseline-raw", ("baseline-raw",), _checkpoint_fn("baseline-raw/train", ("baseline-raw",)), "raw")
     if c.raw_token_matched_tokens:
         plan.append(train_stage("baseline-raw-tokens/train", lambda ctx: train_config(
             ctx, output=ctx.path("baseline-raw-tokens", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=None,
             tokens=c.raw_token_matched_tokens, layout="raw",
         )))
-        plan.append(eval_stage("baseline-raw-tokens/eval", ("baseline-raw-tokens",), _checkpoint_fn("baseline-raw-tokens/train", ("baseline-raw-tokens",)), "raw"))
+        evaluate("baseline-raw-tokens", ("baseline-raw-tokens",), _checkpoint_fn("baseline-raw-tokens/train", ("baseline-raw-tokens",)), "raw")
     if c.teacher_baseline and (c.teacher_data or c.demo):
         plan.append(train_stage("baseline-teacher/train", lambda ctx: train_config(
             ctx, output=ctx.path("baseline-teacher", "model"), data=[str(ctx.path("data", "teacher.jsonl")) if c.demo else str(c.teacher_data)],
             start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens, layout=c.train.layout,
         )))
-        plan.append(eval_stage("baseline-teacher/eval", ("baseline-teacher",), _checkpoint_fn("baseline-teacher/train", ("baseline-teacher",)), "latent"))
+        evaluate("baseline-teacher", ("baseline-teacher",), _checkpoint_fn("baseline-teacher/train", ("baseline-teacher",)), "latent")
 
     # ------------------------------------------------------------ EM iterations
     ks = sorted(c.ks)
@@ -100,7 +108,7 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
                 candidates, select_k = _candidates_fn(folder), None
             plan.append(select_stage(f"{prefix}/select", folder, candidates, c.seed + t, select_k))
             plan.append(train_stage(f"{prefix}/train", _mstep_config(c, folder, previous)))
-            plan.append(eval_stage(f"{prefix}/eval", folder, _checkpoint_fn(f"{prefix}/train", folder), "latent"))
+            evaluate(prefix, folder, _checkpoint_fn(f"{prefix}/train", folder), "latent")
     return plan
 
 

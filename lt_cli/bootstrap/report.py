@@ -88,16 +88,26 @@ def _task_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
     return columns
 
 
+def _has_finetune(report: dict[str, Any]) -> bool:
+    return any(row.get("finetune") for row in report.get("iterations", []))
+
+
 def _cells(report: dict[str, Any], row: dict[str, Any]) -> list[str]:
     tasks = row.get("tasks") or {}
     head = [_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS[:3]]
     metrics = [_fmt((tasks.get(task) or {}).get("value"), "{:.3f}" if metric == "accuracy" else "{:.4f}") for task, metric in _task_columns(report)]
+    if _has_finetune(report):
+        ft = row.get("finetune") or {}
+        spread = ft.get("accuracy_std_over_seeds")
+        metrics.append(_fmt(ft.get("accuracy"), "{:.3f}") + (f" ± {spread:.3f}" if spread else ""))
     return head + metrics + [_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS[3:]]
 
 
 def _header(report: dict[str, Any]) -> list[str]:
     titles = [title for _, title, _ in COLUMNS]
     tasks = [f"{task} {'acc' if metric == 'accuracy' else metric}" for task, metric in _task_columns(report)]
+    if _has_finetune(report):
+        tasks.append("finetune acc")
     return titles[:3] + tasks + titles[3:]
 
 
@@ -210,6 +220,7 @@ def build_report(config, manifest) -> dict[str, Any]:
             "n_tokens": result("baseline-raw/train").get("n_tokens"),
             "note": "raw documents, same tokens as an M-step",
             "tasks": result("baseline-raw/eval").get("tasks", {}),
+            "finetune": result("baseline-raw/finetune") or None,
         }
     if config.raw_token_matched_tokens:
         baselines["raw_token_matched"] = {
@@ -217,6 +228,7 @@ def build_report(config, manifest) -> dict[str, Any]:
             "n_tokens": result("baseline-raw-tokens/train").get("n_tokens"),
             "note": "raw documents, as many tokens as --raw-token-matched-tokens",
             "tasks": result("baseline-raw-tokens/eval").get("tasks", {}),
+            "finetune": result("baseline-raw-tokens/finetune") or None,
         }
     warm_acc = result("warm/eval").get("accuracy")
     if "baseline-teacher/eval" in manifest.stages:
@@ -225,11 +237,13 @@ def build_report(config, manifest) -> dict[str, Any]:
             "n_tokens": result("baseline-teacher/train").get("n_tokens"),
             "note": "teacher thoughts on every raw document, same tokens as an M-step",
             "tasks": result("baseline-teacher/eval").get("tasks", {}),
+            "finetune": result("baseline-teacher/finetune") or None,
         }
     else:
         baselines["teacher"] = {
             "accuracy": warm_acc, "n_tokens": result("warm/train").get("n_tokens"), "note": "the warm start (teacher-thought data)",
             "tasks": result("warm/eval").get("tasks", {}),
+            "finetune": result("warm/finetune") or None,
         }
 
     iterations = []
@@ -237,6 +251,7 @@ def build_report(config, manifest) -> dict[str, Any]:
         iterations.append({
             "iter": 0, "k": k, "accuracy": warm_acc, "elbo_per_document": None, "log_w_per_candidate": None, "ess_per_chunk": None,
             "n_tokens": result("warm/train").get("n_tokens"), "seconds": seconds("warm/train", "warm/eval"), "tasks": result("warm/eval").get("tasks", {}),
+            "finetune": result("warm/finetune") or None,
         })
         for t in range(1, config.iters + 1):
             prefix = f"k{k}/iter{t}"
@@ -251,6 +266,7 @@ def build_report(config, manifest) -> dict[str, Any]:
                 "n_tokens": result(f"{prefix}/train").get("n_tokens"),
                 "seconds": seconds(sample_key_of(manifest.stages, k, t), f"{prefix}/select", f"{prefix}/train", f"{prefix}/eval"),
                 "tasks": result(f"{prefix}/eval").get("tasks", {}),
+                "finetune": result(f"{prefix}/finetune") or None,
             })
     report = {
         "name": config.name,

@@ -196,6 +196,21 @@ def eval_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunC
     return Stage(key, "eval", configs, result)
 
 
+def finetune_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str]) -> Stage:
+    """``lt finetune-eval`` of one checkpoint (``FOLDER/finetune/metrics.json``): fine-tune on the
+    task's training problems, sample several answers per test problem, mean accuracy and spread."""
+
+    def configs(ctx: RunContext) -> list[Any]:
+        c = ctx.config
+        return [replace(c.finetune, model=model_fn(ctx), output=str(ctx.path(*folder_parts, "finetune")), backend=c.backend, dtype=c.dtype)]
+
+    def result(ctx: RunContext, configs: list[Any]) -> Result:
+        metrics = read_json(Path(configs[0].output) / "metrics.json")
+        return {key: metrics.get(key) for key in ("task", "accuracy", "accuracy_std_over_seeds", "accuracy_stderr_over_problems", "n_seeds", "n_problems")}
+
+    return Stage(key, "finetune-eval", configs, result)
+
+
 # ------------------------------------------------------------------------------------ E-step
 def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int) -> Stage:
     """K posterior samples per chunk of every raw document, scored (``lt sample-thoughts``)."""

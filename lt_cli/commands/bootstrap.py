@@ -59,6 +59,16 @@ def command(
     eval_limit: Annotated[Optional[int], Opt(help="Evaluate only the first N problems.", show_default=False)] = None,
     eval_max_new_tokens: Annotated[Optional[int], Opt(help="Generated tokens per eval answer (default: the task's; demo 48).", show_default=False)] = None,
     eval_batch_size: Annotated[Optional[int], Opt(help="Prompts per backend call in eval (default 16; demo 128).", show_default=False)] = None,
+    finetune_eval: Annotated[Optional[bool], Opt("--finetune-eval/--no-finetune-eval", help="Also run lt finetune-eval on every model (needs --finetune-train-data and --finetune-data).", show_default=False)] = None,
+    finetune_task: Annotated[Optional[str], Opt(help="Fine-tuning eval task: gsm8k (default) or math.", show_default=False)] = None,
+    finetune_train_data: Annotated[Optional[str], Opt(help="Fine-tuning eval: the task's training problems (JSONL or a folder with train.jsonl).", show_default=False)] = None,
+    finetune_data: Annotated[Optional[str], Opt(help="Fine-tuning eval: the test problems (JSONL or a folder with test.jsonl).", show_default=False)] = None,
+    finetune_limit: Annotated[Optional[int], Opt(help="Fine-tuning eval: only the first N test problems.", show_default=False)] = None,
+    finetune_train_limit: Annotated[Optional[int], Opt(help="Fine-tuning eval: only the first N training problems.", show_default=False)] = None,
+    finetune_seeds: Annotated[Optional[str], Opt(help="Fine-tuning eval seeds, comma-separated (default 42).", show_default=False)] = None,
+    finetune_epochs: Annotated[Optional[float], Opt(help="Fine-tuning eval epochs (default 5).", show_default=False)] = None,
+    finetune_samples: Annotated[Optional[int], Opt(help="Fine-tuning eval answers per problem (default 16 GSM8K, 4 MATH).", show_default=False)] = None,
+    finetune_max_new_tokens: Annotated[Optional[int], Opt(help="Fine-tuning eval tokens per answer (default 1600).", show_default=False)] = None,
     raw_baseline: Annotated[Optional[bool], Opt("--raw-baseline/--no-raw-baseline", help="Train on the raw documents for the same tokens (demo default: on).", show_default=False)] = None,
     teacher_baseline: Annotated[Optional[bool], Opt("--teacher-baseline/--no-teacher-baseline", help="Train on --teacher-data for the same tokens (demo default: on).", show_default=False)] = None,
     temperature: Annotated[Optional[float], Opt(help="E-step sampling temperature (default 1.0).", show_default=False)] = None,
@@ -107,5 +117,9 @@ def command(
     options["dry_run"] = options["dry_run"] or None
     for key in ("warm_tokens", "mstep_tokens", "raw_token_matched_tokens"):
         options[key] = parse_tokens(options[key])
+    if options["finetune_seeds"] is not None:
+        from .finetune_eval import _seeds
+
+        options["finetune_seeds"] = _seeds(options["finetune_seeds"])
     run_bootstrap(resolve_config(options))
     return 0

@@ -65,16 +65,17 @@ def command(
     device: Annotated[str, typer.Option("--device")] = "auto",
     max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Context length for sampling (default: the model's).", show_default=False)] = None,
 ) -> int:
-    from ..evaluation.finetune import FinetuneConfig, run_finetune_eval
+    flags = dict(locals())
     from ..io import write_stdout_json
+    from ..runners import run
 
-    config = FinetuneConfig(
-        model=model, output=output, task=task, task_file=task_file, train_data=train_data, data=data, split=split,
-        limit=limit, train_limit=train_limit, variant=variant, seeds=_seeds(seeds), epochs=epochs, lr=lr,
-        warmup_ratio=warmup_ratio, weight_decay=weight_decay, examples_per_step=examples_per_step, seq_len=seq_len,
-        micro_batch_size=micro_batch_size, samples=samples, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens, backend=backend, batch_size=batch_size, dtype=dtype, device=device,
-        max_model_len=max_model_len, keep_models=keep_models,
-    )
-    write_stdout_json(run_finetune_eval(config))
+    write_stdout_json(run("finetune-eval", config_from_flags(flags)))
     return 0
+
+
+def config_from_flags(flags: dict):
+    """The command's parameters -> its :class:`~lt_cli.evaluation.finetune.FinetuneConfig`."""
+    from ..evaluation.finetune import FinetuneConfig
+    from ..flags import build
+
+    return build(FinetuneConfig, {**flags, "seeds": _seeds(flags["seeds"])})

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..flags import flag
 
 Record = dict[str, Any]
 
@@ -51,7 +52,7 @@ class FinetuneConfig:
     limit: int | None = None
     train_limit: int | None = None
     variant: str = "auto"
-    seeds: tuple[int, ...] = (42,)
+    seeds: tuple[int, ...] = field(default=(42,), metadata=flag(csv=True))
     # fine-tuning (reference: configs/finetune/*.yaml)
     epochs: float = 5.0
     lr: float = 1e-4
@@ -73,7 +74,7 @@ class FinetuneConfig:
     device: str = "auto"
     max_model_len: int | None = None
     keep_models: bool = False
-    backend_options: dict = field(default_factory=dict)
+    backend_options: dict = field(default_factory=dict, metadata=flag(enabled=False))
 
     def validate(self) -> None:
         if not self.train_data:
