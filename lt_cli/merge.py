@@ -105,7 +105,7 @@ def expand_shard_paths(specs: list[str], num_shards: int | None = None) -> list[
             except (KeyError, IndexError, ValueError) as exc:
                 raise UsageError(f"{spec}: bad shard pattern ({exc}); use {{i}} for the shard index, {{n}} for N") from None
         elif any(ch in spec for ch in "*?["):
-            matches = [m for m in globlib.glob(spec) if not m.endswith((".done", ".partial", ".tmp"))]
+            matches = [m for m in globlib.glob(spec) if not m.endswith((".done", ".partial", ".partial.json", ".lock", ".tmp"))]
             if not matches:
                 raise ShardError(f"{spec}: no shard matches this glob")
             paths.extend(Path(m) for m in sorted(matches, key=_natural_key))
