@@ -41,7 +41,10 @@ ORDERS = ("interleave", "concat")
 
 
 class ShardError(LtError):
-    """A shard is missing, incomplete, changed after it was written, or does not fit the others."""
+    """A shard is missing, incomplete, changed after it was written, or does not fit the others:
+    the input is unusable (exit 2, like every missing or malformed input)."""
+
+    exit_code = 2
 
 
 @dataclass

@@ -264,9 +264,13 @@ class OutputWriter:
                 raise FileError.from_os(exc, self.path.with_name(self.path.name + ".done")) from None
 
     def _discard(self) -> None:
-        """After a failure: remove the temporary file; a resumable partial stays for the rerun."""
+        """After a failure: remove the temporary file; a resumable partial stays for the rerun
+        when it holds records (an empty one, and its identity, would only be a leftover)."""
         if not self.resume and self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+        if self.resume and self.count == 0:
+            self.partial_path.unlink(missing_ok=True)
+            self.meta_path.unlink(missing_ok=True)
 
 
 def open_output(

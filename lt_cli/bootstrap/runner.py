@@ -11,6 +11,7 @@ an interrupted run (even ``kill -9``) ends with the same report as an uninterrup
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,8 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
         DataSource.parse(spec).check_exists("--warm-data")
     for task in config.eval_tasks:
         get_task(task)
+    for k in config.ks:  # each E-step's SampleConfig, validated as its stage will build it
+        replace(config.sample, k=k)
     for stage in plan:
         if stage.command == "train":
             for train in stage.configs(ctx):

@@ -77,6 +77,16 @@ def check_inputs(output: Path, config: TrainConfig, current: dict[str, Any]) -> 
         )
 
 
+def _missing_ancestors(output: Path) -> list[Path]:
+    """The folders above ``output`` that do not exist yet, nearest first (created with it)."""
+    missing = []
+    for parent in output.absolute().parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
 def _cleanup(output: Path, existed: bool, before: set[str]) -> None:
     """Remove what a failed run created and cannot resume from (see the module docstring)."""
     if not output.is_dir():
@@ -106,15 +116,26 @@ def guarded_train(config: TrainConfig, run: Callable[[TrainConfig], Any]) -> Any
     output = Path(config.output)
     if not _is_main():
         return run(config)
-    with OutputLock(output, what="--output"):
-        existed = output.is_dir()
-        before = {entry.name for entry in output.iterdir()} if existed else set()
-        current = input_identity(config)
-        check_inputs(output, config, current)
-        try:
-            output.mkdir(parents=True, exist_ok=True)
-            write_json(output / INPUTS_FILE, current)
-            return run(config)
-        except BaseException:
-            _cleanup(output, existed, before)
-            raise
+    created_parents = _missing_ancestors(output)  # before the lock file creates them
+    failed = False
+    try:
+        with OutputLock(output, what="--output"):
+            existed = output.is_dir()
+            before = {entry.name for entry in output.iterdir()} if existed else set()
+            current = input_identity(config)
+            check_inputs(output, config, current)
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+                write_json(output / INPUTS_FILE, current)
+                return run(config)
+            except BaseException:
+                failed = True
+                _cleanup(output, existed, before)
+                raise
+    finally:
+        if failed and not output.exists():
+            for parent in created_parents:  # folders made for this run, if nothing else is in them
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
