@@ -8,7 +8,7 @@ four times slower.
 So a line is read by orjson unless it holds 19 digits in a row. Every integer orjson cannot keep
 has that many, and lt's own numbers never do (a float carries at most 17 significant digits), so
 the json module (exact integers) reads only the rare line that needs it; the check is one
-``bytes.translate`` and one substring search (``bench/jsoncodec_bigint.py`` measures its cost).
+``bytes.translate`` and one substring search (``bench/reliability_io.py`` measures its cost).
 Writing falls back only when orjson refuses a value: integers out of its range are swapped for
 placeholder strings, the record is written by orjson (every other byte is what orjson writes) and
 the digits are put back.
@@ -66,7 +66,7 @@ def dumps(value: Any, option: int = LINE_OPTIONS, default: Any = None) -> bytes:
     """Serialise like ``orjson.dumps`` (one line with ``LINE_OPTIONS``); integers beyond 64 bits are
     written exactly instead of raising."""
     try:
-        return orjson.dumps(value, option=option, default=default)
+        return orjson.dumps(value, option=option) if default is None else orjson.dumps(value, option=option, default=default)
     except TypeError as exc:
         if "Integer exceeds 64-bit range" not in str(exc):
             raise

@@ -8,9 +8,11 @@ skips the new input's first documents.
 
 The identity is saved beside the partial (``OUTPUT.partial.json``) when it is created and compared
 before it is resumed. Settings are the command's flags (:func:`lt_cli.flags.flat`) minus those that
-cannot change the bytes (:data:`FREE_FLAGS`: paths of sidecars, batch sizes, concurrency). The input
+cannot change the bytes (:data:`FREE_FLAGS`: paths of sidecars, batch sizes, concurrency), plus the
+fingerprint of a local ``--model`` folder (its files' names, sizes and mtimes, as the sample cache
+keys it), so a model retrained into the same folder does not continue the old model's partial. The input
 is identified by its content (sha256 and size; its path may change), hashed once per run at several
-hundred MB/s (``bench/jsoncodec_bigint.py`` prints the ratio to reading it). Records read from stdin
+hundred MB/s (``bench/reliability_io.py`` prints the ratio to reading it). Records read from stdin
 cannot be identified, so their partial is never resumed silently.
 """
 
@@ -50,6 +52,11 @@ def run_identity(command: str, config: Any) -> dict[str, Any]:
     from .flags import flat
 
     settings = {name: value for name, value in flat(config).items() if name not in FREE_FLAGS}
+    if isinstance(settings.get("model"), str):
+        from .cache import model_fingerprint
+
+        # a model retrained into the same folder samples other latents: its files are part of the run
+        settings["model_files"] = model_fingerprint(settings["model"])
     return {"version": IDENTITY_VERSION, "command": command, "settings": _plain(settings)}
 
 
@@ -74,8 +81,13 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         return found
     old, new = saved.get("settings", {}), current.get("settings", {})
     for name in sorted(set(old) | set(new)):
-        if old.get(name, "<unset>") != new.get(name, "<unset>"):
-            found.append(f"--{name.replace('_', '-')} {old.get(name, '<unset>')!r} there, {new.get(name, '<unset>')!r} now")
+        if old.get(name, "<unset>") == new.get(name, "<unset>"):
+            continue
+        if name == "model_files":
+            if old.get("model") == new.get("model"):
+                found.append(f"the files of --model {new.get('model')} changed (retrained or copied since)")
+            continue
+        found.append(f"--{name.replace('_', '-')} {old.get(name, '<unset>')!r} there, {new.get(name, '<unset>')!r} now")
     old_input, new_input = saved.get("input"), current.get("input")
     if old_input is not None or new_input is not None:
         old_input, new_input = old_input or {}, new_input or {}

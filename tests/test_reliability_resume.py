@@ -171,3 +171,19 @@ def test_flags_that_cannot_change_the_bytes_do_not_block_a_resume(tmp_path, tiny
     value = "3" if flag == "--batch-size" else str(tmp_path / "other.sqlite")
     code, _, err = cli(base + [source, "-o", out, flag, value, "--skip-bad"])
     assert code == 3 and "resuming after 1 finished record(s)" in err
+
+
+def test_a_model_retrained_into_the_same_folder_does_not_continue_the_old_partial(tmp_path, tiny_model_dir):
+    import os
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    base = ["sample-thoughts", "--model", model, "--k", "1", "--max-new-tokens", "4", "--docs-per-call", "1", "--dtype", "float32"]
+    source = docs(tmp_path / "docs.jsonl", ["a0", "a1", "a2"], bad_line=2)
+    out = tmp_path / "out.jsonl"
+    assert cli(base + [source, "-o", out])[0] == 2
+    stat = (model / "model.safetensors").stat()
+    os.utime(model / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten since
+    code, _, err = cli(base + [source, "-o", out])
+    error_line(2, err, code, f"the files of --model {model} changed")
