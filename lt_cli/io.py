@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 import zlib
@@ -40,6 +41,19 @@ _DUMP_OPTIONS = jsoncodec.LINE_OPTIONS
 
 def is_std(path: str | os.PathLike | None) -> bool:
     return path is None or str(path) == "-"
+
+
+def is_device(path: str | os.PathLike | None) -> bool:
+    """True for an existing path that is neither a regular file nor a folder: ``/dev/null``, a FIFO,
+    ``/dev/stdout``, ``>(gzip > x)``. Such an output is written as a stream (no temporary file, no
+    rename over it, no sidecar files beside it), never replaced."""
+    if is_std(path):
+        return False
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def display_name(path: str | os.PathLike | None) -> str:
@@ -106,8 +120,7 @@ def _open_binary_input(path: str | os.PathLike | None) -> BinaryIO:
         raise FileError.from_os(exc, path) from None
     if path.suffix != ".gz":
         return raw
-    magic = raw.read(2)
-    raw.seek(0)
+    magic = raw.peek(2)[:2]  # peek, not read + seek: the input may be a pipe
     if magic and magic != b"\x1f\x8b":
         raw.close()
         raise UsageError(f"{path}: not a gzip file (its name ends in .gz)")

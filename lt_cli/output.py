@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Callable
 import orjson
 
 from .errors import FileError, UsageError
-from .io import Record, Shard, _mkstemp_public, dumps, file_sha256, is_std, parse_shard, write_json
+from .io import Record, Shard, _mkstemp_public, dumps, file_sha256, is_device, is_std, parse_shard, write_json
 from .locks import OutputLock
 
 
@@ -71,11 +71,13 @@ class OutputWriter:
         lock: bool = True,
     ):
         self.path = None if is_std(path) else Path(path)
-        self.resume = resume and self.path is not None
+        #: /dev/null, a FIFO...: written as a stream, like stdout (never replaced by a rename)
+        self.device = is_device(path)
+        self.resume = resume and self.path is not None and not self.device
         # ``shard`` (I/N of a --shard run) turns the marker on and records which shard this is, so
         # ``lt merge`` can check that it got every shard, in order, each complete.
         self.shard = parse_shard(shard) if isinstance(shard, str) else shard
-        self.marker = (marker or self.shard is not None) and self.path is not None
+        self.marker = (marker or self.shard is not None) and self.path is not None and not self.device
         self.identity = identity
         self.restart = restart
         self.count = 0
@@ -84,7 +86,7 @@ class OutputWriter:
         self.resumed_records: list[Record] = []
         self._file: BinaryIO | None = None
         self._tmp: Path | None = None
-        self._lock = OutputLock(self.path, what="-o") if (lock and self.path is not None) else None
+        self._lock = OutputLock(self.path, what="-o") if (lock and self.path is not None and not self.device) else None
 
     @property
     def partial_path(self) -> Path:
@@ -103,6 +105,12 @@ class OutputWriter:
             from .console import protect_stdout
 
             self._file = protect_stdout()
+            return self
+        if self.device:
+            try:
+                self._file = open(self.path, "wb")
+            except OSError as exc:
+                raise FileError.from_os(exc, self.path) from None
             return self
         check_output_path(self.path)
         if self._lock is not None:
@@ -208,6 +216,8 @@ class OutputWriter:
         try:
             if self.path is None:
                 self._flush_stdout(failing=exc_type is not None)
+            elif self.device:
+                self._close_device(failing=exc_type is not None)
             else:
                 self._finish(ok=exc_type is None)
         finally:
@@ -221,6 +231,14 @@ class OutputWriter:
         except OSError as exc:
             if not failing:  # the first error is the one to report
                 raise _write_failed(exc, "stdout") from None
+
+    def _close_device(self, failing: bool) -> None:
+        assert self._file is not None and self.path is not None
+        try:
+            self._file.close()
+        except OSError as exc:
+            if not failing:
+                raise _write_failed(exc, self.path) from None
 
     def _finish(self, ok: bool) -> None:
         assert self.path is not None and self._file is not None

@@ -19,6 +19,7 @@ cannot be identified, so their partial is never resumed silently.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ IDENTITY_VERSION = 1
 
 
 def file_identity(path: str | os.PathLike | None) -> dict[str, Any]:
-    """``{"path", "bytes", "sha256"}`` of a file; stdin gets ``sha256: None`` (it cannot be hashed
-    ahead of reading)."""
-    if is_std(path):
+    """``{"path", "bytes", "sha256"}`` of a file; stdin and other streams (a pipe, ``<(...)``) get
+    ``sha256: None``: they cannot be hashed ahead of reading without consuming them."""
+    if is_std(path) or not stat.S_ISREG(os.stat(path).st_mode):
         return {"path": display_name(path), "bytes": None, "sha256": None}
     return {"path": str(path), "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from .flags import flag
-from .io import RejectsWriter, Record, Validator, check_input_file, is_std, parse_shard, read_records
+from .io import RejectsWriter, Record, Validator, check_input_file, is_device, is_std, parse_shard, read_records
 from .output import open_output
 
 
@@ -50,7 +50,8 @@ class StreamArgs:
 
     @property
     def to_file(self) -> bool:
-        return self.output is not None and self.output != "-"
+        """A regular output file (sidecars, cache, resume); not stdout, ``/dev/null`` or a pipe."""
+        return self.output is not None and self.output != "-" and not is_device(self.output)
 
     def rejects_path(self) -> str:
         if self.rejects:

@@ -186,3 +186,26 @@ def test_kill_9_releases_the_lock(tmp_path):
     code, _, err = cli(["chunk", source, "-o", out])
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "out.jsonl"]  # the killed run's .tmp is gone too
+
+
+def test_a_device_or_a_pipe_as_output_is_written_never_replaced(tmp_path):
+    """-o /dev/null or a FIFO is a stream: no temporary file beside it, no rename over it (as root,
+    a rename would have replaced /dev/null with a regular file), no sidecars."""
+    import stat
+
+    source = write_docs(tmp_path / "docs.jsonl", 3)
+    code, expected, _ = cli(["chunk", source])
+    assert code == 0
+    before = os.stat("/dev/null")
+    code, _, err = cli(["select", "-o", "/dev/null", "-"], input=b'{"id": "a", "chunks": [{"text": "t", "candidates": [{"latent": "x", "log_w": 0.5}]}]}\n')
+    assert code == 0, err
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+    assert not any(Path("/dev").glob("null.*")) and not any(Path("/dev").glob(".null.*"))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    code, _, err = cli(["chunk", source, "-o", fifo])
+    assert code == 0, err
+    assert reader.communicate(timeout=60)[0] == expected
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "pipe"]

@@ -39,7 +39,9 @@ DocsPerCallOpt = Annotated[Optional[int], typer.Option("--docs-per-call", help="
 def check_stdin(input_path: str | None) -> None:
     """Refuse to wait on an interactive terminal: print a hint instead of hanging."""
     if (input_path is None or input_path == "-") and sys.stdin is not None and sys.stdin.isatty():
-        raise LtError("no input: pass a JSONL file or pipe records into stdin (see --help)")
+        from ..errors import UsageError
+
+        raise UsageError("no input: pass a JSONL file or pipe records into stdin (see --help)")
 
 
 def _raise_terminated(signum, frame) -> None:

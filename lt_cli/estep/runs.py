@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
-from ..errors import LtError
+from ..errors import LtError, UsageError
 from ..io import write_json
 from ..provenance import run_identity
 from ..records import document_id, ensure_chunks
@@ -69,7 +69,7 @@ def run_select(run: SelectRun) -> int:
                 continue
             needs = any(chunk_log_w(c) is None for c in doc["chunks"])
             if needs and method in ("importance", "argmax") and not all(len(c["candidates"]) == 1 for c in doc["chunks"]):
-                raise LtError(
+                raise UsageError(
                     f"document {document_id(doc)} has candidates without log_w: pass --model (and --backend) "
                     "so select can score them, or use --method uniform|first"
                 )

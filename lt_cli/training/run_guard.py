@@ -60,6 +60,9 @@ def check_inputs(output: Path, config: TrainConfig, current: dict[str, Any]) -> 
         return
     saved = read_json(saved_path)
     before, now = saved.get("data", []), current["data"]
+    for item in now:
+        if item["sha256"] is None:
+            warn(f"--data {item['path']} is not a regular file (a pipe?): its content cannot be checked against the run in {output}")
     changed = [
         f"{new['path']} (sha256 {old['sha256'][:12]}, {old['bytes']:,} bytes there; sha256 {new['sha256'][:12]}, {new['bytes']:,} bytes now)"
         for old, new in zip(before, now)
