@@ -87,6 +87,14 @@ def protect_stdout() -> BinaryIO:
     return _record_stream
 
 
+def require_stdout(what: str) -> None:
+    """Refuse at the start, not after hours of work, when stdout is closed and ``what`` goes there."""
+    if sys.stdout is None or _stdout_was_closed:
+        from .errors import UsageError
+
+        raise UsageError(f"stdout is closed: {what} goes there (redirect it to a file or /dev/null)")
+
+
 def reset_record_stream() -> None:
     """Forget the cached record stream (tests run many commands in one process)."""
     global _record_stream

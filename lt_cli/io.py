@@ -347,8 +347,13 @@ def write_stdout_json(obj: Any) -> None:
     from .console import protect_stdout
 
     stream = protect_stdout()
-    stream.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY, default=str))
-    stream.flush()
+    try:
+        stream.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY, default=str))
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise FileError.from_os(OSError(exc.errno, exc.strerror), "stdout") from None
 
 
 def __getattr__(name: str) -> Any:

@@ -8,12 +8,13 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import FIXTURES
-from hostile import cli, error_line, lt, tmpfs, tree
+from hostile import ENV, LT, cli, error_line, lt, tmpfs, tree
 
 TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 128}
 
@@ -154,6 +155,9 @@ def test_train_bad_paths_and_a_second_writer(tmp_path, inputs):
         code, _, err = cli(train_args(out, data, tiny))
     error_line(4, err, code, f"{out} is being written by pid {os.getpid()}", "choose another --output")
     assert not out.exists()
+    closed = subprocess.run([*LT, *map(str, train_args(out, data, tiny))], env=ENV, stderr=subprocess.PIPE, preexec_fn=lambda: os.close(1), timeout=300)
+    error_line(2, closed.stderr, closed.returncode, "stdout is closed: the training result (JSON) goes there")
+    assert not out.exists()  # refused before training, not after
 
 
 # ------------------------------------------------------------------------------- bootstrap

@@ -180,7 +180,7 @@ def test_cli_select_needs_weights_for_importance(tmp_path):
     source = tmp_path / "cand.jsonl"
     write_jsonl(source, [doc_with([[None, None]])])
     result = subprocess.run(LT + ["select", str(source)], capture_output=True, env=ENV, cwd=REPO)
-    assert result.returncode == 1 and "--model" in result.stderr.decode()
+    assert result.returncode == 2 and "--model" in result.stderr.decode()
     uniform = subprocess.run(LT + ["select", "--method", "uniform", str(source)], capture_output=True, env=ENV, cwd=REPO)
     assert uniform.returncode == 0
     assert orjson.loads(uniform.stdout)["chunks"][0]["latent"] in {"z0_0", "z0_1"}
