@@ -40,7 +40,8 @@ def candidate_record(rng: random.Random, index: int) -> dict:
         "id": f"doc-{index:06d}", "text": text(300),
         "chunks": [
             {"text": text(60), "candidates": [
-                {"latent": text(120), "log_q": rng.uniform(-300, -10), "log_p": rng.uniform(-300, -10), "log_w": rng.uniform(-30, 30), "finished": True, "n_tokens": 170}
+                {"latent": text(120), "log_q": rng.uniform(-300, -10), "log_p": rng.uniform(-300, -10), "log_w": rng.uniform(-30, 30),
+                 "finished": True, "n_tokens": 170}
                 for _ in range(4)
             ]}
             for _ in range(5)

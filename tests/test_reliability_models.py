@@ -83,7 +83,8 @@ def test_the_same_kind_of_error_has_the_same_exit_code_in_every_command(tmp_path
     source.write_bytes(DOC)
     missing_input = [
         ["chunk", missing], ["synthesize", "--model", "m", missing], ["sample-thoughts", "--model", tiny_model_dir, missing], ["select", missing],
-        ["train", "--init-config", missing, "--data", missing, "--output", tmp_path / "t"], ["eval", "--task", "nll", "--model", tiny_model_dir, "--data", missing],
+        ["train", "--init-config", missing, "--data", missing, "--output", tmp_path / "t"],
+        ["eval", "--task", "nll", "--model", tiny_model_dir, "--data", missing],
         ["merge", missing, "-o", tmp_path / "m.jsonl"],
     ]
     for args in missing_input:
@@ -93,12 +94,15 @@ def test_the_same_kind_of_error_has_the_same_exit_code_in_every_command(tmp_path
     unscored.write_bytes(b'{"id": "a", "chunks": [{"text": "t", "candidates": [{"latent": "x"}, {"latent": "y"}]}]}\n')
     missing_model = [
         ["sample-thoughts", "--model", nowhere, source], ["select", "--model", nowhere, unscored],
-        ["train", "--model", nowhere, "--data", source, "--output", tmp_path / "t", "--layout", "raw"], ["eval", "--task", "nll", "--model", nowhere, "--data", source],
+        ["train", "--model", nowhere, "--data", source, "--output", tmp_path / "t", "--layout", "raw"],
+        ["eval", "--task", "nll", "--model", nowhere, "--data", source],
     ]
     for args in missing_model:
         code, _, err = cli(args)
         error_line(2, err, code, f"model folder not found: {nowhere}")
-    for args in (["chunk", "--shard", "3/2", source], ["select", "--method", "best", source], ["sample-thoughts", "--model", tiny_model_dir, "--k", "0", source]):
+    bad_values = (["chunk", "--shard", "3/2", source], ["select", "--method", "best", source],
+                  ["sample-thoughts", "--model", tiny_model_dir, "--k", "0", source])
+    for args in bad_values:
         code, _, err = cli(args)
         error_line(2, err, code)
     assert not (tmp_path / "t").exists()

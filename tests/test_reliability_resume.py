@@ -73,7 +73,8 @@ def test_sample_thoughts_refuses_another_input_or_k_and_restart_reuses_the_cache
 def _candidates(n: int, bad_line: int | None = None) -> bytes:
     lines = []
     for i in range(n):
-        chunks = [{"text": f"chunk {c}. ", "candidates": [{"latent": f"z{c}{j}", "log_q": -1.0, "log_p": -1.0 + 0.1 * (i + j), "log_w": 0.1 * (i + j)} for j in range(3)]} for c in range(2)]
+        candidates = [[{"latent": f"z{c}{j}", "log_q": -1.0, "log_p": -1.0 + 0.1 * (i + j), "log_w": 0.1 * (i + j)} for j in range(3)] for c in range(2)]
+        chunks = [{"text": f"chunk {c}. ", "candidates": candidates[c]} for c in range(2)]
         lines.append(orjson.dumps({"id": f"d{i}", "chunks": chunks}))
     if bad_line is not None:
         lines[bad_line - 1] = b'{"id": "broken", "chunks": 3}'

@@ -22,7 +22,7 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only r
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Read only the first N input records (before sharding).", show_default=False)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and set aside malformed records instead of stopping (exit 3 if any).")]
 RejectsOpt = Annotated[Optional[str], typer.Option("--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False)]
-RestartOpt = Annotated[bool, typer.Option("--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of a different run is refused otherwise).")]
+RestartOpt = Annotated[bool, typer.Option("--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of another run is refused).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.")]
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).")]

@@ -45,8 +45,8 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
                 stats.add(doc)
                 yield doc
 
-    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts", on_resumed=lambda records: [stats.add(r) for r in records],
-                      identity=run_identity("sample-thoughts", run))
+    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts",
+                      on_resumed=lambda records: [stats.add(r) for r in records], identity=run_identity("sample-thoughts", run))
     if stats.candidates:
         log(stats.line())
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "sample-thoughts", stats.to_json(), run)
