@@ -37,6 +37,7 @@ COMMANDS = [
     ("select", "select"),
     ("train", "train"),
     ("eval", "eval"),
+    ("finetune-eval", "finetune_eval"),
     ("bootstrap", "bootstrap"),
     ("merge", "merge"),
 ]

@@ -28,7 +28,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (START_OF_LATENT, END_OF_LATENT, PRIOR_PREFIX,
 #: Training layouts accepted by ``lt train --layout``. ``prior`` and ``posterior`` are the
 #: reference's untagged ablations; ``prior-tagged`` and ``posterior-tagged`` render every chunk in
 #: one of the two forms that ``random`` mixes.
-LAYOUTS = ("random", "prior", "posterior", "prior-tagged", "posterior-tagged", "pure", "raw")
+LAYOUTS = ("random", "prior", "posterior", "prior-tagged", "posterior-tagged", "pure", "raw", "completion")  # completion: lt finetune-eval
 
 #: Per-chunk layouts of :func:`render_chunks`: the two tagged halves of ``random`` and the two
 #: untagged ablation forms.
@@ -156,6 +156,19 @@ def latent_eval_suffix() -> str:
 def latent_answer_separator() -> str:
     """Closes the thinking in latent-variant exemplars; what follows is the stated answer."""
     return END_OF_LATENT
+
+
+def finetune_prompt_suffix(latent: bool) -> str:
+    """Ends a fine-tuning prompt (``lt finetune-eval``, as the reference's ``finetune.py``): latent
+    models think in a prior latent (``<SoL><PRIOR>``); raw models get a bare ``<SoL>`` as the
+    prompt/completion delimiter."""
+    return latent_eval_suffix() if latent else START_OF_LATENT
+
+
+def finetune_completion(thought: str, answer_text: str, latent: bool) -> str:
+    """A fine-tuning target: ``thought <EoL> answer_text`` (latent), ``thought answer_text`` (raw:
+    the reference deletes ``<EoL>`` from raw models' completions)."""
+    return thought + (END_OF_LATENT if latent else "") + answer_text
 
 
 def strip_special_tokens(text: str) -> str:

@@ -422,3 +422,35 @@ def test_in_process_and_launcher_runs_write_the_same_bytes(tmp_path, tiny_model_
     assert stats["log_w_per_candidate"] == row["log_w_per_candidate"] and stats["ess_per_chunk"] == row["ess_per_chunk"]
     assert stats["elbo_n_per_document"]["2"] == row["elbo_per_document"]
     assert f"{row['log_w_per_candidate']:.4f}" in proc.stderr and f"{row['ess_per_chunk']:.4f}" in proc.stderr
+
+
+def test_the_papers_setting_in_one_call(tmp_path):
+    """Separate warm-start and M-step batch sizes and budgets, and both raw baselines (FLOPs- and
+    token-matched), as the paper ran them, in one `lt bootstrap --dry-run`."""
+    data = tmp_path / "bootstrap.jsonl"
+    warm = tmp_path / "teacher.jsonl"
+    for path in (data, warm):
+        path.write_text('{"text": "One. Two."}\n')
+    args = [
+        sys.executable, "-m", "lt_cli", "bootstrap", "--model", "TinyLlama/TinyLlama_v1.1", "--data", str(data), "--warm-data", str(warm),
+        "--iters", "1", "--k", "4", "--warm-tokens", "0.8e9", "--warm-batch-size", "96", "--batch-size", "192", "--mstep-tokens", "13e9",
+        "--raw-baseline", "--raw-token-matched-tokens", "3.84e9", "--reference-quirks", "--eval-tasks", "math", "--eval-tasks", "gsm8k",
+        "--run-dir", str(tmp_path / "run"), "--dry-run",
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+
+    def command_after(key: str) -> str:
+        return lines[lines.index(f"# {key}") + 1]
+
+    warm_train = command_after("warm/train")
+    # defaults are left out of a rendered command: 96 sequences and the random layout are lt train's
+    assert "--batch-size" not in warm_train and "--tokens 800000000" in warm_train and "--layout" not in warm_train
+    mstep = command_after("k4/iter1/train")
+    assert "--batch-size 192" in mstep and "--tokens 13000000000" in mstep and "--model TinyLlama/TinyLlama_v1.1" in mstep
+    assert "--tokens 13000000000" in command_after("baseline-raw/train") and "--layout raw" in command_after("baseline-raw/train")
+    assert "--tokens 3840000000" in command_after("baseline-raw-tokens/train")
+    sample = command_after("k4/iter1/sample")
+    assert "--reference-quirks" in sample and "--k " not in sample  # K=4 is the default
+    assert sum(1 for line in lines if " -m lt_cli eval " in line and "--task math" in line) == 4  # warm, 2 baselines, iteration 1

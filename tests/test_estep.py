@@ -520,3 +520,36 @@ def test_bad_latent_fixed_is_rejected(chunk, message):
 
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate_chunks([chunk])
+
+
+def test_posterior_prompt_budget_default_rule_and_reference_quirks():
+    from lt_cli.backends.base import fit_prompt
+
+    ids = [0] + list(range(100, 4100))  # BOS + 4,000 tokens
+    # lt's rule: room for min(max_new_tokens, context / 4) new tokens, the prompt keeps the rest
+    assert len(fit_prompt(ids, max_new_tokens=1024, max_model_len=2048, bos_id=0)) == 1536
+    # the reference's: the last 1,024 prompt tokens whatever the context, so 1,024 are left to generate
+    fitted = fit_prompt(ids, max_new_tokens=1024, max_model_len=2048, bos_id=0, max_prompt_tokens=1024)
+    assert len(fitted) == 1024 and fitted[0] == 0 and fitted[-1] == 4099
+    assert SampleConfig().sampling_params().max_prompt_tokens is None
+    assert SampleConfig(reference_quirks=True).sampling_params().max_prompt_tokens == 1024
+    assert SampleConfig(reference_quirks=True, max_prompt_tokens=300).sampling_params().max_prompt_tokens == 300
+    with pytest.raises(LtError, match="--max-prompt-tokens"):
+        SampleConfig(max_prompt_tokens=0)
+
+
+def test_cache_is_keyed_by_dtype_and_context_length(tmp_path, tiny_model_dir):
+    """A rerun with another --max-model-len (which changes how prompts are cut) or --dtype draws
+    new samples instead of reusing those drawn under the old setting."""
+    corpus = small_corpus(tmp_path / "docs.jsonl", 2)
+    cache = tmp_path / "shared.sqlite"
+    base = ["sample-thoughts", "--model", tiny_model_dir, "--k", "2", "--max-new-tokens", "6", "--cache", cache, corpus]
+    runs = [("a", ["--max-model-len", "256", "--dtype", "float32"]), ("b", ["--max-model-len", "256", "--dtype", "float32"]),
+            ("c", ["--max-model-len", "200", "--dtype", "float32"]), ("d", ["--max-model-len", "256", "--dtype", "bfloat16"])]
+    hits = {}
+    for name, extra in runs:
+        result = lt(base + extra + ["-o", tmp_path / f"{name}.jsonl"])
+        assert result.returncode == 0, result.stderr.decode()
+        line = next(ln for ln in result.stderr.decode().splitlines() if "sample cache" in ln)
+        hits[name] = int(line.split(": ")[1].split(" hits")[0].replace(",", ""))
+    assert hits["a"] == 0 and hits["b"] > 0 and hits["c"] == 0 and hits["d"] == 0, hits

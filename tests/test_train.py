@@ -91,7 +91,7 @@ def test_budget_arithmetic_reproduces_reference_step_counts():
 
 
 def test_token_budget_parser():
-    from lt_cli.commands.train import _parse_tokens
+    from lt_cli.commands.common import parse_tokens as _parse_tokens
 
     assert _parse_tokens("13e9") == 13_000_000_000
     assert _parse_tokens("800M") == 800_000_000

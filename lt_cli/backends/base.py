@@ -78,6 +78,9 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 1024
     stop: tuple[str, ...] = ()
+    #: keep at most the last N prompt tokens (None: :func:`fit_prompt`'s rule); HTTP backends send
+    #: prompts whole and leave the cut to the server
+    max_prompt_tokens: int | None = None
 
 
 def check_sampling_params(params: SamplingParams) -> None:
@@ -94,6 +97,8 @@ def check_sampling_params(params: SamplingParams) -> None:
         raise LtError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
     if any(not s for s in params.stop):
         raise LtError("stop strings must be non-empty")
+    if params.max_prompt_tokens is not None and params.max_prompt_tokens < 1:
+        raise LtError(f"max_prompt_tokens must be at least 1, got {params.max_prompt_tokens}")
 
 
 # ---------------------------------------------------------------------- seeds
@@ -143,24 +148,30 @@ def resolve_max_model_len(model_limit: int | None, requested: int | None) -> int
     return int(model_limit) if model_limit else 2048
 
 
-def fit_prompt(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None) -> list[int]:
+def fit_prompt(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None, max_prompt_tokens: int | None = None) -> list[int]:
     """Cut a prompt from the front (keeping a leading BOS) to leave room for generation.
 
-    The room is ``max_new_tokens`` but at most a quarter of ``max_model_len``, so a long generation
-    budget never eats the whole prompt. Every backend with a token-level view uses this one policy;
+    By default the room is ``max_new_tokens`` but at most a quarter of ``max_model_len``, so a long
+    generation budget never eats the whole prompt (2,048 context, 1,024 new tokens: prompts keep up
+    to 1,536 tokens and the generation gets what is left). ``max_prompt_tokens`` replaces the rule
+    with a fixed prompt budget, the last N tokens (the reference's vLLM setting: 1,024, which always
+    leaves 1,024 for generation). Every backend with a token-level view uses this one policy;
     callers count and report the cut (``len(result) < len(ids)``).
     """
-    room = max(1, min(max_new_tokens, max_model_len // 4))
-    limit = max_model_len - room
+    if max_prompt_tokens is not None:
+        limit = max(1, min(max_prompt_tokens, max_model_len - 1))
+    else:
+        room = max(1, min(max_new_tokens, max_model_len // 4))
+        limit = max_model_len - room
     if len(ids) <= limit:
         return ids
     keep_bos = 1 if (bos_id is not None and ids and ids[0] == bos_id) else 0
     return ids[:keep_bos] + ids[len(ids) - limit + keep_bos :]
 
 
-def fit_prompt_warned(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None) -> list[int]:
+def fit_prompt_warned(ids: list[int], *, max_new_tokens: int, max_model_len: int, bos_id: int | None, max_prompt_tokens: int | None = None) -> list[int]:
     """:func:`fit_prompt` with the warning every backend prints when it cuts a prompt."""
-    fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=max_model_len, bos_id=bos_id)
+    fitted = fit_prompt(ids, max_new_tokens=max_new_tokens, max_model_len=max_model_len, bos_id=bos_id, max_prompt_tokens=max_prompt_tokens)
     if len(fitted) < len(ids):
         from ..console import warn
 

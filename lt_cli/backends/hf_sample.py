@@ -42,7 +42,7 @@ class HFSampling:
         check_sampling_params(params)
         prompts = list(prompts)
         seed_rows = expand_seeds(len(prompts), params.n, seeds, namespace="hf-default-sample")
-        encoded = [self._fit_prompt(self.encode(p), params.max_new_tokens) for p in prompts]
+        encoded = [self._fit_prompt(self.encode(p), params) for p in prompts]
         if any(not ids for ids in encoded):
             raise LtError("cannot sample from an empty prompt without a BOS token (add_bos is off or the tokenizer has none)")
         return self._sample_ids(encoded, params, seed_rows)

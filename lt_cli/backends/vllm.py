@@ -251,8 +251,8 @@ class VLLMBackend:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
-    def _fit_prompt(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        fitted = fit_prompt_warned(ids, max_new_tokens=max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id)
+    def _fit_prompt(self, ids: list[int], params: SamplingParams) -> list[int]:
+        fitted = fit_prompt_warned(ids, max_new_tokens=params.max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id, max_prompt_tokens=params.max_prompt_tokens)
         self.n_truncated_prompts += int(len(fitted) < len(ids))
         return fitted
 
@@ -282,7 +282,7 @@ class VLLMBackend:
         seed_rows = expand_seeds(len(prompt_ids), params.n, seeds, namespace="vllm-default-sample", bits=63)
         requests, sampling = [], []
         for i, ids in enumerate(prompt_ids):
-            ids = self._fit_prompt(ids, params.max_new_tokens)
+            ids = self._fit_prompt(ids, params)
             for j in range(params.n):
                 requests.append(TokensPrompt(prompt_token_ids=ids))
                 sampling.append(self._sampling_params(params, seed_rows[i][j], len(ids)))

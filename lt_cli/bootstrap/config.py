@@ -31,7 +31,7 @@ RUN_ONLY_FIELDS = frozenset({"train.save_every", "iters", "ks", "launcher", "npr
 
 #: The leaves of the stage configs that bootstrap exposes as its own flags; the others are set per
 #: stage (k, seeds, paths, models, budgets) or keep their defaults.
-SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "reference_quirks", "docs_per_call")
+SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "max_prompt_tokens", "reference_quirks", "docs_per_call")
 SELECT_FLAGS = ("method",)
 TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
 EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")
@@ -68,7 +68,10 @@ class BootstrapConfig:
     eval_tasks: list[str] = field(default_factory=lambda: ["demo"])  # the first one's headline leads the report
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=group(prefix="eval_", include=EVAL_FLAGS))
     # ---------------------------------------------------------------- baselines
-    raw_baseline: bool = True
+    raw_baseline: bool = True  # raw documents for an M-step's budget (the paper's FLOPs-matched baseline)
+    #: a second raw baseline for this many tokens (the paper's token-matched one: 3.84e9, the raw
+    #: tokens an M-step sees inside its augmented data); None: not run
+    raw_token_matched_tokens: int | None = None
     teacher_baseline: bool = True
     # ---------------------------------------------------------------- E-step
     sample: SampleConfig = field(default_factory=SampleConfig, metadata=group(include=SAMPLE_FLAGS))
@@ -79,6 +82,7 @@ class BootstrapConfig:
     continue_training: bool = False  # train iteration t from model t-1 (default: from the base model)
     warm_steps: int | None = None
     warm_tokens: int | None = None
+    warm_batch_size: int | None = None  # None: the M-step's --batch-size (the paper: 96 warm, 192 M-step)
     mstep_steps: int | None = None
     mstep_tokens: int | None = None
     # ---------------------------------------------------------------- demo corpus
@@ -118,7 +122,7 @@ class BootstrapConfig:
                 raise UsageError("--synthesize needs --teacher-model")
             if "demo" in self.eval_tasks and self.eval.data is None:
                 raise UsageError("the demo eval task needs --eval-data (held-out demo problems)")
-        for budget in ("warm_steps", "warm_tokens", "mstep_steps", "mstep_tokens"):
+        for budget in ("warm_steps", "warm_tokens", "mstep_steps", "mstep_tokens", "warm_batch_size", "raw_token_matched_tokens"):
             value = getattr(self, budget)
             if value is not None and value < 1:
                 raise UsageError(f"--{budget.replace('_', '-')} must be >= 1")

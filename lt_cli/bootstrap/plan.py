@@ -5,7 +5,8 @@
     [demo/corpus]                       the embedded demo only: corpus + tiny model config
     [warm/synthesize]                   --synthesize RAW: teacher thoughts first
     warm/train, warm/eval               iteration 0: train the base model on teacher thoughts
-    baseline-raw/train, .../eval        the same raw documents, the same number of tokens
+    baseline-raw/train, .../eval        the same raw documents for an M-step's budget (FLOPs-matched)
+    [baseline-raw-tokens/train, ...]    --raw-token-matched-tokens N: the raw baseline for N tokens
     baseline-teacher/train, .../eval    teacher thoughts on all the raw documents (when known)
     [shared/iter1/sample]               a K sweep samples max(K) once from the warm start
     k<K>/iter<t>/sample                 E-step proposal: K thoughts per chunk from model t-1
@@ -53,6 +54,7 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
     if c.warm_model is None:
         plan.append(train_stage("warm/train", lambda ctx: train_config(
             ctx, output=ctx.path("warm", "model"), data=warm_data(ctx), start=base_model_args(ctx), steps=c.warm_steps, tokens=c.warm_tokens, layout=c.train.layout,
+            batch_size=c.warm_batch_size,
         )))
 
     def warm_model(ctx: RunContext) -> str:
@@ -66,6 +68,12 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
             ctx, output=ctx.path("baseline-raw", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens, layout="raw",
         )))
         plan.append(eval_stage("baseline-raw/eval", ("baseline-raw",), _checkpoint_fn("baseline-raw/train", ("baseline-raw",)), "raw"))
+    if c.raw_token_matched_tokens:
+        plan.append(train_stage("baseline-raw-tokens/train", lambda ctx: train_config(
+            ctx, output=ctx.path("baseline-raw-tokens", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=None,
+            tokens=c.raw_token_matched_tokens, layout="raw",
+        )))
+        plan.append(eval_stage("baseline-raw-tokens/eval", ("baseline-raw-tokens",), _checkpoint_fn("baseline-raw-tokens/train", ("baseline-raw-tokens",)), "raw"))
     if c.teacher_baseline and (c.teacher_data or c.demo):
         plan.append(train_stage("baseline-teacher/train", lambda ctx: train_config(
             ctx, output=ctx.path("baseline-teacher", "model"), data=[str(ctx.path("data", "teacher.jsonl")) if c.demo else str(c.teacher_data)],

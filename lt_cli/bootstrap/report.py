@@ -211,6 +211,13 @@ def build_report(config, manifest) -> dict[str, Any]:
             "note": "raw documents, same tokens as an M-step",
             "tasks": result("baseline-raw/eval").get("tasks", {}),
         }
+    if config.raw_token_matched_tokens:
+        baselines["raw_token_matched"] = {
+            "accuracy": result("baseline-raw-tokens/eval").get("accuracy"),
+            "n_tokens": result("baseline-raw-tokens/train").get("n_tokens"),
+            "note": "raw documents, as many tokens as --raw-token-matched-tokens",
+            "tasks": result("baseline-raw-tokens/eval").get("tasks", {}),
+        }
     warm_acc = result("warm/eval").get("accuracy")
     if "baseline-teacher/eval" in manifest.stages:
         baselines["teacher"] = {

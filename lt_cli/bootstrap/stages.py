@@ -117,12 +117,16 @@ def synthesize_stage() -> Stage:
 
 
 # ------------------------------------------------------------------------------------ training
-def train_config(ctx: RunContext, *, output: Path, data: list[str], start: dict[str, str | None], steps: int | None, tokens: int | None, layout: str):
-    """The training template with one stage's fields: output, data, start, budget, layout, seed."""
+def train_config(
+    ctx: RunContext, *, output: Path, data: list[str], start: dict[str, str | None], steps: int | None, tokens: int | None, layout: str,
+    batch_size: int | None = None,
+):
+    """The training template with one stage's fields: output, data, start, budget, layout, seed
+    (and the warm start's own batch size)."""
     c = ctx.config
     return replace(
         c.train, output=str(output), data=list(data), model=start["model"], init_config=start["init_config"], layout=layout,
-        seed=c.seed, dtype=c.dtype, steps=steps, tokens=tokens if steps is None else None,
+        seed=c.seed, dtype=c.dtype, steps=steps, tokens=tokens if steps is None else None, batch_size=batch_size or c.train.batch_size,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import run_command
+from .common import parse_tokens, run_command
 
 HELP = "Run BoLT end to end (warm start + EM iterations) in a resumable run folder; no data = the CPU demo."
 EXAMPLES = """\
@@ -65,6 +65,7 @@ def command(
     top_p: Annotated[Optional[float], Opt(help="E-step top-p (default 1.0).", show_default=False)] = None,
     prefix_chunks: Annotated[Optional[int], Opt(help="Raw chunks of context before each chunk in the E-step (default 3).", show_default=False)] = None,
     max_new_tokens: Annotated[Optional[int], Opt("--max-new-tokens", "--max-latent-tokens", help="Max tokens per sampled thought (default 1024; demo 32).", show_default=False)] = None,
+    max_prompt_tokens: Annotated[Optional[int], Opt(help="E-step: keep at most the last N posterior prompt tokens (default: lt's rule; 1024 with --reference-quirks).", show_default=False)] = None,
     reference_quirks: Annotated[Optional[bool], Opt("--reference-quirks/--no-reference-quirks", help="E-step prompts and log p exactly as the reference (default off).", show_default=False)] = None,
     docs_per_call: Annotated[Optional[int], Opt("--docs-per-call", "--estep-docs-per-call", help="E-step documents per backend call (default 8; 128 with vllm; demo 64).", show_default=False)] = None,
     select_method: Annotated[Optional[str], Opt("--select-method", "--select", help="Selection: importance (default), uniform or argmax.", show_default=False)] = None,
@@ -78,9 +79,11 @@ def command(
     lr: Annotated[Optional[float], Opt(help="Learning rate.", show_default=False)] = None,
     warmup_steps: Annotated[Optional[int], Opt(help="LR warmup steps.", show_default=False)] = None,
     warm_steps: Annotated[Optional[int], Opt(help="Warm-start training steps.", show_default=False)] = None,
-    warm_tokens: Annotated[Optional[int], Opt(help="Warm-start training tokens (instead of --warm-steps).", show_default=False)] = None,
+    warm_tokens: Annotated[Optional[str], Opt(help="Warm-start training tokens (instead of --warm-steps), e.g. 0.8e9.", show_default=False)] = None,
+    warm_batch_size: Annotated[Optional[int], Opt(help="Warm-start sequences per step (default: --batch-size; the paper: 96, M-steps 192).", show_default=False)] = None,
     mstep_steps: Annotated[Optional[int], Opt("--mstep-steps", "--steps", help="M-step (and baseline) training steps.", show_default=False)] = None,
-    mstep_tokens: Annotated[Optional[int], Opt("--mstep-tokens", "--tokens", help="M-step (and baseline) training tokens (instead of --mstep-steps).", show_default=False)] = None,
+    mstep_tokens: Annotated[Optional[str], Opt("--mstep-tokens", "--tokens", help="M-step (and baseline) training tokens (instead of --mstep-steps), e.g. 13e9.", show_default=False)] = None,
+    raw_token_matched_tokens: Annotated[Optional[str], Opt(help="Also train the raw baseline for this many tokens (the paper's token-matched baseline: 3.84e9).", show_default=False)] = None,
     save_every: Annotated[Optional[int], Opt(help="Training checkpoint interval (an interrupted training resumes from it).", show_default=False)] = None,
     demo_train: Annotated[Optional[int], Opt(help="Demo: training documents (default 2000).", show_default=False)] = None,
     demo_heldout: Annotated[Optional[int], Opt(help="Demo: held-out problems (default 500).", show_default=False)] = None,
@@ -102,5 +105,7 @@ def command(
     options["demo_corpus"] = {key: value for key, value in demo_corpus.items() if value is not None} or None
     options["ks"] = _ks(options.pop("k"), options.pop("sweep_k"))
     options["dry_run"] = options["dry_run"] or None
+    for key in ("warm_tokens", "mstep_tokens", "raw_token_matched_tokens"):
+        options[key] = parse_tokens(options[key])
     run_bootstrap(resolve_config(options))
     return 0

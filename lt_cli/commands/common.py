@@ -36,6 +36,27 @@ QuirksOpt = Annotated[bool, typer.Option("--reference-quirks", help="Reproduce t
 DocsPerCallOpt = Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False)]
 
 
+def parse_tokens(value: Optional[str]) -> Optional[int]:
+    """Token budgets are large: accept 13e9, 13_000_000_000, 800M, 13B."""
+    if value is None:
+        return None
+    from ..errors import UsageError
+
+    text = value.strip().replace("_", "").replace(",", "")
+    multiplier = 1
+    suffixes = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+    if text and text[-1].lower() in suffixes:
+        multiplier = suffixes[text[-1].lower()]
+        text = text[:-1]
+    try:
+        number = float(text) * multiplier
+    except ValueError:
+        raise UsageError(f"--tokens must be a number like 13e9 or 800M, got {value!r}") from None
+    if number != int(number):
+        raise UsageError(f"--tokens must be a whole number, got {value!r}")
+    return int(number)
+
+
 def check_stdin(input_path: str | None) -> None:
     """Refuse to wait on an interactive terminal: print a hint instead of hanging."""
     if (input_path is None or input_path == "-") and sys.stdin is not None and sys.stdin.isatty():

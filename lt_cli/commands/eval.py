@@ -15,7 +15,9 @@ lt eval --model ckpt/ --task math --data math_test.jsonl --variant latent -o mat
 lt eval --model ckpt/ --task gsm8k --samples 8 --temperature 0.6     # maj@k, pass@k
 lt eval --task gsm8k --grade gsm8k.samples.jsonl                      # regrade, no model
 lt eval --model ckpt/ --task elbo --data val.jsonl --limit 100        # ELBO_1,2,4 per token
+lt eval --model ckpt/ --task elbo --data val.jsonl --reference-quirks  # the paper's elbo_4_per_token
 lt eval --model ckpt/ --task-file my_task.json --data my_problems.jsonl
+lt eval --task gsm8k --data test.jsonl --export-lm-eval lt_tasks/    # lm-eval YAMLs, same prompts
 """
 DETAILS = """Metrics go to stdout as one JSON object (or -o FILE); a table goes to stderr. Generation tasks
 report a top-level "accuracy" (GSM8K: flexible = last number; MATH: math-verify). See docs/eval.md."""
@@ -26,7 +28,7 @@ def command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model folder or hub id (not needed with --grade).", show_default=False)] = None,
     task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, math, nll, elbo, or a task file (.json).")] = "gsm8k",
     task_file: Annotated[Optional[str], typer.Option("--task-file", help="Your own task file (JSON; see docs/eval.md).", show_default=False)] = None,
-    variant: Annotated[str, typer.Option(help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; auto: latent when the tokenizer has the 4 special tokens.")] = "auto",
+    variant: Annotated[str, typer.Option(help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; auto: from the training layout of an lt checkpoint (train_config.json), else latent when the tokenizer has the 4 special tokens.")] = "auto",
     data: Annotated[Optional[str], typer.Option("--data", help="Problems or documents JSONL (or a folder with SPLIT.jsonl); default: the task's Hugging Face dataset.", show_default=False)] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Dataset split (default: the task's, usually test).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems/documents.", show_default=False)] = None,
@@ -47,6 +49,9 @@ def command(
     elbo_n: Annotated[str, typer.Option("--elbo-n", help="ELBO_n sample counts, comma-separated (K = the largest).")] = "1,2,4",
     max_latent_tokens: Annotated[int, typer.Option("--max-latent-tokens", help="ELBO: max tokens per sampled latent.")] = 1024,
     elbo_avg_units: Annotated[int, typer.Option("--elbo-avg-units", help="ELBO: mean sentences per uniform chunk (reference: 8).")] = 8,
+    max_doc_tokens: Annotated[Optional[int], typer.Option("--max-doc-tokens", help="NLL/ELBO: keep the first N tokens of each document (default: context - 3, as the reference; 0: whole documents).", show_default=False)] = None,
+    reference_quirks: Annotated[bool, typer.Option("--reference-quirks", help="ELBO: the reference's exact number (its E-step prompts and raw-token count).")] = False,
+    export_lm_eval: Annotated[Optional[str], typer.Option("--export-lm-eval", help="Write lm-evaluation-harness task YAMLs for --task into this folder (no model; --variant auto writes both).", show_default=False)] = None,
     seed: SeedOpt = 1234,
 ) -> int:
     flags = dict(locals())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -44,6 +44,7 @@ def command(
     seed: Annotated[int, typer.Option("--seed", help="User seed; each sample's seed derives from it, the document and the chunk.")] = 42,
     score: Annotated[bool, typer.Option("--score/--no-score", help="Compute log p and log w now (--no-score: lt select --model scores later).")] = True,
     reference_quirks: QuirksOpt = False,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option("--max-prompt-tokens", help="Keep at most the last N tokens of each posterior prompt (default: lt's rule, up to 3/4 of the context; 1024 with --reference-quirks).", show_default=False)] = None,
     docs_per_call: DocsPerCallOpt = None,
     backend: BackendOpt = "transformers",
     dtype: DtypeOpt = "auto",

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import run_command
+from .common import parse_tokens, run_command
 
 HELP = "Train a causal LM on augmented (or raw) documents; resumable, torchrun-ready."
 EXAMPLES = """\
@@ -25,27 +25,6 @@ format; rerunning the same command resumes from OUTPUT/checkpoints/. --val-data 
 NLL (and ELBO_1,2,4 for layout random) per token to metrics.jsonl. See docs/training.md.
 """
 NO_ARGS_IS_HELP = True
-
-
-def _parse_tokens(value: Optional[str]) -> Optional[int]:
-    """Token budgets are large: accept 13e9, 13_000_000_000, 800M, 13B."""
-    if value is None:
-        return None
-    from ..errors import UsageError
-
-    text = value.strip().replace("_", "").replace(",", "")
-    multiplier = 1
-    suffixes = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-    if text and text[-1].lower() in suffixes:
-        multiplier = suffixes[text[-1].lower()]
-        text = text[:-1]
-    try:
-        number = float(text) * multiplier
-    except ValueError:
-        raise UsageError(f"--tokens must be a number like 13e9 or 800M, got {value!r}") from None
-    if number != int(number):
-        raise UsageError(f"--tokens must be a whole number, got {value!r}")
-    return int(number)
 
 
 def _parse_ints(flag: str, value: str) -> list[int]:
@@ -122,7 +101,7 @@ def config_from_flags(flags: dict):
     from ..training import TrainConfig
 
     flags = {
-        **flags, "tokens": _parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or []),
+        **flags, "tokens": parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or []),
         "val_elbo_n": _parse_ints("--val-elbo-n", flags["val_elbo_n"]),
     }
     return build(TrainConfig, flags)

@@ -24,6 +24,8 @@ SELECT_METHODS = ("importance", "uniform", "argmax", "first")
 #: samples per chunk: every candidate of a group of documents is held in memory until the group is
 #: written (K = 10**9 would exhaust memory after the model loads), and the paper's K is 1 to 16
 MAX_K = 4096
+#: the reference's vLLM prompt cap (max_model_len 2,048 - max_gen_len 1,024)
+REFERENCE_MAX_PROMPT_TOKENS = 1024
 
 
 @dataclass
@@ -43,6 +45,9 @@ class SampleConfig:
     score: bool = True
     #: reproduce the reference's first-chunk prompt and the skipped first <SoL> in log_p
     reference_quirks: bool = False
+    #: keep at most the last N tokens of each posterior prompt (None: lt's rule, see
+    #: backends.base.fit_prompt; 1,024 with ``reference_quirks``, as the reference's vLLM setup)
+    max_prompt_tokens: int | None = None
     #: input documents per backend call (None: 8, or 128 with vLLM); fixed groups keep a resumed
     #: run byte-identical to an uninterrupted one, so this is part of what decides the output
     docs_per_call: int | None = None
@@ -64,6 +69,15 @@ class SampleConfig:
             raise UsageError(f"--prefix-chunks must be >= 0, got {self.prefix_chunks}")
         if self.docs_per_call is not None and self.docs_per_call < 1:
             raise UsageError(f"--docs-per-call must be at least 1, got {self.docs_per_call}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise UsageError(f"--max-prompt-tokens must be at least 1, got {self.max_prompt_tokens}")
+
+    def prompt_budget(self) -> int | None:
+        """The posterior prompt budget in tokens: explicit, else the reference's 1,024 under
+        ``reference_quirks``, else None (lt's rule: see :func:`lt_cli.backends.base.fit_prompt`)."""
+        if self.max_prompt_tokens is not None:
+            return self.max_prompt_tokens
+        return REFERENCE_MAX_PROMPT_TOKENS if self.reference_quirks else None
 
     def group_size(self, backend_name: str | None = None) -> int:
         """Documents per backend call: the explicit value, else 128 for vLLM and 8 otherwise."""
@@ -72,7 +86,10 @@ class SampleConfig:
         return 128 if backend_name == "vllm" else 8
 
     def sampling_params(self) -> SamplingParams:
-        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, stop=(formats.END_OF_LATENT,))
+        return SamplingParams(
+            n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, stop=(formats.END_OF_LATENT,),
+            max_prompt_tokens=self.prompt_budget(),
+        )
 
     def to_json(self) -> dict:
         return asdict(self)

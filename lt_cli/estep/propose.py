@@ -140,7 +140,7 @@ def _sample_group(backend: Backend, docs: list[Record], config: SampleConfig, ca
                 if cache is not None:
                     key = cache_key(
                         "posterior_sample", **identity, prompt=prompt, temperature=params.temperature, top_p=params.top_p,
-                        max_new_tokens=params.max_new_tokens, stop=list(params.stop), sample_index=j, seed=seed,
+                        max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens, stop=list(params.stop), sample_index=j, seed=seed,
                     )
                 requests.append(_SampleRequest(d, i, j, prompt, seed, key))
 

@@ -29,6 +29,9 @@ __all__ = [
 def evaluate(config: EvalConfig, backend=None) -> dict:
     """Run one evaluation; returns the metrics dict (also what ``lt eval`` prints on stdout).
 
+    With ``config.export_lm_eval`` it writes lm-eval task YAMLs instead (no model needed) and
+    returns what it wrote.
+
     ``backend``: an already loaded :class:`~lt_cli.backends.base.Backend` (for example the one an
     EM loop holds); it is used as is and left open. None loads ``config.model`` with
     ``config.backend`` and closes it afterwards.
@@ -40,6 +43,14 @@ def evaluate(config: EvalConfig, backend=None) -> dict:
     if config.limit is not None and config.limit < 0:
         raise UsageError("--limit must be >= 0")
     task = load_task_file(config.task_file) if config.task_file else get_task(config.task)
+    if config.export_lm_eval:
+        from .lmeval_export import export_lm_eval
+
+        variants = (config.variant,) if config.variant in ("latent", "raw") else ("latent", "raw")
+        return export_lm_eval(task, config.export_lm_eval, variants=variants, data=config.data, split=config.split,
+                              max_new_tokens=config.max_new_tokens)
+    if config.reference_quirks and config.task not in ("elbo", "nll"):
+        raise UsageError("--reference-quirks applies to --task elbo (and nll, where it changes nothing)")
     metrics = task.evaluate(config, backend=backend)
     metrics["config"] = asdict(config)
     return metrics

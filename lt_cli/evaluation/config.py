@@ -40,17 +40,24 @@ class EvalConfig:
     num_fewshot: int | None = None
     #: grade this predictions JSONL (fields ``output`` or ``outputs`` + the problem's fields)
     grade: str | None = None
-    #: per-sample JSONL (prompt, output, extracted, gold, correct, problem fields)
+    #: per-sample JSONL (generation tasks: prompt, output, extracted, gold, correct, problem
+    #: fields; nll/elbo: one line per document with its cut text, scores and latents)
     log_samples: str | None = None
     #: metrics JSON (and OUTPUT.config.json) written here by ``run_eval``; None: stdout (the CLI)
     output: str | None = None
+    #: write lm-evaluation-harness task YAMLs for this task into this folder instead of evaluating
+    export_lm_eval: str | None = None
     # backend
     batch_size: int = 16
     dtype: str = "auto"
     device: str = "auto"
     max_model_len: int | None = None
     backend_options: dict = field(default_factory=dict, metadata=flag(enabled=False))
-    # elbo task
+    # nll and elbo tasks
+    #: tokens kept per document before NLL/ELBO (None: context - 3, the reference's cut; 0: no cut)
+    max_doc_tokens: int | None = None
+    #: elbo: reproduce the reference's number (its E-step prompts and raw-token count)
+    reference_quirks: bool = False
     elbo_n: tuple[int, ...] = field(default=(1, 2, 4), metadata=flag(csv=True))
     #: max latent tokens per chunk when sampling thoughts for the ELBO (reference: 1024)
     max_latent_tokens: int = 1024

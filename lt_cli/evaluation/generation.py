@@ -24,8 +24,8 @@ from .. import formats
 from ..errors import RecordError, UsageError
 from ..seeding import derive_seed
 from .graders import GradeResult, Grader, get_grader
-from .metrics import aggregate_samples
 from .registry import GenerationTask
+from .results import print_table, summarize, write_sample_log  # noqa: F401 (re-exported)
 
 Record = dict[str, Any]
 
@@ -62,13 +62,26 @@ def fit_prompt(task: GenerationTask, record: Record, latent: bool, max_shots: in
     return FittedPrompt(None, 0, n_tokens)
 
 
-def resolve_variant(requested: str, has_latent_tokens: bool | None) -> str:
-    """``latent``/``raw`` as asked; ``auto`` is latent exactly when the tokenizer has the 4 tokens."""
+def resolve_variant(requested: str, has_latent_tokens: bool | None, trained_variant: str | None = None) -> str:
+    """``latent``/``raw`` as asked. ``auto``: the variant the checkpoint was trained for when lt
+    trained it (``trained_variant``, from its training layout: :mod:`.provenance`), else latent
+    exactly when the tokenizer has the 4 tokens."""
     if requested not in ("latent", "raw", "auto"):
         raise UsageError(f"--variant must be latent, raw or auto, got {requested!r}")
     if requested != "auto":
         return requested
+    if trained_variant in ("latent", "raw"):
+        return trained_variant
     return "latent" if has_latent_tokens else "raw"
+
+
+def variant_source(requested: str, trained) -> str:
+    """What decided the variant (reported as ``variant_source``)."""
+    if requested != "auto":
+        return "requested"
+    if trained.variant is not None:
+        return f"{trained.source} (layout {trained.layout})"
+    return "tokenizer"
 
 
 def _problem_id(record: Record, index: int) -> str:
@@ -141,10 +154,15 @@ def _gold(grader: Grader, record: Record, source: str, index: int) -> Any:
         raise RecordError(source, index + 1, str(exc)) from None
 
 
-def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config, backend=None) -> tuple[list[ProblemResult], dict]:
+def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config, backend=None,
+                     *, keep_long_prompts: bool = False) -> tuple[list[ProblemResult], dict]:
     """Run the model on every problem; returns the graded results and the prompt/generation report.
 
     ``backend``: an already loaded Backend (left open); None loads ``config.model`` and closes it.
+    ``keep_long_prompts``: the prompt budget leaves ``min(max_new_tokens, context / 4)`` tokens
+    for generation instead of ``max_new_tokens`` (the room the backends keep), so longer prompts
+    are kept and their generations stop at the end of the context (``lt finetune-eval``, as the
+    reference's vLLM sampling does).
     """
     from ..console import log, progress
 
@@ -155,13 +173,15 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
     if not config.model and backend is None:
         raise UsageError("--model is required (or pass --grade PREDICTIONS.jsonl to grade existing outputs)")
     from .modelinfo import model_info
+    from .provenance import trained_for
 
     owned = backend is None
     if owned:
         backend = open_backend(config)
     try:
         info = model_info(backend, config.model, max_model_len=config.max_model_len)
-        variant = resolve_variant(config.variant, info.has_latent_tokens)
+        trained = trained_for(config.model or getattr(backend, "model_id", None))
+        variant = resolve_variant(config.variant, info.has_latent_tokens, trained.variant)
         latent = variant == "latent"
         if latent and info.has_latent_tokens is False:
             from ..console import warn
@@ -173,7 +193,8 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
             raise UsageError(f"--num-fewshot {config.num_fewshot}: task {task.name} has only {available} {variant} exemplars")
         budget = None
         if info.context_length is not None and info.count_tokens is not None:
-            budget = info.context_length - config.max_new_tokens
+            room = min(config.max_new_tokens, info.context_length // 4) if keep_long_prompts else config.max_new_tokens
+            budget = info.context_length - room
             if budget <= 0:
                 raise UsageError(f"--max-new-tokens {config.max_new_tokens} leaves no room for a prompt in a {info.context_length}-token context")
         if config.max_prompt_tokens is not None:
@@ -221,6 +242,7 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
         "variant": variant,
         "model": config.model or getattr(backend, "model_id", None),
         "backend": config.backend if owned else getattr(backend, "name", type(backend).__name__),
+        "variant_source": variant_source(config.variant, trained),
         "tokenizer_has_latent_tokens": info.has_latent_tokens,
         "prompts": {
             "prompt_check": budget is not None,
@@ -290,80 +312,6 @@ def predictions_results(task: GenerationTask, grader: Grader, config) -> tuple[l
         results.append(result)
     report = {"variant": variant, "graded_file": config.grade}
     return results, report
-
-
-def summarize(task: GenerationTask, grader: Grader, results: list[ProblemResult], latent: bool) -> dict:
-    metric_names = grader.metrics(latent)
-    headline = metric_names[0]
-    all_grades = [g for r in results for g in r.grades]
-    metrics = {m: sum(g.correct[m] for g in all_grades) / len(all_grades) for m in metric_names}
-    out: dict[str, Any] = {
-        "task": task.name,
-        "task_version": task.version,
-        "accuracy": metrics[headline],
-        "headline_metric": headline,
-        "metrics": metrics,
-        "n_problems": len(results),
-        "n_samples": len(all_grades),
-    }
-    sizes = {len(r.grades) for r in results}
-    if len(sizes) == 1 and sizes.pop() > 1:
-        keys = [[grader.vote_key(g.extracted[headline]) for g in r.grades] for r in results]
-        correct = [[g.correct[headline] for g in r.grades] for r in results]
-        out["sampling"] = aggregate_samples(keys, correct)
-    return out
-
-
-def write_sample_log(path: str, grader: Grader, results: list[ProblemResult], latent: bool, variant: str) -> None:
-    """One JSONL line per sample: the problem's fields, then prompt, output, extracted, gold, correct.
-
-    The file is itself a valid ``--grade`` input (``output`` + ``sample`` + ``index``).
-    """
-    from ..io import open_output
-
-    metric_names = grader.metrics(latent)
-    headline = metric_names[0]
-    with open_output(path) as writer:
-        for result in results:
-            for j, (output, grade) in enumerate(zip(result.outputs, result.grades)):
-                line = dict(result.record)
-                line.update(
-                    {
-                        "index": result.index,
-                        "sample": j,
-                        "variant": variant,
-                        "n_shots": result.n_shots,
-                        "prompt": result.prompt,
-                        "output": output,
-                        "finish_reason": result.finish_reasons[j] if j < len(result.finish_reasons) else None,
-                        "extracted": grade.extracted[headline],
-                        "gold": grader.gold_display(result.gold),
-                        "correct": grade.correct[headline],
-                        "grades": {m: {"extracted": grade.extracted[m], "correct": grade.correct[m]} for m in metric_names},
-                    }
-                )
-                writer.write(line)
-
-
-def print_table(metrics: dict) -> None:
-    from rich.table import Table
-
-    from ..console import err
-
-    table = Table(title=f"{metrics['task']} (v{metrics['task_version']}, {metrics.get('variant', '?')})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics["metrics"].items():
-        label = f"{name} (accuracy)" if name == metrics["headline_metric"] else name
-        table.add_row(label, f"{value:.4f}")
-    for name, value in metrics.get("sampling", {}).items():
-        table.add_row(name, f"{value:.4f}")
-    table.add_row("problems", str(metrics["n_problems"]))
-    prompts = metrics.get("prompts")
-    if prompts:
-        table.add_row("prompts with fewer shots", str(prompts["n_prompts_fewer_shots"]))
-        table.add_row("prompts skipped (too long)", str(prompts["n_prompts_skipped"]))
-    err.print(table)
 
 
 def run_generation_task(task: GenerationTask, config, backend=None) -> dict:

@@ -62,3 +62,39 @@ def aggregate_samples(per_problem_keys: list[list[str | None]], per_problem_corr
     for k in k_values(n):
         out[f"pass@{k}"] = sum(pass_at_k(n, sum(corr), k) for corr in per_problem_correct) / len(per_problem_correct)
     return out
+
+
+def _stdev(values: Sequence[float]) -> float | None:
+    """Sample standard deviation (n - 1); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def accuracy_spread(correct: Sequence[Sequence[bool]]) -> dict[str, float | None]:
+    """Accuracy of ``correct[problem][sample]`` (every problem has the same number of samples) and
+    two spreads:
+
+    * ``accuracy_std_over_sample_draws``: the standard deviation, over sample indices j, of the
+      accuracy of the j-th samples (what a one-sample-per-problem evaluation would scatter by);
+    * ``accuracy_stderr_over_problems``: the standard error of the mean from the finite set of
+      problems (stdev over problems of their mean correctness / sqrt(problems)).
+    """
+    if not correct or not correct[0]:
+        raise ValueError("accuracy_spread needs at least one problem with one sample")
+    n = len(correct[0])
+    if any(len(row) != n for row in correct):
+        raise ValueError("every problem needs the same number of samples")
+    per_draw = [sum(row[j] for row in correct) / len(correct) for j in range(n)]
+    per_problem = [sum(row) / n for row in correct]
+    stdev_problems = _stdev(per_problem)
+    return {
+        "accuracy": sum(per_problem) / len(per_problem),
+        "accuracy_std_over_sample_draws": _stdev(per_draw),
+        "accuracy_stderr_over_problems": None if stdev_problems is None else stdev_problems / len(per_problem) ** 0.5,
+    }
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float | None]:
+    return sum(values) / len(values), _stdev(values)

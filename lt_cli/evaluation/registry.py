@@ -26,6 +26,9 @@ Task file schema (``"format": "lt-eval-task"``)::
     exemplars          [{<input fields>, "target", "thought", "answer_text"}]: "target" is the
                        raw-variant solution; "thought" + <EoL> + "answer_text" the latent one
     latent_exemplars   optional separate list for the latent variant (default: "exemplars")
+    finetune           optional, for ``lt finetune-eval``: {"answer_text": template of the stated
+                       answer after the thought, with an {answer} field, "samples": samples per
+                       test problem}
 
 Task files never contain special-token strings: the latent suffix, ``<EoL>`` and the ``<SoL>``
 stop come from :mod:`lt_cli.formats`, so task files cannot drift from the training format.
@@ -82,6 +85,8 @@ class GenerationTask:
     data: dict = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    #: ``lt finetune-eval`` settings ({"answer_text", "samples"}); empty: not supported
+    finetune: dict = field(default_factory=dict)
 
     kind = "generation"
 
@@ -193,6 +198,16 @@ def parse_task_file(obj: dict, source: str = "<dict>", base_dir: Path | None = N
                     raise bad(f"{label}[{i}] has no string field {key!r}")
                 if formats.contains_special_token(ex[key]):
                     raise bad(f"{label}[{i}].{key} contains a special-token string; lt adds those itself")
+    finetune = obj.get("finetune") or {}
+    if not isinstance(finetune, dict):
+        raise bad("'finetune' must be an object")
+    if finetune:
+        answer_text = finetune.get("answer_text")
+        if not isinstance(answer_text, str) or "{answer}" not in answer_text or formats.contains_special_token(answer_text):
+            raise bad("finetune.answer_text must be a string template with an {answer} field and no special tokens")
+        samples = finetune.get("samples", 1)
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise bad("finetune.samples must be a positive integer")
     data = dict(obj.get("data") or {})
     if data.get("file") and base_dir is not None:
         data["file"] = str((base_dir / data["file"]).resolve())
@@ -211,6 +226,7 @@ def parse_task_file(obj: dict, source: str = "<dict>", base_dir: Path | None = N
         data=data,
         description=obj.get("description", ""),
         source=source,
+        finetune=dict(finetune),
     )
 
 

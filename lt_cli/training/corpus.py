@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import UsageError
 from ..io import read_records
 from ..records import document_id, document_text, is_latent_fixed, validate_chunks
+from . import completion
 from .config import DataSource
 
 #: layouts whose strings hold each chunk's latent (they need ``chunks[].latent``)
@@ -33,6 +34,8 @@ class Document:
     chunks: tuple[tuple[str, str], ...] | None  # (text, latent) per chunk
     #: indices of the chunks marked ``latent_fixed`` (records.LATENT_FIXED)
     fixed_chunks: frozenset[int] = frozenset()
+    #: layout ``completion`` (fine-tuning): the prompt; ``text`` is then the completion
+    prompt: str | None = None
 
     def chunk_dicts(self) -> list[dict[str, str]]:
         return [{"text": t, "latent": l} for t, l in (self.chunks or ())]
@@ -54,6 +57,8 @@ def _validator(layout: str):
         elif layout == "pure":
             if not isinstance(record.get("latent"), str) and not (chunks and any(isinstance(c.get("latent"), str) for c in chunks)):
                 raise ValueError("--layout pure needs a string 'latent' field or chunks[].latent")
+        elif layout == completion.LAYOUT:
+            completion.validate_completion_record(record)
         else:  # raw
             if chunks is None and not isinstance(record.get("text"), str):
                 raise ValueError("missing string field 'text'")
@@ -62,6 +67,9 @@ def _validator(layout: str):
 
 
 def _to_document(record: dict[str, Any]) -> Document:
+    if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
+        doc_id = document_id({"id": record.get("id"), "text": record["prompt"] + record["completion"]})
+        return Document(doc_id, record["completion"], None, None, prompt=record["prompt"])
     chunks = None
     fixed: frozenset[int] = frozenset()
     if record.get("chunks") is not None:

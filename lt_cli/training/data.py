@@ -13,7 +13,7 @@ global batches a single process sees (the global batch does not depend on the wo
   ``posterior`` are the reference's untagged ablations (``<SoL>z<EoL>x`` and ``x<SoL>z<EoL>``);
   ``prior-tagged``/``posterior-tagged`` give every chunk one of random's two forms; ``pure`` trains on the synthetic text only (the document's ``latent`` field, as WRAP
   writes it, else each chunk latent as its own BOS...EOS segment); ``raw`` trains on the document
-  text.
+  text; ``completion`` trains on ``prompt + completion`` records (fine-tuning, :mod:`.completion`).
 * Documents are loaded by :mod:`.corpus`.
 * Every segment is encoded as BOS + tokens + EOS and appended to one stream that runs across
   documents and epochs. Windows are ``seq_len + 1`` tokens; consecutive windows share one token
@@ -34,6 +34,7 @@ import numpy as np
 from .. import formats
 from ..errors import UsageError
 from ..seeding import derive_seed
+from . import completion
 from .corpus import Document, LazyCorpus, load_documents, _to_document  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
@@ -101,6 +102,8 @@ def render_document(doc: Document, layout: str, seed: int, epoch: int, copy: int
     """The string(s) a document contributes in one epoch (see the module docstring)."""
     if layout == "raw":
         return [Segment(doc.text or "")]
+    if layout == completion.LAYOUT:
+        return [Segment(*completion.completion_text(doc.prompt or "", doc.text or ""))]
     if layout == "pure":
         if doc.latent is not None:
             return [Segment(doc.latent)]
