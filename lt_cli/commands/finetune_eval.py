@@ -65,8 +65,11 @@ def command(
     device: Annotated[str, typer.Option("--device")] = "auto",
     max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Context length for sampling (default: the model's).", show_default=False)] = None,
 ) -> int:
+    from ..console import require_stdout
     from ..evaluation.finetune import FinetuneConfig, run_finetune_eval
     from ..io import write_stdout_json
+
+    require_stdout("the metrics (JSON)")
 
     config = FinetuneConfig(
         model=model, output=output, task=task, task_file=task_file, train_data=train_data, data=data, split=split,
