@@ -50,12 +50,19 @@ def candidate_record(rng: random.Random, index: int) -> dict:
 
 
 def best_of(repeat: int, fn) -> float:
-    times = []
+    return paired(repeat, fn, lambda: None)[0]
+
+
+def paired(repeat: int, first, second) -> tuple[float, float]:
+    """The best time of each of two functions, measured alternately (a machine shared with other
+    jobs drifts; alternating keeps the drift out of the ratio)."""
+    best = [float("inf"), float("inf")]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, fn in enumerate((first, second)):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 def main() -> None:
@@ -80,27 +87,28 @@ def main() -> None:
     size_mb = source.stat().st_size / 1e6
     print(f"{args.records} records, {size_mb:.1f} MB, {size_mb * 1e6 / args.records / 1e3:.1f} KB per line", file=sys.stderr)
 
-    parse_orjson = best_of(args.repeat, lambda: [orjson.loads(x) for x in lines])
-    parse_codec = best_of(args.repeat, lambda: [jsoncodec.loads(x) for x in lines])
-    dump_orjson = best_of(args.repeat, lambda: [orjson.dumps(r, option=jsoncodec.LINE_OPTIONS) for r in records])
-    dump_codec = best_of(args.repeat, lambda: [jsoncodec.dumps(r) for r in records])
+    parse_codec, parse_orjson = paired(args.repeat, lambda: [jsoncodec.loads(x) for x in lines], lambda: [orjson.loads(x) for x in lines])
+    dump_codec, dump_orjson = paired(args.repeat, lambda: [jsoncodec.dumps(r) for r in records],
+                                     lambda: [orjson.dumps(r, option=jsoncodec.LINE_OPTIONS) for r in records])
 
     def select(tag: str) -> None:
         out = folder / f"sel-{tag}.jsonl"
         run_select(SelectRun(stream=StreamArgs(input=str(source), output=str(out), restart=True), select=SelectConfig(seed=1)))
 
     os.environ["LT_NO_PROGRESS"] = "1"
-    select_codec = best_of(args.repeat, lambda: select("codec"))
     real_loads = jsoncodec.loads
-    jsoncodec.loads = orjson.loads  # the baseline: orjson alone (io reads through jsoncodec.loads)
-    try:
-        select_orjson = best_of(args.repeat, lambda: select("orjson"))
-    finally:
-        jsoncodec.loads = real_loads
+
+    def select_orjson_only() -> None:
+        jsoncodec.loads = orjson.loads  # the baseline: orjson alone (io reads through jsoncodec.loads)
+        try:
+            select("orjson")
+        finally:
+            jsoncodec.loads = real_loads
+
+    select_codec, select_orjson = paired(args.repeat, lambda: select("codec"), select_orjson_only)
     assert (folder / "sel-codec.jsonl").read_bytes() == (folder / "sel-orjson.jsonl").read_bytes()
 
-    read = best_of(args.repeat, lambda: lt_io.read_all(source))
-    hashing = best_of(args.repeat, lambda: file_identity(source))
+    hashing, read = paired(args.repeat, lambda: file_identity(source), lambda: lt_io.read_all(source))
     result = {
         "records": args.records, "file_mb": round(size_mb, 1),
         "parse_ratio": round(parse_codec / parse_orjson, 3), "dump_ratio": round(dump_codec / dump_orjson, 3),
