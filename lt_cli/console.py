@@ -27,6 +27,28 @@ from rich.console import Console
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _record_stream: BinaryIO | None = None
+#: fd 1 was closed when lt started (``lt ... >&-``): it now holds /dev/null, records are refused
+_stdout_was_closed = False
+
+
+def guard_std_streams() -> None:
+    """Give closed standard descriptors (``>&-``, ``2>&-``) /dev/null, before anything opens a file.
+
+    A file opened while fd 1 is closed would get fd 1, and every stray write to stdout (C
+    libraries, subprocesses) would land in it. lt remembers that stdout was closed and refuses to
+    write records there (one error line, before any work) instead of failing after all the work.
+    """
+    global _stdout_was_closed
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if fd == 1:
+                _stdout_was_closed = True
 
 
 def log(message: str) -> None:
@@ -48,6 +70,10 @@ def protect_stdout() -> BinaryIO:
     global _record_stream
     if _record_stream is not None:
         return _record_stream
+    if sys.stdout is None or _stdout_was_closed:
+        from .errors import UsageError
+
+        raise UsageError("stdout is closed: pass -o FILE to write the output to a file")
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, ValueError, io.UnsupportedOperation):
@@ -59,6 +85,14 @@ def protect_stdout() -> BinaryIO:
     sys.stdout = sys.stderr
     _record_stream = os.fdopen(private_fd, "wb", buffering=1 << 16)
     return _record_stream
+
+
+def require_stdout(what: str) -> None:
+    """Refuse at the start, not after hours of work, when stdout is closed and ``what`` goes there."""
+    if sys.stdout is None or _stdout_was_closed:
+        from .errors import UsageError
+
+        raise UsageError(f"stdout is closed: {what} goes there (redirect it to a file or /dev/null)")
 
 
 def reset_record_stream() -> None:

@@ -8,12 +8,11 @@
 * ``--shard I/N`` keeps the records whose index among non-blank lines is ``I mod N``; lines of other
   shards are not even parsed, so a bad line is reported by the shard that owns it. ``--limit N``
   reads only the first N records (before sharding).
-* Output files appear atomically: records go to a temporary file that is renamed over the final
-  name only when the command succeeds. Resumable outputs (``resume=True``) keep their progress in
-  ``FILE.partial`` (flushed per record); a rerun of the same command continues after the last
-  complete record, so the final file is byte-identical to an uninterrupted run.
-* ``marker=True`` writes ``FILE.done`` (record count and sha256) after the rename: the completion
-  marker that ``lt merge`` requires of every shard.
+* Integers of any size pass through exactly (:mod:`lt_cli.jsoncodec`).
+* An input that is a directory, unreadable, or named ``.gz`` without being gzip is one error line
+  naming the file, before any record is read.
+* Writing (atomic files, resumable ``FILE.partial``, one writer per output, ``FILE.done``
+  markers) is :mod:`lt_cli.output`; ``open_output`` and ``OutputWriter`` are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,24 +20,40 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import sys
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 
-from .errors import RecordError, UsageError
+from . import jsoncodec
+from .errors import FileError, RecordError, UsageError
 
 Record = dict[str, Any]
 Validator = Callable[[Record], None]
 
-_DUMP_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+_DUMP_OPTIONS = jsoncodec.LINE_OPTIONS
 
 
 def is_std(path: str | os.PathLike | None) -> bool:
     return path is None or str(path) == "-"
+
+
+def is_device(path: str | os.PathLike | None) -> bool:
+    """True for an existing path that is neither a regular file nor a folder: ``/dev/null``, a FIFO,
+    ``/dev/stdout``, ``>(gzip > x)``. Such an output is written as a stream (no temporary file, no
+    rename over it, no sidecar files beside it), never replaced."""
+    if is_std(path):
+        return False
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def display_name(path: str | os.PathLike | None) -> str:
@@ -46,8 +61,13 @@ def display_name(path: str | os.PathLike | None) -> str:
 
 
 def dumps(record: Any) -> bytes:
-    """One JSONL line (with newline). Keys keep their insertion order."""
-    return orjson.dumps(record, option=_DUMP_OPTIONS)
+    """One JSONL line (with newline). Keys keep their insertion order; big integers stay exact."""
+    return jsoncodec.dumps(record)
+
+
+def loads(line: bytes) -> Any:
+    """One JSON line (big integers stay exact); raises ``orjson.JSONDecodeError``."""
+    return jsoncodec.loads(line)
 
 
 # --------------------------------------------------------------------------------------- sharding
@@ -78,15 +98,33 @@ def parse_shard(value: str | None) -> Shard | None:
 
 
 # --------------------------------------------------------------------------------------- reading
-def _open_binary_input(path: str | os.PathLike | None) -> BinaryIO:
-    if is_std(path):
-        return sys.stdin.buffer
+def check_input_file(path: str | os.PathLike) -> Path:
+    """A readable file, or one error line naming it (no such file, a directory: exit 2)."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a JSONL file")
+    return path
+
+
+def _open_binary_input(path: str | os.PathLike | None) -> BinaryIO:
+    if is_std(path):
+        if sys.stdin is None:
+            raise UsageError("stdin is closed: pass the input file as an argument")
+        return sys.stdin.buffer
+    path = check_input_file(path)
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise FileError.from_os(exc, path) from None
+    if path.suffix != ".gz":
+        return raw
+    magic = raw.peek(2)[:2]  # peek, not read + seek: the input may be a pipe
+    if magic and magic != b"\x1f\x8b":
+        raw.close()
+        raise UsageError(f"{path}: not a gzip file (its name ends in .gz)")
+    return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
 
 
 class RejectsWriter:
@@ -162,7 +200,7 @@ class RecordReader:
                 if self.shard is not None and not self.shard.owns(record_index):
                     continue
                 try:
-                    record = orjson.loads(stripped)
+                    record = jsoncodec.loads(stripped)
                 except orjson.JSONDecodeError as exc:
                     reason = str(exc)
                     try:
@@ -184,8 +222,14 @@ class RecordReader:
                 yield record
         except EOFError:
             raise RecordError(self.name, 0, "truncated gzip stream") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise RecordError(self.name, 0, f"corrupt gzip data ({exc})") from None
+        except OSError as exc:
+            raise FileError.from_os(exc, self.name) from None
         finally:
             if not is_std(self.path):
+                if isinstance(stream, gzip.GzipFile) and stream.fileobj is not None:
+                    stream.fileobj.close()
                 stream.close()
 
 
@@ -202,14 +246,16 @@ def index_records(path: str | os.PathLike, *, validate: Validator | None = None)
     like :func:`read_records` (a bad line raises ``FILE:LINE: reason``). Callers keep the offsets and
     drop the records, then fetch records on demand with :func:`read_record_at` (large corpora that
     should not live in memory, read in shuffled order)."""
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
+    path = check_input_file(path)
     if path.suffix == ".gz":
         raise UsageError(f"{path}: random access needs an uncompressed file")
     name = str(path)
     offset = 0
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise FileError.from_os(exc, path) from None
+    with f:
         for line_no, raw in enumerate(f, start=1):
             start = offset
             offset += len(raw)
@@ -217,7 +263,7 @@ def index_records(path: str | os.PathLike, *, validate: Validator | None = None)
             if not stripped:
                 continue
             try:
-                record = orjson.loads(stripped)
+                record = jsoncodec.loads(stripped)
             except orjson.JSONDecodeError as exc:
                 raise RecordError(name, line_no, f"bad JSON: {exc}") from None
             if not isinstance(record, dict):
@@ -232,7 +278,7 @@ def index_records(path: str | os.PathLike, *, validate: Validator | None = None)
 
 def read_record_at(fd: int, offset: int, length: int) -> Record:
     """The record at a byte range found by :func:`index_records` (``os.pread``: thread-safe)."""
-    return orjson.loads(os.pread(fd, length, offset))
+    return jsoncodec.loads(os.pread(fd, length, offset))
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -264,122 +310,6 @@ def _mkstemp_public(final: Path) -> tuple[int, str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.fchmod(fd, _FILE_MODE)
     return fd, tmp
-
-
-class OutputWriter:
-    """Write records to stdout or atomically to a file; see the module docstring.
-
-    Use as a context manager: leaving it with an exception discards a non-resumable temporary file
-    (nothing appears under the final name) and keeps a resumable ``.partial`` for the next run.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False, shard: "Shard | str | None" = None
-    ):
-        self.path = None if is_std(path) else Path(path)
-        self.resume = resume and self.path is not None
-        # ``shard`` (I/N of a --shard run) turns the marker on and records which shard this is, so
-        # ``lt merge`` can check that it got every shard, in order, each complete.
-        self.shard = parse_shard(shard) if isinstance(shard, str) else shard
-        self.marker = (marker or self.shard is not None) and self.path is not None
-        self.count = 0
-        #: records already present from an interrupted earlier run (resume only)
-        self.done = 0
-        self.resumed_records: list[Record] = []
-        self._file: BinaryIO | None = None
-        self._tmp: Path | None = None
-
-    @property
-    def partial_path(self) -> Path:
-        assert self.path is not None
-        return self.path.with_name(self.path.name + ".partial")
-
-    def __enter__(self) -> "OutputWriter":
-        if self.path is None:
-            from .console import protect_stdout
-
-            self._file = protect_stdout()
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.resume:
-            self._open_partial()
-        else:
-            fd, tmp = _mkstemp_public(self.path)
-            self._tmp = Path(tmp)
-            self._file = os.fdopen(fd, "wb")
-        return self
-
-    def _open_partial(self) -> None:
-        partial = self.partial_path
-        if partial.exists():
-            data = partial.read_bytes()
-            keep = 0
-            for line in data.splitlines(keepends=True):
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    self.resumed_records.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    break
-                keep += len(line)
-            with open(partial, "r+b") as f:
-                f.truncate(keep)
-            self.done = len(self.resumed_records)
-            self.count = self.done
-        self._file = open(partial, "ab")
-
-    def write(self, record: Record) -> None:
-        assert self._file is not None, "OutputWriter used outside its context"
-        self._file.write(dumps(record))
-        self.count += 1
-        if self.resume:
-            self._file.flush()
-
-    def write_raw(self, line: bytes) -> None:
-        """Append one already-serialised JSONL line (newline-terminated) as is: ``lt merge`` copies
-        shard lines whose sha256 it verifies, byte for byte, without a parse/dump round trip."""
-        assert self._file is not None, "OutputWriter used outside its context"
-        self._file.write(line if line.endswith(b"\n") else line + b"\n")
-        self.count += 1
-        if self.resume:
-            self._file.flush()
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.path is None:
-            if self._file is not None:
-                try:
-                    self._file.flush()
-                except BrokenPipeError:
-                    raise
-            return
-        assert self._file is not None
-        self._file.close()
-        source = self.partial_path if self.resume else self._tmp
-        assert source is not None
-        if exc_type is not None:
-            if not self.resume and source.exists():
-                source.unlink()
-            return
-        if self.path.suffix == ".gz":
-            fd, tmp = _mkstemp_public(self.path)
-            with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-                with open(source, "rb") as src:
-                    while block := src.read(1 << 20):
-                        gz.write(block)
-            source.unlink()
-            source = Path(tmp)
-        os.replace(source, self.path)
-        if self.marker:
-            done: dict[str, Any] = {"records": self.count, "sha256": file_sha256(self.path)}
-            if self.shard is not None:
-                done["shard"] = str(self.shard)
-            write_json(self.path.with_name(self.path.name + ".done"), done)
-
-
-def open_output(
-    path: str | os.PathLike | None, *, resume: bool = False, marker: bool = False, shard: "Shard | str | None" = None
-) -> OutputWriter:
-    return OutputWriter(path, resume=resume, marker=marker, shard=shard)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -417,5 +347,19 @@ def write_stdout_json(obj: Any) -> None:
     from .console import protect_stdout
 
     stream = protect_stdout()
-    stream.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY, default=str))
-    stream.flush()
+    try:
+        stream.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY, default=str))
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise FileError.from_os(OSError(exc.errno, exc.strerror), "stdout") from None
+
+
+def __getattr__(name: str) -> Any:
+    # The writer lives in lt_cli.output (it imports this module); re-exported lazily.
+    if name in ("OutputWriter", "open_output", "check_output_path"):
+        from . import output
+
+        return getattr(output, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,7 +41,10 @@ ORDERS = ("interleave", "concat")
 
 
 class ShardError(LtError):
-    """A shard is missing, incomplete, changed after it was written, or does not fit the others."""
+    """A shard is missing, incomplete, changed after it was written, or does not fit the others:
+    the input is unusable (exit 2, like every missing or malformed input)."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -105,7 +108,7 @@ def expand_shard_paths(specs: list[str], num_shards: int | None = None) -> list[
             except (KeyError, IndexError, ValueError) as exc:
                 raise UsageError(f"{spec}: bad shard pattern ({exc}); use {{i}} for the shard index, {{n}} for N") from None
         elif any(ch in spec for ch in "*?["):
-            matches = [m for m in globlib.glob(spec) if not m.endswith((".done", ".partial", ".tmp"))]
+            matches = [m for m in globlib.glob(spec) if not m.endswith((".done", ".partial", ".partial.json", ".lock", ".tmp"))]
             if not matches:
                 raise ShardError(f"{spec}: no shard matches this glob")
             paths.extend(Path(m) for m in sorted(matches, key=_natural_key))

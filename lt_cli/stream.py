@@ -3,9 +3,12 @@
 Every command that turns one JSONL stream into another (``chunk``, ``synthesize``,
 ``sample-thoughts``, ``select``) runs through :func:`run_stream`: reading with validation,
 ``--shard``, ``--limit`` and ``--skip-bad`` (:mod:`lt_cli.io`), a progress line on stderr, and an
-output that appears atomically. With ``-o FILE`` and ``resume`` the output is resumable: records
-already in ``FILE.partial`` from a killed run are kept, and the producer is told how many outputs
-to skip. :class:`StreamArgs` is the flag group these commands share.
+output that appears atomically, written by one process at a time (``FILE.lock``). With ``-o FILE``
+and ``resume`` the output is resumable: records already in ``FILE.partial`` from a killed run are
+kept, and the producer is told how many outputs to skip, but only when the partial was written by
+the same command with the same settings from the same input (``identity``, see
+:mod:`lt_cli.provenance`); ``--restart`` discards it instead. :class:`StreamArgs` is the flag group
+these commands share.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from .flags import flag
-from .io import RejectsWriter, Record, Validator, open_output, parse_shard, read_records
+from .io import RejectsWriter, Record, Validator, check_input_file, is_device, is_std, parse_shard, read_records
+from .output import open_output
 
 
 @dataclass
@@ -33,6 +37,9 @@ class StreamArgs:
     skip_bad: bool = False
     #: where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl)
     rejects: str | None = None
+    #: discard a leftover OUTPUT.partial instead of resuming it (needed when it was written by a
+    #: different run: other settings or another input)
+    restart: bool = False
 
     def __post_init__(self) -> None:
         from .errors import UsageError
@@ -43,7 +50,8 @@ class StreamArgs:
 
     @property
     def to_file(self) -> bool:
-        return self.output is not None and self.output != "-"
+        """A regular output file (sidecars, cache, resume); not stdout, ``/dev/null`` or a pipe."""
+        return self.output is not None and self.output != "-" and not is_device(self.output)
 
     def rejects_path(self) -> str:
         if self.rejects:
@@ -67,22 +75,35 @@ def run_stream(
     on_resumed: Callable[[list[Record]], None] | None = None,
     resume: bool = True,
     marker: bool = False,
+    identity: dict[str, Any] | None = None,
 ) -> int:
     """Read ``args.input``, write ``produce(records, skip)`` to ``args.output``; the exit code.
 
     ``produce`` gets the validated record stream and the number of outputs already in the
     ``.partial`` file of an interrupted run (0 otherwise); it must not yield those again.
     ``on_resumed`` sees the resumed records (for summaries). ``marker`` writes the completion
-    marker that ``lt merge`` checks (always on with ``--shard``). Returns 0, or 3 when
-    ``--skip-bad`` set records aside.
+    marker that ``lt merge`` checks (always on with ``--shard``). ``identity``
+    (:func:`lt_cli.provenance.run_identity` of the command and its config) is saved with a
+    resumable partial, together with the input's content hash, and a partial of another run is
+    refused. Returns 0, or 3 when ``--skip-bad`` set records aside.
     """
     from .console import log, progress
 
+    if not is_std(args.input):
+        check_input_file(args.input)  # before the output is touched
     rejects_writer = RejectsWriter(args.rejects_path()) if args.skip_bad else None
     shard = parse_shard(args.shard)
     reader = read_records(args.input, validate=validate, shard=shard, skip_bad=args.skip_bad, rejects=rejects_writer, limit=args.limit)
+
+    def full_identity() -> dict[str, Any]:
+        from .provenance import file_identity
+
+        return {**(identity or {}), "input": file_identity(args.input)}
+
+    with_identity = resume and args.to_file and identity is not None
     try:
-        with open_output(args.output, resume=resume, marker=marker, shard=shard) as writer, progress(description, unit="docs") as bar:
+        with open_output(args.output, resume=resume, marker=marker, shard=shard, identity=full_identity if with_identity else None,
+                         restart=args.restart) as writer, progress(description, unit="docs") as bar:
             if writer.done:
                 log(f"{description}: resuming after {writer.done:,} finished record(s) in {writer.partial_path}")
                 bar.advance(writer.done)

@@ -91,7 +91,8 @@ def test_config_errors(tmp_path):
 # ------------------------------------------------------------------------------ training layout
 def test_completion_layout_trains_on_the_completion_only():
     from lt_cli.tiny import build_byte_tokenizer
-    from lt_cli.training.data import IGNORE_INDEX, TokenStream, _to_document, _validator
+    from lt_cli.training.corpus import _to_document, _validator
+    from lt_cli.training.data import IGNORE_INDEX, TokenStream
 
     tokenizer = build_byte_tokenizer()
     record = {"id": "a", "prompt": f"Q: 2+2?\nA:{SOL}{PRIOR}", "completion": f"2+2=4\n4{EOL} The answer is 4."}

@@ -22,6 +22,8 @@ from lt_cli.estep import (
     validate_candidates_document,
 )
 from lt_cli.estep import SelectConfig, SelectRun, SelectionStats, read_stats, run_select
+from lt_cli.io import write_json
+from lt_cli.provenance import stream_identity
 from lt_cli.seeding import derive_seed
 from lt_cli.stream import StreamArgs
 
@@ -178,7 +180,7 @@ def test_cli_select_needs_weights_for_importance(tmp_path):
     source = tmp_path / "cand.jsonl"
     write_jsonl(source, [doc_with([[None, None]])])
     result = subprocess.run(LT + ["select", str(source)], capture_output=True, env=ENV, cwd=REPO)
-    assert result.returncode == 1 and "--model" in result.stderr.decode()
+    assert result.returncode == 2 and "--model" in result.stderr.decode()
     uniform = subprocess.run(LT + ["select", "--method", "uniform", str(source)], capture_output=True, env=ENV, cwd=REPO)
     assert uniform.returncode == 0
     assert orjson.loads(uniform.stdout)["chunks"][0]["latent"] in {"z0_0", "z0_1"}
@@ -195,6 +197,9 @@ def test_run_select_summary_resume_and_determinism(tmp_path, capsys):
     # a run interrupted after 2 records resumes to the same bytes
     partial = tmp_path / "b.jsonl.partial"
     partial.write_bytes(b"".join(first.read_bytes().splitlines(keepends=True)[:2]) + b'{"trunc')
+    # what the interrupted run recorded about itself (lt_cli.provenance)
+    run = SelectRun(stream=StreamArgs(input=str(source), output=str(second)), select=SelectConfig(seed=9))
+    write_json(tmp_path / "b.jsonl.partial.json", stream_identity("select", run, source))
     assert select_file(source, second, seed=9) == 0
     assert second.read_bytes() == first.read_bytes()
     assert not partial.exists()

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from ..errors import LtError
+from ..errors import LtError, UsageError
 
 FINISH_STOP = "stop"  # a stop string was produced
 FINISH_EOS = "eos"  # the model's end-of-sequence token
@@ -248,7 +248,10 @@ def render_chat(tokenizer: Any, conversation: Sequence[dict], *, chat_template: 
     Local backends sample from this string like any prompt, so chat and sample share one path.
     """
     if not chat_template:
-        raise LtError(f"model {model_id} has no chat template; use plain prompts (sample) instead")
+        raise UsageError(
+            f"model {model_id} has no chat template (tokenizer_config.json has no chat_template), and chat prompts need one: "
+            "lt synthesize asks its teacher as a chat, so give it an instruction-tuned model"
+        )
     messages = chat_messages(conversation)
     return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True)
 

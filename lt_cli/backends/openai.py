@@ -39,7 +39,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -121,15 +121,31 @@ class APIOptions:
 
 
 class _Secrets:
-    """Holds the key and base URL and scrubs them out of any text shown to the user."""
+    """Holds the key and base URL and scrubs them out of any text shown to the user or stored.
+
+    Credentials in the base URL (``https://user:password@host/v1``) are sent by httpx as HTTP Basic
+    auth, so their base64 form is a secret too, as are the password and ``user:password``.
+    """
 
     def __init__(self, base_url: str, api_key: str | None):
+        import base64
+        from urllib.parse import unquote
+
         self.base_url = base_url
         self.api_key = api_key
+        secrets = {api_key, base_url}
+        parts = urlsplit(base_url)
+        if parts.password is not None or parts.username is not None:
+            user, password = unquote(parts.username or ""), unquote(parts.password or "")
+            userinfo = f"{user}:{password}"
+            secrets |= {parts.password, password, userinfo, base64.b64encode(userinfo.encode()).decode()}
+            secrets.add(parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl())
+        #: longest first, so a URL is replaced whole before its parts are
+        self.secrets = sorted((x for x in secrets if x and len(x) >= 4), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        for secret in (self.api_key, self.base_url):
-            if secret and len(secret) >= 4:
+        for secret in self.secrets:
+            if secret in text:
                 text = text.replace(secret, "[redacted]")
         return text
 
@@ -334,7 +350,7 @@ class OpenAIBackend:
                 body["logprobs"] = 0
             bodies.append(body)
         replies = self._run_all("/completions", bodies)
-        return self._group(len(prompts), params, [completion_sample(r, params, want_logprobs=self.options.logprobs) for r in replies])
+        return self._group(len(prompts), params, [self._scrubbed(completion_sample(r, params, want_logprobs=self.options.logprobs)) for r in replies])
 
     def chat(self, conversations: Sequence[Sequence[dict]], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
         plan = self._expand(len(conversations), params, seeds)
@@ -349,7 +365,13 @@ class OpenAIBackend:
                 body["top_logprobs"] = 0
             bodies.append(body)
         replies = self._run_all("/chat/completions", bodies)
-        return self._group(len(conversations), params, [chat_sample(r, params, want_logprobs=self.options.logprobs) for r in replies])
+        return self._group(len(conversations), params, [self._scrubbed(chat_sample(r, params, want_logprobs=self.options.logprobs)) for r in replies])
+
+    def _scrubbed(self, sample: Sample) -> Sample:
+        """A reply that echoes the key (or the base URL's credentials) must not reach an output
+        file or the cache: the text is redacted like every message."""
+        text = self.redact(sample.text)
+        return sample if text == sample.text else replace(sample, text=text)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[Score]:
         """log p(continuation | context) from echoed prompt log-probs (``/completions``, echo=true).

@@ -11,6 +11,7 @@ an interrupted run (even ``kill -9``) ends with the same report as an uninterrup
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -23,11 +24,49 @@ from .plan import build_plan, stage_log
 from .stages import RunContext, Stage
 
 
+INPUTS_FILE = "inputs.json"
+
+
+def input_identity(config: BootstrapConfig) -> dict[str, Any]:
+    """Content identity (sha256, size) of every input file the run reads, keyed by its flag."""
+    from ..provenance import file_identity
+    from ..training.config import DataSource
+
+    files = {"--data": config.data, "--synthesize": config.synthesize, "--teacher-data": config.teacher_data, "--eval-data": config.eval.data}
+    identity = {flag: file_identity(path) for flag, path in files.items() if path}
+    for spec in config.warm_data:
+        identity[f"--warm-data {spec}"] = file_identity(DataSource.parse(spec).path)
+    return identity
+
+
+def check_inputs(run_dir: Path, config: BootstrapConfig) -> None:
+    """Refuse to resume a run folder whose input files changed content (same paths, other data:
+    the finished stages were computed from the old content)."""
+    from ..io import read_json, write_json
+
+    current = input_identity(config)
+    path = run_dir / INPUTS_FILE
+    if path.exists() and (run_dir / "config.json").exists():
+        saved = read_json(path)
+        changed = [
+            f"{flag} {new['path']} (sha256 {saved[flag]['sha256'][:12]} there, {new['sha256'][:12]} now)"
+            for flag, new in current.items()
+            if flag in saved and (saved[flag].get("sha256"), saved[flag].get("bytes")) != (new["sha256"], new["bytes"])
+        ]
+        if changed:
+            raise UsageError(
+                f"{run_dir} holds a run on other input data: {'; '.join(changed)}. Restore the original files to resume it, or pass a new --run-dir"
+            )
+    write_json(path, current)
+
+
 def check_config(run_dir: Path, config: BootstrapConfig) -> None:
-    """Refuse to resume a run folder whose saved config differs in a field that changes results."""
+    """Refuse to resume a run folder whose saved config differs in a field that changes results,
+    or whose input files changed content."""
     from ..flags import leaves
     from ..io import read_json, write_json
 
+    check_inputs(run_dir, config)
     path = run_dir / "config.json"
     if path.exists():
         saved = BootstrapConfig.from_dict(read_json(path)).result_fields()
@@ -52,10 +91,11 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
     for spec in config.warm_data:
         from ..training.config import DataSource
 
-        if not Path(DataSource.parse(spec).path).exists():
-            raise UsageError(f"--warm-data {spec}: no such file")
+        DataSource.parse(spec).check_exists("--warm-data")
     for task in config.eval_tasks:
         get_task(task)
+    for k in config.ks:  # each E-step's SampleConfig, validated as its stage will build it
+        replace(config.sample, k=k)
     for stage in plan:
         if stage.command == "train":
             for train in stage.configs(ctx):
@@ -120,16 +160,23 @@ def run_stage(stage: Stage, ctx: RunContext, launcher) -> dict[str, Any]:
 
 def run_bootstrap(config: BootstrapConfig) -> dict[str, Any]:
     """Run (or resume) the plan, then write and print the report. Returns the report dict."""
-    from ..console import log
-    from .report import build_report, print_report, write_report
-
     if config.dry_run:
         dry_run(config)
         return {}
+    from ..locks import OutputLock
+
     run_dir = Path(config.run_dir)
     plan = build_plan(config)
     ctx = RunContext(config, run_dir)
     preflight(config, plan, ctx)
+    with OutputLock(run_dir, what="--run-dir"):  # one bootstrap per run folder
+        return _run_plan(config, run_dir, plan, ctx)
+
+
+def _run_plan(config: BootstrapConfig, run_dir: Path, plan: list[Stage], ctx: RunContext) -> dict[str, Any]:
+    from ..console import log
+    from .report import build_report, print_report, write_report
+
     run_dir.mkdir(parents=True, exist_ok=True)
     check_config(run_dir, config)
     manifest = Manifest(run_dir / "manifest.json")

@@ -22,6 +22,7 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only r
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Read only the first N input records (before sharding).", show_default=False)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and set aside malformed records instead of stopping (exit 3 if any).")]
 RejectsOpt = Annotated[Optional[str], typer.Option("--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False)]
+RestartOpt = Annotated[bool, typer.Option("--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of another run is refused).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.")]
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).")]
@@ -59,37 +60,81 @@ def parse_tokens(value: Optional[str]) -> Optional[int]:
 def check_stdin(input_path: str | None) -> None:
     """Refuse to wait on an interactive terminal: print a hint instead of hanging."""
     if (input_path is None or input_path == "-") and sys.stdin is not None and sys.stdin.isatty():
-        raise LtError("no input: pass a JSONL file or pipe records into stdin (see --help)")
+        from ..errors import UsageError
+
+        raise UsageError("no input: pass a JSONL file or pipe records into stdin (see --help)")
+
+
+def _raise_terminated(signum, frame) -> None:
+    from ..errors import Terminated
+
+    raise Terminated()
+
+
+def _error_line(message: str, code: int) -> "typer.Exit":
+    print(f"lt: error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout (and the record stream) at /dev/null so the interpreter's
+    final flush cannot raise again (Python docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    from .. import console
+
+    if console._record_stream is not None:
+        try:
+            os.dup2(devnull, console._record_stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def run_command(func: Callable) -> Callable:
-    """Turn lt errors into one line on stderr and an exit code; handle closed pipes and Ctrl-C."""
+    """Run a command so that every failure is one ``lt: error:`` line and a documented exit code.
+
+    lt's own errors carry their code; an OSError (disk full, read-only file system, permission
+    denied) is ``PATH: cause`` with exit 1; running out of memory is exit 1; a closed pipe exits
+    quietly; Ctrl-C exits 130 and SIGTERM 143, both after the same cleanup (temporary files
+    removed, locks released, a resumable ``.partial`` kept). The codes are documented in
+    docs/reliability.md and lt_cli/errors.py.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import signal
+        import threading
+
+        from .. import console
+        from ..errors import FileError, Terminated, describe_os_error
+
+        console.guard_std_streams()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             code = func(*args, **kwargs)
         except LtError as exc:
-            print(f"lt: error: {exc}", file=sys.stderr, flush=True)
-            raise typer.Exit(exc.exit_code)
+            raise _error_line(str(exc), exc.exit_code)
         except BrokenPipeError:
-            # Python docs, "Note on SIGPIPE": silence the rest of the output and exit quietly.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError, AttributeError):
-                pass
-            from .. import console
-
-            if console._record_stream is not None:
-                try:
-                    os.dup2(devnull, console._record_stream.fileno())
-                except (OSError, ValueError, AttributeError):
-                    pass
+            _silence_stdout()
             raise typer.Exit(1)
+        except Terminated:
+            print("lt: terminated (SIGTERM)", file=sys.stderr, flush=True)
+            raise typer.Exit(143)
         except KeyboardInterrupt:
             print("lt: interrupted", file=sys.stderr, flush=True)
             raise typer.Exit(130)
+        except MemoryError:
+            raise _error_line("out of memory (lower --batch-size, --docs-per-call or --k, or use a machine with more memory)", 1)
+        except OSError as exc:
+            raise _error_line(describe_os_error(exc), FileError.from_os(exc).exit_code)
+        finally:
+            if previous is not None:  # in-process callers (tests) get their handler back
+                signal.signal(signal.SIGTERM, previous)
         if code:
             raise typer.Exit(code)
 

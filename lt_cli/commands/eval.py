@@ -55,9 +55,12 @@ def command(
     seed: SeedOpt = 1234,
 ) -> int:
     flags = dict(locals())
+    from ..console import require_stdout
     from ..io import write_stdout_json
     from ..runners import run
 
+    if not output or output == "-":
+        require_stdout("the metrics (JSON)")  # before the model loads, not after the evaluation
     metrics = run("eval", config_from_flags(flags))
     if not output or output == "-":
         write_stdout_json(metrics)

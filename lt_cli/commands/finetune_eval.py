@@ -66,9 +66,11 @@ def command(
     max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Context length for sampling (default: the model's).", show_default=False)] = None,
 ) -> int:
     flags = dict(locals())
+    from ..console import require_stdout
     from ..io import write_stdout_json
     from ..runners import run
 
+    require_stdout("the metrics (JSON)")
     write_stdout_json(run("finetune-eval", config_from_flags(flags)))
     return 0
 

@@ -8,7 +8,7 @@ import typer
 
 from .common import (
     BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
 )
 
 HELP = "E-step proposal: K latent thoughts per chunk from q(Z|X), with log q, log p(Z,X) and log w."
@@ -56,6 +56,7 @@ def command(
     limit: LimitOpt = None,
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
+    restart: RestartOpt = False,
 ) -> int:
     flags = dict(locals())
     from ..runners import run

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CacheOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, RejectsOpt, ShardOpt, SkipBadOpt, check_stdin, run_command
+from .common import (
+    CacheOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+)
 
 HELP = "Teacher synthesis: latent thoughts per chunk (default) or WRAP / WRAP-CoT rephrasings per document."
 EXAMPLES = """\
@@ -52,6 +54,7 @@ def command(
     limit: LimitOpt = None,
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
+    restart: RestartOpt = False,
 ) -> int:
     flags = dict(locals())
     from ..runners import run

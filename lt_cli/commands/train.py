@@ -83,9 +83,12 @@ def command(
     flags = dict(locals())
     import os
 
+    from ..console import require_stdout
     from ..io import write_stdout_json
     from ..runners import run
 
+    if int(os.environ.get("RANK", "0")) == 0:
+        require_stdout("the training result (JSON)")
     result = run("train", config_from_flags(flags))
     if int(os.environ.get("RANK", "0")) == 0:
         write_stdout_json(result)

@@ -21,6 +21,9 @@ from ..session import BackendArgs, CacheArgs
 from ..stream import StreamArgs
 
 SELECT_METHODS = ("importance", "uniform", "argmax", "first")
+#: samples per chunk: every candidate of a group of documents is held in memory until the group is
+#: written (K = 10**9 would exhaust memory after the model loads), and the paper's K is 1 to 16
+MAX_K = 4096
 #: the reference's vLLM prompt cap (max_model_len 2,048 - max_gen_len 1,024)
 REFERENCE_MAX_PROMPT_TOKENS = 1024
 
@@ -54,6 +57,8 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise UsageError(f"--k must be at least 1, got {self.k}")
+        if self.k > MAX_K:
+            raise UsageError(f"--k {self.k} is more samples per chunk than lt holds in memory at once (at most {MAX_K})")
         if self.max_new_tokens < 1:
             raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
-from ..errors import LtError
+from ..errors import LtError, UsageError
 from ..io import write_json
+from ..provenance import run_identity
 from ..records import document_id, ensure_chunks
 from ..session import backend_session
 from ..stream import run_stream
@@ -44,7 +45,8 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
                 stats.add(doc)
                 yield doc
 
-    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts", on_resumed=lambda records: [stats.add(r) for r in records])
+    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts",
+                      on_resumed=lambda records: [stats.add(r) for r in records], identity=run_identity("sample-thoughts", run))
     if stats.candidates:
         log(stats.line())
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "sample-thoughts", stats.to_json(), run)
@@ -67,7 +69,7 @@ def run_select(run: SelectRun) -> int:
                 continue
             needs = any(chunk_log_w(c) is None for c in doc["chunks"])
             if needs and method in ("importance", "argmax") and not all(len(c["candidates"]) == 1 for c in doc["chunks"]):
-                raise LtError(
+                raise UsageError(
                     f"document {document_id(doc)} has candidates without log_w: pass --model (and --backend) "
                     "so select can score them, or use --method uniform|first"
                 )
@@ -85,7 +87,7 @@ def run_select(run: SelectRun) -> int:
             # Every document is scored (resumed ones come from the cache) so the statistics cover them.
             yield from select_all(score_candidates(backend, records, config, cache), skip)
 
-    code = run_stream(run.stream, produce, validate=_validator(k), description="select")
+    code = run_stream(run.stream, produce, validate=_validator(k), description="select", identity=run_identity("select", run))
     _print_table(stats, f"lt select --method {method}" + (f" --k {k}" if k is not None else ""))
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "select", stats.to_json(), run)
     return code

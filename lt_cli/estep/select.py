@@ -18,6 +18,10 @@ from .config import SELECT_METHODS
 
 Record = dict[str, Any]
 
+#: no log-probability of real text comes near this many nats; larger values (1e308) would
+#: overflow the sums behind ELBO_n and the means, so such records are refused as malformed
+MAX_ABS_LOG = 1e100
+
 
 def logsumexp(values: Sequence[float]) -> float:
     peak = max(values)
@@ -164,5 +168,7 @@ def validate_candidates_document(record: Record) -> None:
                 value = candidate.get(name)
                 if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
                     raise ValueError(f"chunks[{i}].candidates[{j}].{name} must be a number or null")
+                if value is not None and not abs(value) <= MAX_ABS_LOG:
+                    raise ValueError(f"chunks[{i}].candidates[{j}].{name} = {value:g} is not a log-probability in nats (|value| <= {MAX_ABS_LOG:g})")
             if candidate.get("log_p") is not None and candidate.get("log_q") is None:
                 raise ValueError(f"chunks[{i}].candidates[{j}] has log_p but no log_q")

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any, Iterable, Iterator
 
 from ..errors import UsageError
+from ..provenance import run_identity
 from ..session import backend_session
 from ..stream import run_stream
 from .config import SynthesizeRun
@@ -40,7 +41,7 @@ def run_synthesize(run: SynthesizeRun) -> int:
         with backend_session(backend_name, backend_config, run.cache.path(run.stream.output), cache_label="teacher") as (backend, cache):
             yield from synthesize(backend, records, config, cache, skip=skip, stats=stats)
 
-    code = run_stream(run.stream, produce, validate=validate_document, description="synthesize")
+    code = run_stream(run.stream, produce, validate=validate_document, description="synthesize", identity=run_identity("synthesize", run))
     if stats.records:
         log(stats.line())
         if stats.failures():

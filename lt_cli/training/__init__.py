@@ -11,9 +11,12 @@ __all__ = ["TrainConfig", "TrainResult", "lr_at", "steps_for_tokens", "train"]
 
 
 def train(config: TrainConfig):
+    """Train (or resume) under one-writer locking, a check of the data's identity and cleanup after
+    a failure (:mod:`lt_cli.training.run_guard`)."""
     from .loop import train as _train
+    from .run_guard import guarded_train
 
-    return _train(config)
+    return guarded_train(config, _train)
 
 
 def __getattr__(name: str):

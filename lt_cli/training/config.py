@@ -55,6 +55,18 @@ class DataSource:
             return cls(path, weight)
         return cls(spec, 1.0)
 
+    def check_exists(self, flag: str) -> None:
+        """A missing file, or a ``FILE:WEIGHT`` whose weight is not a number, as one error line."""
+        path = Path(self.path)
+        if path.is_file():
+            return
+        if path.is_dir():
+            raise UsageError(f"{flag} {self.path}: is a directory, not a JSONL file")
+        head, _, weight = self.path.rpartition(":")
+        if head and Path(head).is_file():
+            raise UsageError(f"{flag} {self.path}: the weight {weight!r} is not a number (FILE:WEIGHT, e.g. {head}:0.5)")
+        raise UsageError(f"{flag} {self.path}: no such file")
+
 
 @dataclass
 class TrainConfig:
@@ -120,9 +132,9 @@ class TrainConfig:
             if not self.data:
                 raise UsageError("no training data: pass --data FILE (repeatable, FILE:WEIGHT for a mix)")
             for spec in self.data:
-                source = DataSource.parse(spec)
-                if not Path(source.path).exists():
-                    raise UsageError(f"--data {source.path}: no such file")
+                DataSource.parse(spec).check_exists("--data")
+            if Path(self.output).exists() and not Path(self.output).is_dir():
+                raise UsageError(f"--output {self.output}: is a file; lt train writes a folder there")
             if (self.model is None) == (self.init_config is None):
                 raise UsageError("pass exactly one of --model and --init-config")
             if self.init_config is not None and not Path(self.init_config).exists():

@@ -38,6 +38,8 @@ They apply to the two generation endpoints unless noted:
 * ``fail_always=STATUS``: every request answers STATUS.
 * ``leak_key_in_error=True``: answer 400 with the request's Authorization header in the error
   message (tests that lt redacts what a server echoes back).
+* ``echo_auth=True``: every reply's text starts with the request's Authorization header (a server
+  that echoes the key into completions; tests that it reaches no output file and no cache).
 * ``no_echo=True``: ``echo`` on /v1/completions is refused with 400, as hosted chat models do.
 * ``batch_delay_s=S``: a batch stays ``in_progress`` for S seconds before it is processed.
 * ``batch_fail_custom_ids=[...]``: those batch lines land in the error file with status 500.
@@ -213,6 +215,15 @@ class State:
 
 
 # ---------------------------------------------------------------------- OpenAI protocol
+def _echo_auth(reply: dict, authorization: str) -> None:
+    """Fault ``echo_auth``: put the request's Authorization header at the start of every reply text."""
+    for choice in reply.get("choices", []):
+        if "text" in choice:
+            choice["text"] = f"{authorization} {choice['text']}"
+        elif isinstance(choice.get("message"), dict):
+            choice["message"]["content"] = f"{authorization} {choice['message']['content']}"
+
+
 def completion_response(state: State, body: dict) -> dict:
     prompt = body.get("prompt")
     if isinstance(prompt, list):
@@ -424,7 +435,10 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(value)
                 request = json.loads(body or b"{}")
                 handler = completion_response if path == "/v1/completions" else chat_response
-                self._send(200, handler(self.state, request))
+                reply = handler(self.state, request)
+                if self.state.faults.get("echo_auth"):
+                    _echo_auth(reply, self.headers.get("Authorization") or "")
+                self._send(200, reply)
                 return
             if method == "POST" and path == "/v1/files":
                 self._send(200, self._upload(body))
