@@ -31,7 +31,7 @@ def test_ablation_layouts_are_the_reference_untagged_strings():
     chunks = [{"text": "A.", "latent": "a"}, {"text": " B.", "latent": "b"}]
     assert f.render_chunks(chunks, ["prior-only"] * 2) == "<|START_OF_LATENT|>a<|END_OF_LATENT|>A.<|START_OF_LATENT|>b<|END_OF_LATENT|> B."
     assert f.render_chunks(chunks, ["posterior-only"] * 2) == "A.<|START_OF_LATENT|>a<|END_OF_LATENT|> B.<|START_OF_LATENT|>b<|END_OF_LATENT|>"
-    assert set(f.LAYOUTS) == {"random", "prior", "posterior", "prior-tagged", "posterior-tagged", "pure", "raw"}
+    assert set(f.LAYOUTS) == {"random", "prior", "posterior", "prior-tagged", "posterior-tagged", "pure", "raw", "completion"}
     with pytest.raises(ValueError, match="unknown chunk layout"):
         f.render_chunks(chunks, ["prior", "sideways"])
 
