@@ -188,3 +188,12 @@ class ElboTask:
         ]
         print_rows("elbo (nats per raw token, higher is better)" + (", reference quirks" if quirks else ""), rows)
         return metrics
+
+
+def _register() -> None:
+    from .registry import register_task
+
+    register_task("elbo", ElboTask)
+
+
+_register()

@@ -164,11 +164,9 @@ class NllTask:
 
 
 def _register() -> None:
-    from .elbo import ElboTask
     from .registry import register_task
 
     register_task("nll", NllTask)
-    register_task("elbo", ElboTask)
 
 
 _register()

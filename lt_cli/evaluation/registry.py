@@ -260,7 +260,7 @@ def _register_builtin_files() -> None:
 
 #: modules that register Python tasks when imported (light imports only); add yours here or
 #: import your module before calling evaluate()
-TASK_MODULES = ["lt_cli.evaluation.likelihood", "lt_cli.demo.task"]
+TASK_MODULES = ["lt_cli.evaluation.likelihood", "lt_cli.evaluation.elbo", "lt_cli.demo.task"]
 
 
 def _ensure_builtins() -> None:

@@ -43,7 +43,8 @@ def validate(model, tokenizer, config, step: int, *, autocast=None) -> dict[str,
     from ..backends.base import BackendConfig
     from ..backends.hf import HFBackend
     from ..evaluation.config import EvalConfig
-    from ..evaluation.likelihood import ElboTask, NllTask
+    from ..evaluation.elbo import ElboTask
+    from ..evaluation.likelihood import NllTask
     from ..models import bos_policy
 
     started = time.monotonic()
