@@ -193,8 +193,9 @@ def eval_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunC
 
 
 # ------------------------------------------------------------------------------------ E-step
-def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int) -> Stage:
-    """K posterior samples per chunk of every raw document, scored (``lt sample-thoughts``)."""
+def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int, k_max: int | None = None) -> Stage:
+    """K posterior samples per chunk of every raw document, scored (``lt sample-thoughts``); with
+    ``k_max``, adaptive: k in the first round, then rounds until the stopping rule or k_max."""
 
     def configs(ctx: RunContext) -> list[Any]:
         from ..estep import SampleThoughtsRun
@@ -203,7 +204,8 @@ def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[Ru
 
         c = ctx.config
         stream = StreamArgs(input=raw_data(ctx), output=str(ctx.path(*folder_parts, "candidates.jsonl")), limit=c.estep_limit)
-        return [SampleThoughtsRun(stream=stream, backend=BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype), sample=replace(c.sample, k=k, seed=seed))]
+        sample = replace(c.sample, k=k, seed=seed, k_max=k_max)
+        return [SampleThoughtsRun(stream=stream, backend=BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype), sample=sample)]
 
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         from ..estep import read_stats
