@@ -102,25 +102,6 @@ class LazyBackend:
     def __getattr__(self, attribute: str):
         return getattr(self._get(), attribute)
 
-    @property
-    def n_parameters(self) -> int | None:
-        """The model's parameter count for compute estimates, without loading it when it is not
-        loaded yet (a rerun served by the cache never loads the model): read from the checkpoint's
-        safetensors headers for local backends; None for API models."""
-        if self._backend is not None:
-            value = getattr(self._backend, "n_parameters", None)
-            return value if isinstance(value, int) else None
-        if self._name == "api":
-            return None
-        from .backends.base import count_parameters
-        from .errors import LtError
-        from .models import resolve_model
-
-        try:
-            return count_parameters(resolve_model(self._config.model))
-        except (LtError, OSError, ValueError):
-            return None
-
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()

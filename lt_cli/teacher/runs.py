@@ -52,7 +52,8 @@ def run_synthesize(run: SynthesizeRun) -> int:
     def produce(records: Iterable[Record], skip: int) -> Iterator[Record]:
         with backend_session(backend_name, backend_config, run.cache.path(run.stream.output), cache_label="teacher") as (backend, cache):
             yield from synthesize(backend, records, config, cache, skip=skip, stats=stats)
-            parameters.append(backend.n_parameters if backend_name != "api" else None)
+            if stats.records and backend_name != "api":  # the backend is loaded by then (the cache identity needs it)
+                parameters.append(getattr(backend, "n_parameters", None))
 
     started = time.monotonic()
     code = run_stream(run.stream, produce, validate=validate_document, description="synthesize")
