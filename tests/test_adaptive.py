@@ -237,3 +237,27 @@ def test_adaptive_kill_9_and_resume_is_byte_identical(tmp_path, tiny_model_dir):
     assert out.read_bytes() == reference.read_bytes()
     stats = orjson.loads((tmp_path / "out.jsonl.stats.json").read_bytes())["stats"]
     assert stats == orjson.loads((tmp_path / "reference.jsonl.stats.json").read_bytes())["stats"]
+
+
+def test_rounds_keep_the_uniform_truncation_cut_across_all_candidates():
+    """Later rounds score only their new candidates; when their cut at the end of the chunk differs
+    from the earlier rounds', the chunk is rescored whole, so every candidate loses the same tokens."""
+    from fakes import CharBackend
+
+    from lt_cli.estep import chunk_scoring_pair
+
+    config = SampleConfig(k=2, k_max=8, stop_rule="ess", stop_threshold=0.999, max_new_tokens=40, prefix_chunks=3)
+    text = "One. Two. Three. Four. Five. Six. Seven. Eight. Nine. Ten. Eleven. Twelve. Thirteen. Fourteen."
+    backend = CharBackend(max_len=40)
+    [doc] = list(sample_candidates(backend, [{"id": "t", "text": text}], config))
+    rescored = 0
+    for i, chunk in enumerate(doc["chunks"]):
+        lengths = [len(chunk_scoring_pair(doc["chunks"], i, c["latent"], config).continuation) for c in chunk["candidates"]]
+        context = len(chunk_scoring_pair(doc["chunks"], i, "", config).context)
+        cut = max(0, max(0, context + max(lengths) - 40) - context)
+        assert chunk["num_suffix_token_truncated"] == cut
+        assert [c["log_p"] for c in chunk["candidates"]] == pytest.approx([(n - cut) * math.log(0.25) for n in lengths])
+        first_round = lengths[:2]
+        rescored += cut != max(0, max(0, context + max(first_round) - 40) - context)
+    assert rescored, "no chunk needed a deeper cut in a later round: make the text or the budget tighter"
+    assert len(backend.score_calls) > len(backend.sample_calls), "the rescoring call"
