@@ -214,11 +214,19 @@ def claim_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def teacher_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("teacher_usage"):
+        return []
+    from ..teacher.accounting import usage_line
+
+    return [usage_line(report["teacher_usage"])]
+
+
 def print_report(report: dict[str, Any]) -> None:
     from ..console import err
 
     err.print("", markup=False)
-    for line in baseline_lines(report) + [""] + table_lines(report) + [""] + claim_lines(report):
+    for line in teacher_lines(report) + baseline_lines(report) + [""] + table_lines(report) + [""] + claim_lines(report):
         err.print(line, markup=False, highlight=False)
 
 
@@ -314,6 +322,8 @@ def build_report(config, manifest) -> dict[str, Any]:
     }
     if config.demo:
         report["chance_accuracy"] = result("demo/corpus").get("chance_accuracy")
+    if result("warm/synthesize").get("usage"):
+        report["teacher_usage"] = result("warm/synthesize")["usage"]  # what lt synthesize sent (this run's requests)
     return report
 
 

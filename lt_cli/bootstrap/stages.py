@@ -111,7 +111,9 @@ def synthesize_stage() -> Stage:
 
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         out = configs[0].stream.output
-        return {"teacher_data": out, "n_documents": sum(1 for _ in read_all(out))}
+        sidecar = Path(f"{out}.stats.json")
+        usage = read_json(sidecar)["stats"].get("usage") if sidecar.exists() else None
+        return {"teacher_data": out, "n_documents": sum(1 for _ in read_all(out)), "usage": usage}
 
     return Stage("warm/synthesize", "synthesize", configs, result)
 
