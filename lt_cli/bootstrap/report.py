@@ -197,7 +197,7 @@ def claim_lines(report: dict[str, Any]) -> list[str]:
     if c.get("teacher_beats_raw") is not None:
         lines.append(f"claim 1 (teacher thoughts beat raw by >= {TEACHER_MARGIN:.2f}): {c['teacher_beats_raw']} (margin {c['teacher_minus_raw']:+.3f})")
     for k, ok in c.get("em_improves", {}).items():
-        lines.append(f"claim 2 (EM rises above the warm start, K={k}): {ok}")
+        lines.append(f"claim 2 (EM rises above the warm start, {'the adaptive arm' if k == 'adaptive' else f'K={k}'}): {ok}")
     if c.get("larger_k_better") is not None:
         means = ", ".join(f"K={k}: {v:.3f}" for k, v in sorted(c["mean_em_accuracy"].items(), key=lambda kv: arm_order(kv[0])) if k.isdigit())
         lines.append(f"claim 3 (larger K, better mean EM accuracy): {c['larger_k_better']} ({means})")
