@@ -17,7 +17,7 @@ lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
 lt sample-thoughts --model ckpt/ --k 4 docs.jsonl -o cand.jsonl   # resumable; cache cand.jsonl.cache.sqlite
 lt sample-thoughts --model ckpt/ --backend vllm --shard 3/16 docs.jsonl -o cand.03.jsonl
 lt sample-thoughts --model M --k 4 --no-score docs.jsonl | lt select --model M
-lt sample-thoughts --model M --k 2 --k-max 8 docs.jsonl -o cand.jsonl   # adaptive: 2, 4, then 8 per chunk
+lt sample-thoughts --model M --k 1 --k-max 8 docs.jsonl -o cand.jsonl   # adaptive: 1, 2, 4, then 8 per chunk
 """
 DETAILS = """\
 Input: raw documents (chunked on the fly exactly like lt chunk) or chunked documents. Output: the
@@ -31,9 +31,11 @@ boundary marker in the posterior prompt; log p includes the first <SoL> of the j
 --reference-quirks reproduces the reference exactly. See docs/estep.md.
 
 Adaptive (--k-max N): every chunk gets --k samples, is scored, and gets another round (doubling, or
---k-step more) until --stop-rule says more samples would change its selection little, or N is
-reached; a chunk's samples are always the first n of the N a fixed --k N run draws. The summary
-(stderr, FILE.stats.json) reports prompts, generated and scored tokens, samples per chunk and FLOPs.
+--k-step more) until --stop-rule holds or it has N. The default rule, coverage, stops once the
+thoughts seen have joint probabilities p(z, x) summing to --stop-threshold (0.1): a lower bound on
+the share of the posterior they hold. A chunk's samples are always the first n of the N a fixed
+--k N run draws. The summary (stderr, FILE.stats.json) reports prompts, generated and scored
+tokens, samples per chunk and FLOPs, for fixed and adaptive runs alike.
 """
 
 

@@ -182,11 +182,11 @@ def _fill_fixed(docs: list[Record], k: int) -> list[tuple[int, int]]:
     to_sample = []
     for d, doc in enumerate(docs):
         for i, chunk in enumerate(doc["chunks"]):
+            chunk.pop("sampling", None)  # a record from an earlier run describes other candidates
             if is_latent_fixed(chunk):
                 chunk["candidates"] = [fixed_candidate(chunk["latent"]) for _ in range(k)]
             else:
                 chunk["candidates"] = []
-                chunk.pop("sampling", None)
                 to_sample.append((d, i))
     return to_sample
 

@@ -93,7 +93,7 @@ def run_select(run: SelectRun) -> int:
     started = time.monotonic()
     code = run_stream(run.stream, produce, validate=_validator(k), description="select")
     seconds = time.monotonic() - started
-    _print_table(stats, f"lt select --method {method}" + (f" --k {k}" if k is not None else ""))
+    _print_table(stats, f"lt select --method {method}" + (f" --k {k}" if k is not None else ""), seconds)
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "select", stats.to_json(), run, seconds)
     return code
 
@@ -119,7 +119,7 @@ def _validator(k: int | None):
     return validate
 
 
-def _print_table(stats: SelectionStats, title: str) -> None:
+def _print_table(stats: SelectionStats, title: str, seconds: float) -> None:
     from rich.table import Table
 
     from ..console import err
@@ -129,6 +129,7 @@ def _print_table(stats: SelectionStats, title: str) -> None:
     table.add_column("value", justify="right")
     for name, value in stats.rows():
         table.add_row(name, value)
+    table.add_row("seconds (this run)", f"{seconds:.1f}")
     err.print(table)
 
 
