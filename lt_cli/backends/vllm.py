@@ -283,16 +283,17 @@ class VLLMBackend:
         check_sampling_params(params)
         # vLLM seeds a torch.Generator: keep the values inside int64
         seed_rows = expand_seeds(len(prompt_ids), params.n, seeds, namespace="vllm-default-sample", bits=63)
-        requests, sampling = [], []
+        requests, sampling, lengths = [], [], []
         for i, ids in enumerate(prompt_ids):
             ids = self._fit_prompt(ids, params.max_new_tokens)
             for j in range(params.n):
                 requests.append(TokensPrompt(prompt_token_ids=ids))
+                lengths.append(len(ids))
                 sampling.append(self._sampling_params(params, seed_rows[i][j], len(ids)))
         if not requests:
             return []
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-        samples = [self._to_sample(out.outputs[0], len(request["prompt_token_ids"])) for out, request in zip(outputs, requests)]
+        samples = [self._to_sample(out.outputs[0], length) for out, length in zip(outputs, lengths)]
         return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompt_ids))]
 
     def _to_sample(self, completion, prompt_tokens: int | None = None) -> Sample:
