@@ -104,6 +104,44 @@ def test_cli_rejects_bad_sweep(tmp_path):
         assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_cli_arms_parse_fixed_ks_and_the_adaptive_arm():
+    from lt_cli.commands.bootstrap import _arms
+
+    assert _arms(None, "1,4,8,adaptive") == ([1, 4, 8], True)
+    assert _arms("adaptive", None) == ([], True) and _arms("3", None) == ([3], False) and _arms(None, None) == (None, None)
+    for k, sweep, message in ((None, "adaptive,adaptive", "twice"), ("1,2", None, "one K"), ("x", None, "--k must be")):
+        with pytest.raises(UsageError, match=message):
+            _arms(k, sweep)
+    config = resolve_config({"run_dir": "r", "ks": [], "adaptive": True, "k_max": 4, "stop_rule": "mass", "adaptive_k": 2})
+    assert config.arms() == ["adaptive"] and (config.k_max, config.adaptive_k, config.sample.stop_rule) == (4, 2, "mass")
+    with pytest.raises(UsageError, match="adaptive-k"):
+        resolve_config({"run_dir": "r", "adaptive": True, "adaptive_k": 5, "k_max": 4})
+    with pytest.raises(UsageError, match="K must be"):
+        resolve_config({"run_dir": "r", "ks": [], "adaptive": False})
+
+
+def test_plan_and_dry_run_with_an_adaptive_arm(tmp_path):
+    config = tiny_config(tmp_path, ks=[1, 4], adaptive=True, iters=2)
+    keys = [s.key for s in build_plan(config)]
+    assert keys[-8:] == [f"adaptive/iter{t}/{stage}" for t in (1, 2) for stage in ("sample", "select", "train", "eval")]
+    assert config.arms() == ["k1", "k4", "adaptive"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--sweep-k", "2,adaptive", "--k-max", "6", "--run-dir", str(tmp_path / "run"), "--dry-run"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [adaptive] = [line for line in proc.stdout.splitlines() if "sample-thoughts" in line and "adaptive/iter1" in line]
+    assert "--k 1 " in adaptive and "--k-max 6" in adaptive and "--model " + str(tmp_path / "run" / "warm" / "model") in adaptive
+    assert "--seed 43" in adaptive  # the fixed arms' iteration-1 seed: the adaptive samples are their prefixes
+    # growing a run by an adaptive arm is allowed (like more iterations or another K)
+    from lt_cli.bootstrap import check_config
+
+    check_config(tmp_path, tiny_config(tmp_path))
+    check_config(tmp_path, tiny_config(tmp_path, adaptive=True))
+    with pytest.raises(UsageError, match="k_max"):
+        check_config(tmp_path, tiny_config(tmp_path, adaptive=True, k_max=5))
+
+
 def test_changed_settings_refuse_to_mix(tmp_path):
     from lt_cli.bootstrap import check_config
 
@@ -216,6 +254,43 @@ def test_claims():
     assert c["larger_k_better"] is False
     c = claims(_report({4: [0.3, None]}))
     assert c["em_improves"] == {"4": None} and c["larger_k_better"] is None
+
+
+def _adaptive_report(k8_last=0.9, adaptive_last=0.895, tokens=(800, 400, 300)):
+    report = _report({8: [0.5, 0.8, 0.85, k8_last]})
+    for row in report["iterations"]:
+        row.update(arm="k8", estep_generated_tokens_total=None if row["iter"] == 0 else 1000 * row["iter"])
+    accs = [0.5, 0.82, 0.86, adaptive_last]
+    total = 0
+    for t, acc in enumerate(accs):
+        total += tokens[t - 1] if t else 0
+        report["iterations"].append({"iter": t, "arm": "adaptive", "k": None, "k_max": 8, "accuracy": acc, "estep_generated_tokens_total": total if t else None})
+    return report
+
+
+def test_claim_4_adaptive_against_k_max():
+    c = claims(_adaptive_report())
+    assert c["em_improves"] == {"8": True, "adaptive": True} and c["mean_em_accuracy"]["adaptive"] == pytest.approx((0.82 + 0.86 + 0.895) / 3)
+    a = c["adaptive"]
+    assert (a["accuracy"], a["k_max_accuracy"], a["generated_tokens"], a["k_max_generated_tokens"]) == (0.895, 0.9, 1500, 3000)
+    assert a["generated_tokens_share"] == 0.5 and a["holds"] is True and c["adaptive_matches_k_max"] is True
+    assert claims(_adaptive_report(adaptive_last=0.889))["adaptive"]["holds"] is False  # 0.011 below K=8
+    assert claims(_adaptive_report(tokens=(800, 400, 301)))["adaptive"]["holds"] is False  # 50.03% of the tokens
+    assert claims(_adaptive_report(adaptive_last=0.95))["larger_k_better"] is None  # one fixed K: nothing to compare
+    lonely = _adaptive_report()
+    lonely["iterations"] = [r for r in lonely["iterations"] if r["arm"] == "adaptive"]
+    assert claims(lonely)["adaptive"]["holds"] is None
+
+
+def test_report_with_an_adaptive_arm_draws_the_scaling_panel(tmp_path):
+    report = _adaptive_report()
+    write_report(report, tmp_path)
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "report.md").read_text()
+    assert "| adaptive <=8 |" in md and "claim 4" in md and "1,500 vs 3,000 generated tokens, 50.0%" in md
+    from matplotlib import image
+
+    assert image.imread(tmp_path / "report.png").shape[1] == 1100, "two panels side by side"
 
 
 def test_write_report_files(tmp_path):
@@ -460,3 +535,31 @@ def test_the_papers_setting_in_one_call(tmp_path):
     assert " -m lt_cli finetune-eval " in finetune and "--seeds 42,43" in finetune and str(tmp_path / "run" / "k4" / "iter1" / "model") in finetune
     assert [line for line in lines if line.startswith("# ") and line.endswith("/finetune")] == [
         "# warm/finetune", "# baseline-raw/finetune", "# baseline-raw-tokens/finetune", "# k4/iter1/finetune"]
+
+
+@pytest.mark.slow
+def test_sweep_with_an_adaptive_arm(tmp_path):
+    """A K=2 arm and an adaptive arm (1, then 2 samples per chunk) from one warm start: the
+    adaptive samples are prefixes of the K=2 arm's first-iteration samples, every row carries its
+    E-step compute, and the report compares the two."""
+    run_dir = tmp_path / "adaptive"
+    report = run_bootstrap(tiny_config(run_dir, ks=[2], adaptive=True, k_max=2, iters=1, raw_baseline=False, teacher_baseline=False))
+    rows = {(r["arm"], r["iter"]): r for r in report["iterations"]}
+    assert set(rows) == {("k2", 0), ("k2", 1), ("adaptive", 0), ("adaptive", 1)}
+    fixed = [json.loads(line) for line in (run_dir / "k2" / "iter1" / "candidates.jsonl").read_text().splitlines()]
+    adaptive = [json.loads(line) for line in (run_dir / "adaptive" / "iter1" / "candidates.jsonl").read_text().splitlines()]
+    generated = 0
+    for f_doc, a_doc in zip(fixed, adaptive):
+        assert a_doc["estep"]["k_max"] == 2 and a_doc["estep"]["stop_rule"] == "coverage"
+        for f_chunk, a_chunk in zip(f_doc["chunks"], a_doc["chunks"]):
+            n = len(a_chunk["candidates"])
+            assert 1 <= n <= 2 and [c["latent"] for c in a_chunk["candidates"]] == [c["latent"] for c in f_chunk["candidates"][:n]]
+            if not a_chunk.get("latent_fixed"):
+                generated += sum(c["n_tokens"] for c in a_chunk["candidates"])
+    row = rows[("adaptive", 1)]
+    assert row["estep_generated_tokens"] == row["estep_generated_tokens_total"] == generated
+    assert 1.0 <= row["estep_samples_per_chunk"] <= 2.0 and row["estep_flops"] > 0 and row["k"] is None and row["k_max"] == 2
+    k2 = rows[("k2", 1)]
+    assert k2["estep_samples_per_chunk"] == 2.0 and k2["estep_generated_tokens"] >= generated
+    assert report["claims"]["adaptive"]["k_max_generated_tokens"] == k2["estep_generated_tokens"]
+    assert read_json(run_dir / "adaptive" / "iter1" / "augmented.jsonl.stats.json")["stats"]["compute"]["generated_tokens"] == generated

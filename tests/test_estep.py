@@ -30,69 +30,12 @@ from lt_cli.estep import (
 )
 from lt_cli.cache import SampleCache, cache_key
 from lt_cli.seeding import sample_seed
+from fakes import CharBackend
 
 LT = [sys.executable, "-m", "lt_cli"]
 # one thread, like this process (conftest): float sums then agree bit for bit across processes
 ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600", "OMP_NUM_THREADS": "1"}
 SOL, EOL, PRIOR, POST = formats.START_OF_LATENT, formats.END_OF_LATENT, formats.PRIOR_PREFIX, formats.POSTERIOR_PREFIX
-
-
-class CharBackend:
-    """A deterministic stand-in with a real distribution over characters, for fast unit tests.
-
-    Each generated token is one of "ab " or the stop string, with fixed probabilities, drawn from
-    ``random.Random(seed)``; scoring gives every continuation character log(1/4) and applies the
-    base.py truncation policy with a character budget ``max_len``. It records its calls.
-    """
-
-    name = "char"
-    model_id = "char-model"
-    alphabet = ["a", "b", " ", EOL]
-    probs = [0.4, 0.3, 0.2, 0.1]
-
-    def __init__(self, max_len: int = 10_000):
-        self.max_len = max_len
-        self.sample_calls: list[int] = []
-        self.score_calls: list[int] = []
-
-    def sample(self, prompts, params: SamplingParams, seeds=None):
-        self.sample_calls.append(len(prompts))
-        out = []
-        for i, prompt in enumerate(prompts):
-            row = []
-            for j in range(params.n):
-                rng = random.Random(seeds[i][j])
-                text, lps, ids = "", [], []
-                reason = FINISH_LENGTH
-                for _ in range(params.max_new_tokens):
-                    k = rng.choices(range(4), weights=self.probs)[0]
-                    lps.append(math.log(self.probs[k]))
-                    ids.append(k)
-                    if self.alphabet[k] == EOL:
-                        reason = FINISH_STOP
-                        break
-                    text += self.alphabet[k]
-                row.append(Sample(text=text, token_ids=ids, token_logprobs=lps, finish_reason=reason))
-            out.append(row)
-        return out
-
-    def score(self, pairs):
-        self.score_calls.append(len(pairs))
-        scores = []
-        for context, continuation in pairs:
-            overflow = max(0, len(context) + len(continuation) - self.max_len)
-            cut_context = min(overflow, len(context))
-            cut_cont = overflow - cut_context
-            kept = len(continuation) - cut_cont
-            lps = [math.log(0.25)] * kept
-            scores.append(Score(logprob=math.fsum(lps), token_logprobs=lps, n_context_truncated=cut_context, n_continuation_truncated=cut_cont))
-        return scores
-
-    def chat(self, conversations, params, seeds=None):
-        raise NotImplementedError
-
-    def close(self):
-        pass
 
 
 def docs(n: int = 3) -> list[dict]:
@@ -141,7 +84,7 @@ def test_candidates_schema_seeds_and_log_w():
             assert len(chunk["candidates"]) == 3
             assert chunk["num_suffix_token_truncated"] == 0
             for j, cand in enumerate(chunk["candidates"]):
-                assert set(cand) == {"latent", "log_q", "log_p", "log_w", "finished", "n_tokens"}
+                assert set(cand) == {"latent", "log_q", "log_p", "log_w", "finished", "n_tokens", "n_scored_tokens"}
                 # the sample is exactly what the backend draws with the documented seed
                 expected = CharBackend().sample(["x"], config.sampling_params(), [[sample_seed(42, doc["id"], i, j)]])[0][0]
                 assert cand["latent"] == expected.text

@@ -40,8 +40,10 @@ class Sample:
     token_ids: list[int]
     token_logprobs: list[float]
     finish_reason: str
-    #: tokens the server billed for this sample's request (HTTP backends; None when not reported)
+    #: prompt tokens of this sample's request: as the server billed them (HTTP backends; None when
+    #: not reported), or as the local backend read them (after fitting, BOS included)
     prompt_tokens: int | None = None
+    #: generated tokens (HTTP: as billed; local backends: ``len(token_ids)``)
     completion_tokens: int | None = None
 
     @property
@@ -61,6 +63,9 @@ class Score:
     n_context_truncated: int = 0
     #: tokens dropped from the end of the continuation (not scored)
     n_continuation_truncated: int = 0
+    #: tokens of the context the continuation was conditioned on, after truncation (BOS included;
+    #: None when the backend cannot tell): with ``n_tokens`` what the pair cost to score
+    n_context_tokens: int | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -254,6 +259,37 @@ def render_chat(tokenizer: Any, conversation: Sequence[dict], *, chat_template: 
         )
     messages = chat_messages(conversation)
     return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True)
+
+
+# ---------------------------------------------------------------------- parameters
+def count_parameters(path: str) -> int | None:
+    """Parameters stored in a checkpoint folder's ``*.safetensors`` files, from their headers only.
+
+    Why: the E-step's compute estimate (2 x parameters x tokens) needs the parameter count of
+    backends that do not hold the model as torch modules (vLLM). Reading the JSON headers costs a
+    few kilobytes per file and loads no tensor. None when the folder has no safetensors files.
+    """
+    import json
+    import struct
+    from pathlib import Path
+
+    folder = Path(path)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            total += count
+    return total
 
 
 # ---------------------------------------------------------------------- usage

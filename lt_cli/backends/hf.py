@@ -61,6 +61,8 @@ class HFBackend(HFSampling, HFScoring):
         else:
             self.model, self.tokenizer = load_model_and_tokenizer(config.model, dtype=config.dtype, device=config.device)
         self.device = next(self.model.parameters()).device
+        #: parameters of the model (shared tensors counted once): the E-step's FLOP estimate uses it
+        self.n_parameters = sum(p.numel() for p in self.model.parameters())
         self._torch = torch
         missing = missing_latent_tokens(self.tokenizer)
         if missing:

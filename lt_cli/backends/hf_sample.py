@@ -105,6 +105,7 @@ class HFSampling:
                 logits, mask = logits[expand], mask[expand]
             next_pos = torch.tensor([len(u.ids) for u in units], device=self.device)[expand]
             row_keys = [(u.prompt_index, j) for u in units for j in u.slots]
+            prompt_lengths = [len(u.ids) for u in units for _ in u.slots]
             generators = [torch.Generator().manual_seed(seed_rows[i][j]) for i, j in row_keys]
             tokens_out: list[list[int]] = [[] for _ in row_keys]
             logprobs_out: list[list[float]] = [[] for _ in row_keys]
@@ -129,7 +130,7 @@ class HFSampling:
                         keep.append(b)
                     else:
                         i, j = row_keys[r]
-                        results[i][j] = self._make_sample(tokens_out[r], logprobs_out[r], finish, stops)
+                        results[i][j] = self._make_sample(tokens_out[r], logprobs_out[r], finish, stops, prompt_lengths[r])
                 if not keep:
                     break
                 if len(keep) != len(active):
@@ -166,11 +167,14 @@ class HFSampling:
             return FINISH_LENGTH
         return None
 
-    def _make_sample(self, tokens: list[int], logprobs: list[float], finish: str, stops: tuple[str, ...]) -> Sample:
+    def _make_sample(self, tokens: list[int], logprobs: list[float], finish: str, stops: tuple[str, ...], prompt_tokens: int | None = None) -> Sample:
         if finish == FINISH_EOS:
             text = self.decode(tokens[:-1])
         else:
             text = self.decode(tokens)
             if finish == FINISH_STOP:
                 text = text[: min(text.index(s) for s in stops if s in text)]
-        return Sample(text=text, token_ids=list(tokens), token_logprobs=[float(x) for x in logprobs], finish_reason=finish)
+        return Sample(
+            text=text, token_ids=list(tokens), token_logprobs=[float(x) for x in logprobs], finish_reason=finish,
+            prompt_tokens=prompt_tokens, completion_tokens=len(tokens),
+        )

@@ -35,7 +35,7 @@ class HFScoring:
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, e in enumerate(encoded):
             if not e.continuation:
-                results[index] = Score(0.0, [], e.n_context_truncated, e.n_continuation_truncated)
+                results[index] = Score(0.0, [], e.n_context_truncated, e.n_continuation_truncated, len(e.context))
                 continue
             groups.setdefault(tuple(e.context), []).append(index)
         # work units: (context, member indices); a group bigger than a batch is split
@@ -128,4 +128,4 @@ class HFScoring:
                     offset += n
         for r, k in enumerate(members):
             e = encoded[k]
-            results[k] = Score(float(sum(per_token[r])), per_token[r], e.n_context_truncated, e.n_continuation_truncated)
+            results[k] = Score(float(sum(per_token[r])), per_token[r], e.n_context_truncated, e.n_continuation_truncated, len(e.context))

@@ -179,6 +179,8 @@ class APIRequestError(LtError):
 
 class OpenAIBackend:
     name = "api"
+    #: a hosted model's size is unknown: compute estimates in FLOPs are null for it
+    n_parameters = None
 
     def __init__(self, config: BackendConfig):
         try:

@@ -105,8 +105,10 @@ def score_from_echo(context: str, continuation: str, reply: dict) -> Score:
     full = context + continuation
     starts = token_starts(tokens, full, offsets)
     scored: list[float] = []
+    n_context = 0
     for start, value in zip(starts, values):
         if start < len(context):
+            n_context += 1
             continue
         if start >= len(full):
             break  # the generated token after the echoed prompt
@@ -115,7 +117,7 @@ def score_from_echo(context: str, continuation: str, reply: dict) -> Score:
         scored.append(float(value))
     if not scored:
         raise LtError("no continuation tokens found in the echoed prompt")
-    return Score(logprob=float(math.fsum(scored)), token_logprobs=scored)
+    return Score(logprob=float(math.fsum(scored)), token_logprobs=scored, n_context_tokens=n_context)
 
 
 def ids_from_tokens(tokens: list[str]) -> list[int]:

@@ -43,6 +43,7 @@ from .base import (
     SamplingParams,
     Score,
     check_sampling_params,
+    count_parameters,
     expand_seeds,
     fit_pair,
     fit_prompt_warned,
@@ -221,6 +222,8 @@ class VLLMBackend:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LtError(f"vLLM could not start model {config.model}: {first_line}") from None
         self.tokenizer = self.llm.get_tokenizer()
+        #: parameters in the checkpoint's safetensors files (None when it has none): the E-step's FLOP estimate
+        self.n_parameters = count_parameters(path)
         self.n_truncated_pairs = 0
         self.n_truncated_prompts = 0
         from ..models import bos_policy, empty_context_token_id
@@ -280,19 +283,20 @@ class VLLMBackend:
         check_sampling_params(params)
         # vLLM seeds a torch.Generator: keep the values inside int64
         seed_rows = expand_seeds(len(prompt_ids), params.n, seeds, namespace="vllm-default-sample", bits=63)
-        requests, sampling = [], []
+        requests, sampling, lengths = [], [], []
         for i, ids in enumerate(prompt_ids):
             ids = self._fit_prompt(ids, params)
             for j in range(params.n):
                 requests.append(TokensPrompt(prompt_token_ids=ids))
+                lengths.append(len(ids))
                 sampling.append(self._sampling_params(params, seed_rows[i][j], len(ids)))
         if not requests:
             return []
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-        samples = [self._to_sample(out.outputs[0]) for out in outputs]
+        samples = [self._to_sample(out.outputs[0], length) for out, length in zip(outputs, lengths)]
         return [samples[i * params.n : (i + 1) * params.n] for i in range(len(prompt_ids))]
 
-    def _to_sample(self, completion) -> Sample:
+    def _to_sample(self, completion, prompt_tokens: int | None = None) -> Sample:
         token_ids = [int(t) for t in completion.token_ids]
         token_logprobs: list[float] = []
         for token_id, entry in zip(token_ids, completion.logprobs or []):
@@ -308,7 +312,7 @@ class VLLMBackend:
             text = self.decode(token_ids[:-1])
         # vLLM's incremental detokenizer holds back a trailing partial UTF-8 character; decoding the
         # ids (as the transformers backend does) keeps both backends' texts identical for equal ids
-        return Sample(text=text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish)
+        return Sample(text=text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(token_ids))
 
     def sample(self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
         return self._generate([self.encode(p) for p in prompts], params, seeds)
@@ -325,7 +329,7 @@ class VLLMBackend:
 
         fitted = [fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self._score_limit, bos_id=self._bos_id, empty_context_id=self._empty_context_id) for c, x in pairs]
         self.n_truncated_pairs += warn_truncated_pairs(fitted, self._score_limit)
-        scores = [Score(0.0, [], f.n_context_truncated, f.n_continuation_truncated) for f in fitted]  # empty continuations score 0
+        scores = [Score(0.0, [], f.n_context_truncated, f.n_continuation_truncated, len(f.context)) for f in fitted]  # empty continuations score 0
         todo = [k for k, f in enumerate(fitted) if f.continuation]
         if not todo:
             return scores
@@ -339,7 +343,7 @@ class VLLMBackend:
             ids, n_ctx = f.context + f.continuation, len(f.context)
             rows = out.prompt_logprobs
             token_logprobs = [float(rows[pos][ids[pos]].logprob) for pos in range(n_ctx, len(ids))]
-            scores[k] = Score(float(math.fsum(token_logprobs)), token_logprobs, f.n_context_truncated, f.n_continuation_truncated)
+            scores[k] = Score(float(math.fsum(token_logprobs)), token_logprobs, f.n_context_truncated, f.n_continuation_truncated, n_ctx)
         return scores
 
     # ------------------------------------------------------------------ lifecycle

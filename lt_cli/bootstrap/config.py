@@ -11,8 +11,9 @@ seeds, paths, models, budgets). The bootstrap flags are the exposed leaves (:mod
 
 A rerun of the same command compares its resolved config with the saved one: fields that change
 results (:meth:`BootstrapConfig.result_fields`) must match, or the run refuses to mix the two in
-one folder. ``iters`` and ``ks`` may grow (new stages are appended to the plan, finished ones are
-kept); ``launcher``, ``dry_run`` and ``nproc_per_node`` only decide how stages run.
+one folder. ``iters`` and ``ks`` may grow and an adaptive arm may be added (new stages are appended to the
+plan, finished ones are kept); ``launcher``, ``dry_run`` and ``nproc_per_node`` only decide how
+stages run.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from ..flags import from_json, group, json_paths
 from ..training.config import TrainConfig
 
 #: Fields that do not change any number of the run (a resumed run may differ in them).
-RUN_ONLY_FIELDS = frozenset({"train.save_every", "iters", "ks", "launcher", "nproc_per_node", "dry_run", "run_dir", "name"})
+RUN_ONLY_FIELDS = frozenset({"train.save_every", "iters", "ks", "adaptive", "launcher", "nproc_per_node", "dry_run", "run_dir", "name"})
 
 #: The leaves of the stage configs that bootstrap exposes as its own flags; the others are set per
 #: stage (k, seeds, paths, models, budgets) or keep their defaults.
-SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "max_prompt_tokens", "reference_quirks", "docs_per_call")
+SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "max_prompt_tokens", "reference_quirks", "docs_per_call", "k_step", "stop_rule", "stop_threshold")
 SELECT_FLAGS = ("method",)
 TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
 EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")
@@ -61,6 +62,12 @@ class BootstrapConfig:
     demo: bool = True
     iters: int = 3
     ks: list[int] = field(default_factory=lambda: [4])
+    #: one more arm: adaptive E-step sampling (lt sample-thoughts --k adaptive_k --k-max k_max)
+    adaptive: bool = False
+    #: the adaptive arm's samples per chunk in the first round
+    adaptive_k: int = 1
+    #: the adaptive arm's most samples per chunk (its stopping rule: --stop-rule, --stop-threshold)
+    k_max: int = 8
     # ---------------------------------------------------------------- data and models
     model: str | None = None  # base model (hub id or folder); demo: a TinyModelConfig built in the run
     data: str | None = None  # raw documents for the E-step (and the raw baseline)
@@ -110,8 +117,10 @@ class BootstrapConfig:
             raise UsageError("--run-dir is required")
         if self.iters < 0:
             raise UsageError("--iters must be >= 0")
-        if not self.ks or any(k < 1 for k in self.ks):
-            raise UsageError("K must be >= 1 (--k or --sweep-k 1,4,8)")
+        if (not self.ks and not self.adaptive) or any(k < 1 for k in self.ks):
+            raise UsageError("K must be >= 1 (--k or --sweep-k 1,4,8; adaptive for an adaptive arm)")
+        if self.adaptive_k < 1 or self.k_max < self.adaptive_k:
+            raise UsageError(f"the adaptive arm needs 1 <= --adaptive-k <= --k-max, got {self.adaptive_k} and {self.k_max}")
         if len(set(self.ks)) != len(self.ks):
             raise UsageError("--sweep-k lists a K twice")
         if self.select.method == "first":
@@ -141,6 +150,10 @@ class BootstrapConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def arms(self) -> list[str]:
+        """The EM runs of this config: ``k<K>`` per fixed K (ascending), then ``adaptive``."""
+        return [f"k{k}" for k in sorted(self.ks)] + (["adaptive"] if self.adaptive else [])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BootstrapConfig":

@@ -13,6 +13,7 @@
     k<K>/iter<t>/select                 E-step: importance resampling, one thought per chunk
     k<K>/iter<t>/train                  M-step: from the BASE model (--continue: from model t-1)
     k<K>/iter<t>/eval                   held-out evaluation
+    adaptive/iter<t>/...                --sweep-k ...,adaptive: the same four stages, adaptive sampling
     [.../finetune]                      --finetune-eval: lt finetune-eval after every eval stage
 """
 
@@ -109,12 +110,23 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
             plan.append(select_stage(f"{prefix}/select", folder, candidates, c.seed + t, select_k))
             plan.append(train_stage(f"{prefix}/train", _mstep_config(c, folder, previous)))
             evaluate(prefix, folder, _checkpoint_fn(f"{prefix}/train", folder), "latent")
+    if c.adaptive:
+        # its own samples in every iteration (rounds stop early, so sharing K_max samples would
+        # spend what the arm saves); the seeds are the fixed arms', so its samples are their prefixes
+        for t in range(1, c.iters + 1):
+            folder, prefix = ("adaptive", f"iter{t}"), f"adaptive/iter{t}"
+            previous = warm_model if t == 1 else _checkpoint_fn(f"adaptive/iter{t - 1}/train", ("adaptive", f"iter{t - 1}"))
+            plan.append(sample_stage(f"{prefix}/sample", folder, previous, c.adaptive_k, c.seed + t, k_max=c.k_max))
+            plan.append(select_stage(f"{prefix}/select", folder, _candidates_fn(folder), c.seed + t))
+            plan.append(train_stage(f"{prefix}/train", _mstep_config(c, folder, previous)))
+            evaluate(prefix, folder, _checkpoint_fn(f"{prefix}/train", folder), "latent")
     return plan
 
 
-def sample_key_of(manifest_keys, k: int, t: int) -> str:
-    """The stage that sampled iteration t's candidates for K=k (the shared stage in a sweep)."""
-    own = f"k{k}/iter{t}/sample"
+def sample_key_of(manifest_keys, arm: str, t: int) -> str:
+    """The stage that sampled iteration t's candidates for an arm (``k4``, ``adaptive``; the shared
+    stage in a sweep's first iteration)."""
+    own = f"{arm}/iter{t}/sample"
     return own if own in manifest_keys else "shared/iter1/sample"
 
 

@@ -13,6 +13,18 @@ It also states the paper's three claims as checks on the numbers (``claims``):
 2. ``em_improves`` (per K): the last EM iteration is above the warm start (iteration 0) and not
    below the first EM iteration.
 3. ``larger_k_better`` (sweeps): the mean accuracy over the EM iterations increases with K.
+
+and lt's own claim for an adaptive arm (``--sweep-k ...,adaptive``):
+
+4. ``adaptive_matches_k_max``: the adaptive arm's last-iteration accuracy is within
+   ``ADAPTIVE_TOLERANCE`` of the fixed arm with K = k_max (or above it) while its E-steps generate
+   at most ``ADAPTIVE_TOKEN_SHARE`` of that arm's tokens.
+
+Each EM row carries its E-step's compute, read from the selection stage's statistics (the
+candidates it selected from: for a sweep's shared first iteration, what a run with that K would
+have spent): samples per sampled chunk, generated and scored tokens, FLOPs, and their running
+totals over the iterations, which the plot's second panel (accuracy against E-step compute, one
+point per arm and iteration) uses.
 """
 
 from __future__ import annotations
@@ -22,17 +34,42 @@ from pathlib import Path
 from typing import Any
 
 TEACHER_MARGIN = 0.2
+#: claim 4: the adaptive arm's accuracy may trail the K = k_max arm's by this much ...
+ADAPTIVE_TOLERANCE = 0.01
+#: ... while generating at most this share of its E-step tokens
+ADAPTIVE_TOKEN_SHARE = 0.5
 
 COLUMNS = [
     ("iter", "iter", "{}"),
     ("k", "K", "{}"),
     ("accuracy", "held-out acc", "{:.3f}"),
-    ("elbo_per_document", "ELBO_K/doc", "{:.2f}"),
+    ("elbo_per_document", "ELBO_n/doc", "{:.2f}"),
     ("log_w_per_candidate", "log w/cand", "{:.2f}"),
     ("ess_per_chunk", "ESS/chunk", "{:.2f}"),
+    ("estep_samples_per_chunk", "samples/chunk", "{:.2f}"),
+    ("estep_generated_tokens", "E-step gen tokens", "{:,}"),
+    ("estep_flops", "E-step FLOPs", "{:.3g}"),
     ("n_tokens", "train tokens", "{:,}"),
     ("seconds", "time s", "{:.0f}"),
 ]
+
+#: the E-step compute of a row, from the selection statistics' ``compute`` (report key, compute key)
+COMPUTE_FIELDS = (
+    ("estep_prompts", "prompts"),
+    ("estep_prompt_tokens", "prompt_tokens"),
+    ("estep_samples", "samples"),
+    ("estep_generated_tokens", "generated_tokens"),
+    ("estep_scored_tokens", "scored_tokens"),
+    ("estep_flops", "flops"),
+)
+
+
+def arm_label(row: dict[str, Any]) -> str:
+    """``"4"`` for the K=4 arm, ``"adaptive"`` for the adaptive one (the claims' keys)."""
+    arm = row.get("arm")
+    if arm == "adaptive":
+        return "adaptive"
+    return str(row["k"]) if row.get("k") is not None else str(arm)
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -45,7 +82,7 @@ def _fmt(value: Any, pattern: str) -> str:
 
 
 def claims(report: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the three claims on a report's numbers (None when the run cannot tell)."""
+    """Evaluate the claims on a report's numbers (None when the run cannot tell)."""
     out: dict[str, Any] = {}
     raw = report.get("baselines", {}).get("raw", {}).get("accuracy")
     teacher = report.get("baselines", {}).get("teacher", {}).get("accuracy")
@@ -54,27 +91,56 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
         out["teacher_beats_raw"] = teacher - raw >= TEACHER_MARGIN
     else:
         out["teacher_beats_raw"] = None
-    by_k: dict[int, list[dict[str, Any]]] = {}
+    by_arm: dict[str, list[dict[str, Any]]] = {}
     for row in report.get("iterations", []):
-        by_k.setdefault(int(row["k"]), []).append(row)
+        by_arm.setdefault(arm_label(row), []).append(row)
     improves: dict[str, bool | None] = {}
     mean_em: dict[str, float] = {}
-    for k, rows in sorted(by_k.items()):
+    for label, rows in sorted(by_arm.items(), key=lambda item: arm_order(item[0])):
         rows = sorted(rows, key=lambda r: r["iter"])
         accs = [r.get("accuracy") for r in rows]
         if len(accs) < 2 or any(a is None for a in accs):
-            improves[str(k)] = None
+            improves[label] = None
             continue
-        improves[str(k)] = accs[-1] > accs[0] and accs[-1] >= accs[1]
-        mean_em[str(k)] = sum(accs[1:]) / len(accs[1:])
+        improves[label] = accs[-1] > accs[0] and accs[-1] >= accs[1]
+        mean_em[label] = sum(accs[1:]) / len(accs[1:])
     out["em_improves"] = improves
     out["mean_em_accuracy"] = mean_em
-    if len(mean_em) >= 2:
-        values = [mean_em[k] for k in sorted(mean_em, key=int)]
+    fixed = sorted((k for k in mean_em if k.isdigit()), key=int)
+    if len(fixed) >= 2:
+        values = [mean_em[k] for k in fixed]
         out["larger_k_better"] = all(b > a for a, b in zip(values, values[1:]))
     else:
         out["larger_k_better"] = None
+    if "adaptive" in by_arm:
+        out["adaptive"] = _adaptive_claim(by_arm)
+        out["adaptive_matches_k_max"] = out["adaptive"]["holds"]
     return out
+
+
+def arm_order(label: str) -> tuple[int, int]:
+    return (0, int(label)) if label.isdigit() else (1, 0)
+
+
+def _adaptive_claim(by_arm: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Claim 4: the adaptive arm against the fixed arm with K = its k_max, at the last iteration."""
+    adaptive = sorted(by_arm["adaptive"], key=lambda r: r["iter"])
+    k_max = adaptive[-1].get("k_max")
+    reference = sorted(by_arm.get(str(k_max), []), key=lambda r: r["iter"])
+    result: dict[str, Any] = {"k_max": k_max, "holds": None}
+    if not reference or len(reference) != len(adaptive) or len(adaptive) < 2:
+        return result
+    last, ref_last = adaptive[-1], reference[-1]
+    tokens = last.get("estep_generated_tokens_total")
+    ref_tokens = ref_last.get("estep_generated_tokens_total")
+    result.update(
+        accuracy=last.get("accuracy"), k_max_accuracy=ref_last.get("accuracy"),
+        generated_tokens=tokens, k_max_generated_tokens=ref_tokens,
+        generated_tokens_share=tokens / ref_tokens if tokens is not None and ref_tokens else None,
+    )
+    if result["accuracy"] is not None and result["k_max_accuracy"] is not None and result["generated_tokens_share"] is not None:
+        result["holds"] = result["accuracy"] >= result["k_max_accuracy"] - ADAPTIVE_TOLERANCE and result["generated_tokens_share"] <= ADAPTIVE_TOKEN_SHARE
+    return result
 
 
 def _task_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -92,15 +158,21 @@ def _has_finetune(report: dict[str, Any]) -> bool:
     return any(row.get("finetune") for row in report.get("iterations", []))
 
 
+def _cell(row: dict[str, Any], key: str, pattern: str) -> str:
+    if key == "k" and row.get("arm") == "adaptive":
+        return f"adaptive <={row.get('k_max')}"
+    return _fmt(row.get(key), pattern)
+
+
 def _cells(report: dict[str, Any], row: dict[str, Any]) -> list[str]:
     tasks = row.get("tasks") or {}
-    head = [_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS[:3]]
+    head = [_cell(row, key, pattern) for key, _, pattern in COLUMNS[:3]]
     metrics = [_fmt((tasks.get(task) or {}).get("value"), "{:.3f}" if metric == "accuracy" else "{:.4f}") for task, metric in _task_columns(report)]
     if _has_finetune(report):
         ft = row.get("finetune") or {}
         spread = ft.get("accuracy_std_over_seeds")
         metrics.append(_fmt(ft.get("accuracy"), "{:.3f}") + (f" ± {spread:.3f}" if spread else ""))
-    return head + metrics + [_fmt(row.get(key), pattern) for key, _, pattern in COLUMNS[3:]]
+    return head + metrics + [_cell(row, key, pattern) for key, _, pattern in COLUMNS[3:]]
 
 
 def _header(report: dict[str, Any]) -> list[str]:
@@ -135,18 +207,36 @@ def claim_lines(report: dict[str, Any]) -> list[str]:
     if c.get("teacher_beats_raw") is not None:
         lines.append(f"claim 1 (teacher thoughts beat raw by >= {TEACHER_MARGIN:.2f}): {c['teacher_beats_raw']} (margin {c['teacher_minus_raw']:+.3f})")
     for k, ok in c.get("em_improves", {}).items():
-        lines.append(f"claim 2 (EM rises above the warm start, K={k}): {ok}")
+        lines.append(f"claim 2 (EM rises above the warm start, {'the adaptive arm' if k == 'adaptive' else f'K={k}'}): {ok}")
     if c.get("larger_k_better") is not None:
-        means = ", ".join(f"K={k}: {v:.3f}" for k, v in sorted(c["mean_em_accuracy"].items(), key=lambda kv: int(kv[0])))
+        means = ", ".join(f"K={k}: {v:.3f}" for k, v in sorted(c["mean_em_accuracy"].items(), key=lambda kv: arm_order(kv[0])) if k.isdigit())
         lines.append(f"claim 3 (larger K, better mean EM accuracy): {c['larger_k_better']} ({means})")
+    a = c.get("adaptive")
+    if a is not None:
+        if a.get("generated_tokens_share") is None:
+            lines.append(f"claim 4 (adaptive matches K={a['k_max']} at <= {ADAPTIVE_TOKEN_SHARE:.0%} of its E-step tokens): None (no K={a['k_max']} arm to compare with)")
+        else:
+            lines.append(
+                f"claim 4 (adaptive within {ADAPTIVE_TOLERANCE} of K={a['k_max']} at <= {ADAPTIVE_TOKEN_SHARE:.0%} of its E-step tokens): {a['holds']} "
+                f"(last iteration {_fmt(a['accuracy'], '{:.3f}')} vs {_fmt(a['k_max_accuracy'], '{:.3f}')}, "
+                f"{a['generated_tokens']:,} vs {a['k_max_generated_tokens']:,} generated tokens, {a['generated_tokens_share']:.1%})"
+            )
     return lines
+
+
+def teacher_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("teacher_usage"):
+        return []
+    from ..teacher.accounting import usage_line
+
+    return [usage_line(report["teacher_usage"])]
 
 
 def print_report(report: dict[str, Any]) -> None:
     from ..console import err
 
     err.print("", markup=False)
-    for line in baseline_lines(report) + [""] + table_lines(report) + [""] + claim_lines(report):
+    for line in teacher_lines(report) + baseline_lines(report) + [""] + table_lines(report) + [""] + claim_lines(report):
         err.print(line, markup=False, highlight=False)
 
 
@@ -164,41 +254,6 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += ["", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
     lines += ["", "![accuracy per iteration](report.png)", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def write_plot(report: dict[str, Any], path: Path) -> None:
-    """Held-out accuracy per iteration, one line per K, baselines as horizontal lines (Agg, no display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    by_k: dict[int, list[dict[str, Any]]] = {}
-    for row in report.get("iterations", []):
-        by_k.setdefault(int(row["k"]), []).append(row)
-    for k, rows in sorted(by_k.items()):
-        rows = sorted(rows, key=lambda r: r["iter"])
-        xs = [r["iter"] for r in rows if r.get("accuracy") is not None]
-        ys = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
-        ax.plot(xs, ys, marker="o", label=f"BoLT K={k}")
-    styles = {"raw": ":", "teacher": "--"}
-    for name, data in report.get("baselines", {}).items():
-        if data.get("accuracy") is not None:
-            ax.axhline(data["accuracy"], linestyle=styles.get(name, "-."), color="gray", label=f"{name} baseline")
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("EM iteration (0 = warm start)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.set_title(report.get("name", "lt bootstrap"))
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def build_report(config, manifest) -> dict[str, Any]:
@@ -247,31 +302,42 @@ def build_report(config, manifest) -> dict[str, Any]:
         }
 
     iterations = []
-    for k in sorted(config.ks):
+    for arm in config.arms():
+        k = None if arm == "adaptive" else int(arm[1:])
+        identity = {"arm": arm, "k": k, **({"k_max": config.k_max} if arm == "adaptive" else {})}
         iterations.append({
-            "iter": 0, "k": k, "accuracy": warm_acc, "elbo_per_document": None, "log_w_per_candidate": None, "ess_per_chunk": None,
+            "iter": 0, **identity, "accuracy": warm_acc, "elbo_per_document": None, "log_w_per_candidate": None, "ess_per_chunk": None,
             "n_tokens": result("warm/train").get("n_tokens"), "seconds": seconds("warm/train", "warm/eval"), "tasks": result("warm/eval").get("tasks", {}),
             "finetune": result("warm/finetune") or None,
         })
+        totals: dict[str, Any] = {"estep_generated_tokens": 0, "estep_flops": 0}
         for t in range(1, config.iters + 1):
-            prefix = f"k{k}/iter{t}"
+            prefix = f"{arm}/iter{t}"
             select = result(f"{prefix}/select")
-            iterations.append({
+            compute = select.get("compute") or {}
+            row = {
                 "iter": t,
-                "k": k,
+                **identity,
                 "accuracy": result(f"{prefix}/eval").get("accuracy"),
-                "elbo_per_document": (select.get("elbo_n_per_document") or {}).get(str(select.get("k"))),
+                "elbo_per_document": _tightest(select.get("elbo_n_per_document")),
                 "log_w_per_candidate": select.get("log_w_per_candidate"),
                 "ess_per_chunk": select.get("ess_per_chunk"),
+                "estep_samples_per_chunk": (compute.get("samples_per_chunk") or {}).get("mean"),
+                **{name: compute.get(field) for name, field in COMPUTE_FIELDS},
                 "n_tokens": result(f"{prefix}/train").get("n_tokens"),
-                "seconds": seconds(sample_key_of(manifest.stages, k, t), f"{prefix}/select", f"{prefix}/train", f"{prefix}/eval"),
+                "seconds": seconds(sample_key_of(manifest.stages, arm, t), f"{prefix}/select", f"{prefix}/train", f"{prefix}/eval"),
                 "tasks": result(f"{prefix}/eval").get("tasks", {}),
                 "finetune": result(f"{prefix}/finetune") or None,
-            })
+            }
+            for name in totals:  # running totals over iterations 1..t (None once one is unknown)
+                totals[name] = None if totals[name] is None or row[name] is None else totals[name] + row[name]
+                row[f"{name}_total"] = totals[name]
+            iterations.append(row)
     report = {
         "name": config.name,
         "demo": config.demo,
         "ks": sorted(config.ks),
+        "arms": config.arms(),
         "iters": config.iters,
         "baselines": baselines,
         "iterations": iterations,
@@ -279,7 +345,16 @@ def build_report(config, manifest) -> dict[str, Any]:
     }
     if config.demo:
         report["chance_accuracy"] = result("demo/corpus").get("chance_accuracy")
+    if result("warm/synthesize").get("usage"):
+        report["teacher_usage"] = result("warm/synthesize")["usage"]  # what lt synthesize sent (this run's requests)
     return report
+
+
+def _tightest(elbos: dict[str, float] | None) -> float | None:
+    """ELBO_n per document at the largest n reported (K; an adaptive arm's first round)."""
+    if not elbos:
+        return None
+    return elbos[max(elbos, key=int)]
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
@@ -288,4 +363,6 @@ def write_report(report: dict[str, Any], run_dir: Path) -> None:
     report["claims"] = claims(report)
     write_json(run_dir / "report.json", report)
     write_markdown(report, run_dir / "report.md")
+    from .plot import write_plot
+
     write_plot(report, run_dir / "report.png")

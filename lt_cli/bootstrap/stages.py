@@ -111,7 +111,9 @@ def synthesize_stage() -> Stage:
 
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         out = configs[0].stream.output
-        return {"teacher_data": out, "n_documents": sum(1 for _ in read_all(out))}
+        sidecar = Path(f"{out}.stats.json")
+        usage = read_json(sidecar)["stats"].get("usage") if sidecar.exists() else None
+        return {"teacher_data": out, "n_documents": sum(1 for _ in read_all(out)), "usage": usage}
 
     return Stage("warm/synthesize", "synthesize", configs, result)
 
@@ -212,8 +214,9 @@ def finetune_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[
 
 
 # ------------------------------------------------------------------------------------ E-step
-def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int) -> Stage:
-    """K posterior samples per chunk of every raw document, scored (``lt sample-thoughts``)."""
+def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], k: int, seed: int, k_max: int | None = None) -> Stage:
+    """K posterior samples per chunk of every raw document, scored (``lt sample-thoughts``); with
+    ``k_max``, adaptive: k in the first round, then rounds until the stopping rule or k_max."""
 
     def configs(ctx: RunContext) -> list[Any]:
         from ..estep import SampleThoughtsRun
@@ -222,7 +225,8 @@ def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[Ru
 
         c = ctx.config
         stream = StreamArgs(input=raw_data(ctx), output=str(ctx.path(*folder_parts, "candidates.jsonl")), limit=c.estep_limit)
-        return [SampleThoughtsRun(stream=stream, backend=BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype), sample=replace(c.sample, k=k, seed=seed))]
+        sample = replace(c.sample, k=k, seed=seed, k_max=k_max)
+        return [SampleThoughtsRun(stream=stream, backend=BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype), sample=sample)]
 
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         from ..estep import read_stats

@@ -12,6 +12,7 @@ HELP = "Run BoLT end to end (warm start + EM iterations) in a resumable run fold
 EXAMPLES = """\
 lt bootstrap --iters 3                      # the embedded demo on a CPU (about 10 minutes)
 lt bootstrap --iters 3 --sweep-k 1,4,8      # one EM run per K, one report comparing them
+lt bootstrap --iters 3 --sweep-k 1,4,8,adaptive   # plus adaptive E-step sampling (1, 2, 4, 8 per chunk)
 lt bootstrap --iters 3 --dry-run            # print every command it would run
 lt bootstrap --model M --data raw.jsonl --warm-data teacher.jsonl --iters 2 --k 4 --eval-task gsm8k --launcher torchrun
 """
@@ -25,27 +26,41 @@ stage's JSONL, checkpoints and metrics, and report.md / report.json / report.png
 Opt = typer.Option
 
 
-def _ks(k: int | None, sweep_k: str | None) -> list[int] | None:
+def _arms(k: str | None, sweep_k: str | None) -> tuple[list[int] | None, bool | None]:
+    """(fixed Ks, adaptive arm) from --k or --sweep-k; ``adaptive`` in either adds the adaptive arm."""
     from ..errors import UsageError
 
-    if sweep_k:
-        if k is not None:
-            raise UsageError("pass --k or --sweep-k, not both")
-        try:
-            values = [int(v) for v in sweep_k.split(",") if v.strip()]
-        except ValueError:
-            raise UsageError(f"--sweep-k must be comma-separated integers like 1,4,8, got {sweep_k!r}") from None
-        if not values:
-            raise UsageError("--sweep-k is empty")
-        return values
-    return [k] if k is not None else None
+    if sweep_k and k is not None:
+        raise UsageError("pass --k or --sweep-k, not both")
+    spec = sweep_k if sweep_k else k
+    if spec is None:
+        return None, None
+    name = "--sweep-k" if sweep_k else "--k"
+    items = [v.strip() for v in spec.split(",") if v.strip()]
+    if not items:
+        raise UsageError(f"{name} is empty")
+    if name == "--k" and len(items) > 1:
+        raise UsageError("--k takes one K (or adaptive); use --sweep-k for several")
+    adaptive = "adaptive" in items
+    try:
+        values = [int(v) for v in items if v != "adaptive"]
+    except ValueError:
+        raise UsageError(f"{name} must be comma-separated integers or adaptive, like 1,4,8,adaptive, got {spec!r}") from None
+    if items.count("adaptive") > 1:
+        raise UsageError("--sweep-k lists adaptive twice")
+    return values, adaptive
 
 
 @run_command
 def command(
     iters: Annotated[int, Opt(help="EM iterations after the warm start.")] = 3,
-    k: Annotated[Optional[int], Opt("--k", help="Posterior samples per chunk in the E-step (default 4).", show_default=False)] = None,
-    sweep_k: Annotated[Optional[str], Opt(help="Comma-separated K values: one EM run each, sharing the warm start (e.g. 1,4,8).", show_default=False)] = None,
+    k: Annotated[Optional[str], Opt("--k", help="Posterior samples per chunk in the E-step (default 4), or adaptive.", show_default=False)] = None,
+    sweep_k: Annotated[Optional[str], Opt(help="Comma-separated K values: one EM run each, sharing the warm start (e.g. 1,4,8); adaptive adds the adaptive arm.", show_default=False)] = None,
+    adaptive_k: Annotated[Optional[int], Opt(help="Adaptive arm: samples per chunk in the first round (default 1).", show_default=False)] = None,
+    k_max: Annotated[Optional[int], Opt(help="Adaptive arm: at most this many samples per chunk (default 8).", show_default=False)] = None,
+    k_step: Annotated[Optional[int], Opt(help="Adaptive arm: samples added per later round (default: double).", show_default=False)] = None,
+    stop_rule: Annotated[Optional[str], Opt(help="Adaptive arm: coverage (default), mass, repeat or ess.", show_default=False)] = None,
+    stop_threshold: Annotated[Optional[float], Opt(help="Adaptive arm: the rule's threshold (default 0.1 coverage, 0.9 others).", show_default=False)] = None,
     model: Annotated[Optional[str], Opt(help="Base model every M-step starts from (hub id or folder).", show_default=False)] = None,
     data: Annotated[Optional[str], Opt(help="Raw documents (JSONL) the E-step infers thoughts for.", show_default=False)] = None,
     warm_data: Annotated[Optional[list[str]], Opt(help="Teacher-thought documents for the warm start (repeatable, FILE[:WEIGHT]).", show_default=False)] = None,
@@ -113,7 +128,7 @@ def command(
 
     demo_corpus = {key: options.pop(flag) for key, flag in (("n_train", "demo_train"), ("n_heldout", "demo_heldout"), ("n_steps", "demo_steps"), ("warm_fraction", "demo_warm_fraction"))}
     options["demo_corpus"] = {key: value for key, value in demo_corpus.items() if value is not None} or None
-    options["ks"] = _ks(options.pop("k"), options.pop("sweep_k"))
+    options["ks"], options["adaptive"] = _arms(options.pop("k"), options.pop("sweep_k"))
     options["dry_run"] = options["dry_run"] or None
     for key in ("warm_tokens", "mstep_tokens", "raw_token_matched_tokens"):
         options[key] = parse_tokens(options[key])

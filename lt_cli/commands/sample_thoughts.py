@@ -17,6 +17,7 @@ lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
 lt sample-thoughts --model ckpt/ --k 4 docs.jsonl -o cand.jsonl   # resumable; cache cand.jsonl.cache.sqlite
 lt sample-thoughts --model ckpt/ --backend vllm --shard 3/16 docs.jsonl -o cand.03.jsonl
 lt sample-thoughts --model M --k 4 --no-score docs.jsonl | lt select --model M
+lt sample-thoughts --model M --k 1 --k-max 8 docs.jsonl -o cand.jsonl   # adaptive: 1, 2, 4, then 8 per chunk
 """
 DETAILS = """\
 Input: raw documents (chunked on the fly exactly like lt chunk) or chunked documents. Output: the
@@ -28,6 +29,13 @@ the summary is also written to FILE.stats.json.
 Prompts: lt fixes two quirks of the reference by default (the first chunk also gets the <SoL><EoL>
 boundary marker in the posterior prompt; log p includes the first <SoL> of the joint string).
 --reference-quirks reproduces the reference exactly. See docs/estep.md.
+
+Adaptive (--k-max N): every chunk gets --k samples, is scored, and gets another round (doubling, or
+--k-step more) until --stop-rule holds or it has N. The default rule, coverage, stops once the
+thoughts seen have joint probabilities p(z, x) summing to --stop-threshold (0.1): a lower bound on
+the share of the posterior they hold. A chunk's samples are always the first n of the N a fixed
+--k N run draws. The summary (stderr, FILE.stats.json) reports prompts, generated and scored
+tokens, samples per chunk and FLOPs, for fixed and adaptive runs alike.
 """
 
 
@@ -36,7 +44,11 @@ def command(
     input: InputArg = None,
     output: OutputOpt = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint (folder or hub id) that plays both q and p.")] = ...,
-    k: Annotated[int, typer.Option("--k", help="Samples per chunk (reference: 4).")] = 4,
+    k: Annotated[int, typer.Option("--k", help="Samples per chunk (reference: 4); with --k-max, the first round's.")] = 4,
+    k_max: Annotated[Optional[int], typer.Option("--k-max", help="Adaptive: sample in rounds, at most this many per chunk, until --stop-rule holds.", show_default=False)] = None,
+    k_step: Annotated[Optional[int], typer.Option("--k-step", help="Adaptive: samples added per later round (default: double).", show_default=False)] = None,
+    stop_rule: Annotated[str, typer.Option("--stop-rule", help="Adaptive: coverage, mass, repeat or ess (docs/estep.md).")] = "coverage",
+    stop_threshold: Annotated[Optional[float], typer.Option("--stop-threshold", help="Adaptive: posterior mass certified (coverage, default 0.1), heaviest latent's weight share (mass, repeat) or ESS/samples (ess) (default 0.9).", show_default=False)] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Latent tokens per sample, <EoL> included.")] = 1024,
     prefix_chunks: PrefixChunksOpt = 3,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (1 = the model's own posterior).")] = 1.0,

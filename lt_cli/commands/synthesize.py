@@ -16,6 +16,7 @@ lt synthesize docs.jsonl -o teacher.jsonl                     # gpt-4o-mini over
 lt synthesize --batch docs.jsonl -o teacher.jsonl             # OpenAI Batch API; rerun to re-attach
 lt synthesize --backend transformers --model smollm2 docs.jsonl > t.jsonl   # local instruct model
 lt synthesize --method wrap --passes 5 docs.jsonl -o wrap.jsonl
+lt synthesize --estimate docs.jsonl -o teacher.jsonl             # requests, tokens and cost; sends nothing
 """
 DETAILS = """\
 latent: per chunk (chunked on the fly like lt chunk) the teacher sees the previous chunk ("N/A" for
@@ -25,6 +26,14 @@ wikipedia, qa), by a seeded draw; wrap-cot: a paraphrase with inserted step-by-s
 outputs go to the document's latent field (train with --layout pure). Defaults follow the reference:
 T=0.7, max tokens 6000 (latent) / 5000 (wrap) / 8000 (wrap-cot). Replies are cached (--cache), so
 reruns and resumed runs cost nothing. See docs/estep.md.
+
+Cost: the summary reports the requests sent and the prompt and completion tokens the server billed
+(api; the local backend's own counts otherwise), priced with --input-price/--output-price (USD per
+1M tokens) or the dated table in lt_cli/backends/pricing.py (Batch API prices with --batch), and
+writes them to OUTPUT.stats.json. --estimate counts the requests offline (requests the cache
+already answers excluded), estimates tokens as ceil(characters / 4) plus the chat format's
+overhead and completions as --output-ratio x the raw tokens explained (at most --max-new-tokens),
+and prints the expected and worst-case cost.
 """
 
 
@@ -45,6 +54,10 @@ def command(
     seed: Annotated[int, typer.Option("--seed", help="User seed: request seeds and WRAP style draws derive from it.")] = 42,
     docs_per_call: Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents per backend call (default 8; all with --batch).", show_default=False)] = None,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", help="api backend: requests in flight at once.")] = 8,
+    input_price: Annotated[Optional[float], typer.Option("--input-price", help="USD per 1M input tokens for the cost report (default: the price table for known models).", show_default=False)] = None,
+    output_price: Annotated[Optional[float], typer.Option("--output-price", help="USD per 1M output tokens for the cost report (default: the price table).", show_default=False)] = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the requests, estimated tokens and cost a run would spend (JSON on stdout); send nothing.")] = False,
+    output_ratio: Annotated[Optional[float], typer.Option("--output-ratio", help="--estimate: completion tokens per raw token explained (default 2.3 latent, 1.0 wrap, 2.0 wrap-cot).", show_default=False)] = None,
     dtype: DtypeOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass (local backends).")] = 16,
     max_model_len: MaxModelLenOpt = None,

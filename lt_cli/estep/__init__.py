@@ -6,6 +6,7 @@
 * :mod:`.config`: :class:`SampleConfig`, :class:`SelectConfig` and the two command configs;
 * :mod:`.propose`: prompts, posterior samples (log q) and joint scores (log p, log w);
 * :mod:`.select`: importance weights, ELBO_n, ESS and the one draw per chunk;
+* :mod:`.adaptive`: sampling in rounds until a stopping rule holds (``--k-max``);
 * :mod:`.stats`: the statistics every table, sidecar and report reads;
 * :mod:`.runs`: ``run_sample_thoughts`` and ``run_select``, the commands' runners.
 
@@ -14,6 +15,7 @@ Importing this package is cheap (no torch).
 
 from __future__ import annotations
 
+from .adaptive import STOP_RULES, round_sizes, should_stop
 from .config import SELECT_METHODS, SampleConfig, SampleThoughtsRun, SelectConfig, SelectRun
 from .propose import candidate_from_sample, chunk_log_p, chunk_prompt, chunk_scoring_pair, fixed_candidate, sample_candidates, score_candidates
 from .runs import read_stats, run_sample_thoughts, run_select
@@ -24,15 +26,18 @@ from .select import (
     elbo_n,
     elbo_sample_counts,
     first_candidates,
+    is_adaptive,
     logsumexp,
     select_document,
     softmax,
     validate_candidates_document,
 )
-from .stats import SampleStats, SelectionStats
+from .stats import ComputeStats, SampleStats, SelectionStats
 
 __all__ = [
     "SELECT_METHODS",
+    "STOP_RULES",
+    "ComputeStats",
     "SampleConfig",
     "SampleStats",
     "SampleThoughtsRun",
@@ -50,13 +55,16 @@ __all__ = [
     "elbo_sample_counts",
     "first_candidates",
     "fixed_candidate",
+    "is_adaptive",
     "logsumexp",
     "read_stats",
+    "round_sizes",
     "run_sample_thoughts",
     "run_select",
     "sample_candidates",
     "score_candidates",
     "select_document",
+    "should_stop",
     "softmax",
     "validate_candidates_document",
 ]

@@ -32,8 +32,19 @@ REFERENCE_MAX_PROMPT_TOKENS = 1024
 class SampleConfig:
     """How ``lt sample-thoughts`` draws and scores candidates (defaults: the reference's E-step)."""
 
-    #: samples per chunk (reference: 4)
+    #: samples per chunk (reference: 4); with k_max, the samples every chunk gets in the first round
     k: int = 4
+    #: adaptive sampling: at most this many samples per chunk, drawn in rounds until the stopping
+    #: rule holds (None: every chunk gets exactly k)
+    k_max: int | None = None
+    #: samples added per later round (None: double the chunk's samples each round)
+    k_step: int | None = None
+    #: when a chunk stops early: coverage, mass, repeat or ess (lt_cli/estep/adaptive.py)
+    stop_rule: str = "coverage"
+    #: the rule's threshold (None: the rule's default, 0.1 for coverage, 0.9 for the others):
+    #: posterior mass certified (coverage), weight share of the heaviest latent (mass, repeat),
+    #: ESS / samples (ess)
+    stop_threshold: float | None = None
     #: latent tokens per sample, the stop token included (reference: 1024)
     max_new_tokens: int = 1024
     temperature: float = 1.0
@@ -71,6 +82,37 @@ class SampleConfig:
             raise UsageError(f"--docs-per-call must be at least 1, got {self.docs_per_call}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise UsageError(f"--max-prompt-tokens must be at least 1, got {self.max_prompt_tokens}")
+        from .adaptive import STOP_RULES
+
+        if self.k_max is not None and self.k_max < self.k:
+            raise UsageError(f"--k-max must be at least --k (the first round's samples), got --k-max {self.k_max} with --k {self.k}")
+        if self.k_max is not None and self.k == 1 and self.stop_rule in ("mass", "ess"):
+            raise UsageError(f"--stop-rule {self.stop_rule} needs --k 2 or more: one sample always carries all the weight")
+        if self.k_step is not None and self.k_step < 1:
+            raise UsageError(f"--k-step must be at least 1, got {self.k_step}")
+        if self.stop_rule not in STOP_RULES:
+            raise UsageError(f"--stop-rule must be one of {', '.join(STOP_RULES)}, got {self.stop_rule!r}")
+        if self.stop_threshold is not None and not 0 < self.stop_threshold <= 1:
+            raise UsageError(f"--stop-threshold must be in (0, 1], got {self.stop_threshold}")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.k_max is not None
+
+    def check_runnable(self) -> None:
+        """Combinations that are valid flags but cannot run (checked when a run starts)."""
+        if self.k_max is not None and not self.score:
+            raise UsageError("--k-max needs the weights after every round: drop --no-score")
+
+    def estep_record(self, model_parameters: int | None) -> dict:
+        """The document-level ``estep`` record: what decides the compute its candidates cost."""
+        record: dict = {"model_parameters": model_parameters}
+        if self.k_max is not None:
+            from .adaptive import DEFAULT_THRESHOLDS
+
+            threshold = self.stop_threshold if self.stop_threshold is not None else DEFAULT_THRESHOLDS[self.stop_rule]
+            record.update(k=self.k, k_max=self.k_max, k_step=self.k_step, stop_rule=self.stop_rule, stop_threshold=threshold)
+        return record
 
     def prompt_budget(self) -> int | None:
         """The posterior prompt budget in tokens: explicit, else the reference's 1,024 under

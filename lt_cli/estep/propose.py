@@ -41,6 +41,7 @@ from ..chunking import ChunkingConfig, prefix_text
 from ..errors import LtError
 from ..records import document_id, ensure_chunks, is_latent_fixed
 from ..seeding import sample_seed
+from .adaptive import round_sizes, should_stop
 from .config import SampleConfig
 
 Record = dict[str, Any]
@@ -62,10 +63,15 @@ def chunk_scoring_pair(chunks: Sequence[dict], index: int, latent: str, config: 
 
 # ------------------------------------------------------------------------------------ candidates
 def candidate_from_sample(sample: Sample) -> Record:
+    """A candidate from a backend sample; ``n_prompt_tokens`` (the prompt's length as the backend
+    read it, None when it cannot tell) is moved to the chunk's ``sampling`` record by the caller."""
     n_tokens = len(sample.token_ids) if sample.token_ids else len(sample.token_logprobs)
     if not sample.token_logprobs:
         raise LtError("the backend returned no token log-probs for a sample; log q cannot be computed (api backend: it needs a server that returns logprobs)")
-    return {"latent": sample.text, "log_q": sample.logprob, "log_p": None, "log_w": None, "finished": sample.finished, "n_tokens": n_tokens}
+    return {
+        "latent": sample.text, "log_q": sample.logprob, "log_p": None, "log_w": None, "finished": sample.finished, "n_tokens": n_tokens,
+        "n_prompt_tokens": sample.prompt_tokens,
+    }
 
 
 def fixed_candidate(latent: str) -> Record:
@@ -82,6 +88,8 @@ def chunk_log_p(scores: Sequence[Score]) -> dict:
 
     Every candidate loses as many trailing scored tokens as the candidate that lost the most (the
     cut at the end of the chunk text is the same for all K); front cuts are the backend's.
+    ``n_scored_tokens`` is what each pair cost the backend: context + continuation tokens as it
+    read them (None when the backend does not report its context length).
     """
     suffix_cut = max(s.n_continuation_truncated for s in scores)
     prefix_cut = max(s.n_context_truncated for s in scores)
@@ -92,7 +100,8 @@ def chunk_log_p(scores: Sequence[Score]) -> dict:
             log_p.append(math.fsum(score.token_logprobs[: max(0, len(score.token_logprobs) - extra)]))
         else:
             log_p.append(float(score.logprob))
-    return {"log_p": log_p, "num_prefix_token_truncated": prefix_cut, "num_suffix_token_truncated": suffix_cut}
+    scored = [None if s.n_context_tokens is None else s.n_context_tokens + s.n_tokens for s in scores]
+    return {"log_p": log_p, "num_prefix_token_truncated": prefix_cut, "num_suffix_token_truncated": suffix_cut, "n_scored_tokens": scored}
 
 
 # ------------------------------------------------------------------------------------ groups
@@ -121,28 +130,32 @@ class _SampleRequest:
     key: str | None
 
 
-def _sample_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None) -> None:
-    """Fill ``chunks[].candidates`` (K each) for every document of the group, in place."""
+def _sample_chunks(backend: Backend, docs: list[Record], config: SampleConfig, cache, targets: Sequence[tuple[int, int, int]]) -> None:
+    """One sampling round: chunk ``i`` of document ``d`` gets samples ``len(candidates) .. stop-1``
+    for every ``(d, i, stop)`` in ``targets``, all in ONE backend call (cache misses only).
+
+    The round is recorded in the chunk's ``sampling`` record: ``rounds`` gets ``stop`` appended and
+    ``prompt_tokens`` is the posterior prompt's length as the backend read it.
+    """
     params = config.sampling_params()
     identity = backend_identity(backend) if cache is not None else None
     requests: list[_SampleRequest] = []
-    for d, doc in enumerate(docs):
+    for d, i, stop in targets:
+        doc = docs[d]
         doc_id = document_id(doc)
-        for i, chunk in enumerate(doc["chunks"]):
-            if is_latent_fixed(chunk):
-                chunk["candidates"] = [fixed_candidate(chunk["latent"]) for _ in range(config.k)]
-                continue
-            prompt = chunk_prompt(doc["chunks"], i, config)
-            chunk["candidates"] = [None] * config.k
-            for j in range(config.k):
-                seed = sample_seed(config.seed, doc_id, i, j)
-                key = None
-                if cache is not None:
-                    key = cache_key(
-                        "posterior_sample", **identity, prompt=prompt, temperature=params.temperature, top_p=params.top_p,
-                        max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens, stop=list(params.stop), sample_index=j, seed=seed,
-                    )
-                requests.append(_SampleRequest(d, i, j, prompt, seed, key))
+        chunk = doc["chunks"][i]
+        prompt = chunk_prompt(doc["chunks"], i, config)
+        candidates = chunk.setdefault("candidates", [])
+        for j in range(len(candidates), stop):
+            candidates.append(None)
+            seed = sample_seed(config.seed, doc_id, i, j)
+            key = None
+            if cache is not None:
+                key = cache_key(
+                    "posterior_sample", **identity, prompt=prompt, temperature=params.temperature, top_p=params.top_p,
+                    max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens, stop=list(params.stop), sample_index=j, seed=seed,
+                )
+            requests.append(_SampleRequest(d, i, j, prompt, seed, key))
 
     def draw(missing: list[int]) -> list[Record]:
         results = backend.sample([requests[n].prompt for n in missing], params, seeds=[[requests[n].seed] for n in missing])
@@ -150,15 +163,75 @@ def _sample_group(backend: Backend, docs: list[Record], config: SampleConfig, ca
             raise LtError(f"backend returned {len(results)} results for {len(missing)} prompts")
         return [candidate_from_sample(samples[0]) for samples in results]
 
+    prompt_tokens: dict[tuple[int, int], int | None] = {}
     candidates = cache_through(cache, "posterior_sample", [r.key for r in requests], draw)
     for request, candidate in zip(requests, candidates):
-        docs[request.doc]["chunks"][request.chunk]["candidates"][request.sample] = dict(candidate)
+        candidate = dict(candidate)
+        prompt_tokens.setdefault((request.doc, request.chunk), candidate.pop("n_prompt_tokens", None))
+        docs[request.doc]["chunks"][request.chunk]["candidates"][request.sample] = candidate
+    for d, i, stop in targets:
+        chunk = docs[d]["chunks"][i]
+        record = chunk.setdefault("sampling", {"rounds": [], "prompt_tokens": None})
+        record["rounds"].append(stop)
+        if record["prompt_tokens"] is None:
+            record["prompt_tokens"] = prompt_tokens.get((d, i))
+
+
+def _fill_fixed(docs: list[Record], k: int) -> list[tuple[int, int]]:
+    """Give every ``latent_fixed`` chunk its k fixed candidates; return the (doc, chunk) to sample."""
+    to_sample = []
+    for d, doc in enumerate(docs):
+        for i, chunk in enumerate(doc["chunks"]):
+            chunk.pop("sampling", None)  # a record from an earlier run describes other candidates
+            if is_latent_fixed(chunk):
+                chunk["candidates"] = [fixed_candidate(chunk["latent"]) for _ in range(k)]
+            else:
+                chunk["candidates"] = []
+                to_sample.append((d, i))
+    return to_sample
+
+
+def _sample_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None) -> None:
+    """Fill ``chunks[].candidates`` (K each) for every document of the group, in place."""
+    to_sample = _fill_fixed(docs, config.k)
+    _sample_chunks(backend, docs, config, cache, [(d, i, config.k) for d, i in to_sample])
+
+
+def _sample_adaptive_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None) -> None:
+    """Sample and score the group in rounds (:mod:`lt_cli.estep.adaptive`): every open chunk gets
+    the next round in one sampling call and one scoring call, then the stopping rule closes chunks.
+
+    The open chunks after each round depend only on the group's samples and scores, so a resumed
+    run recomputes the interrupted group with exactly the same calls.
+    """
+    sizes = round_sizes(config.k, config.k_max, config.k_step)
+    open_chunks = _fill_fixed(docs, sizes[0])
+    fixed = [(d, i, 0) for d, doc in enumerate(docs) for i, chunk in enumerate(doc["chunks"]) if is_latent_fixed(chunk)]
+    for number, size in enumerate(sizes):
+        if not open_chunks and number > 0:
+            break
+        have = {(d, i): len(docs[d]["chunks"][i]["candidates"]) for d, i in open_chunks}
+        _sample_chunks(backend, docs, config, cache, [(d, i, size) for d, i in open_chunks])
+        _score_chunks(backend, docs, config, cache, [(d, i, have[(d, i)]) for d, i in open_chunks] + (fixed if number == 0 else []))
+        still_open = []
+        for d, i in open_chunks:
+            chunk = docs[d]["chunks"][i]
+            candidates = chunk["candidates"]
+            if should_stop(candidates, config.stop_rule, config.stop_threshold, truncated=bool(chunk.get("num_suffix_token_truncated"))):
+                chunk["sampling"]["stopped"] = "rule"
+            elif size == sizes[-1]:
+                chunk["sampling"]["stopped"] = "k_max"  # k_max samples, the rule still not satisfied
+            else:
+                still_open.append((d, i))
+        open_chunks = still_open
 
 
 @dataclass
 class _ScoreRequest:
     doc: int
     chunk: int
+    #: first candidate index scored by this request (the rest of the chunk's candidates follow)
+    start: int
     pairs: list[tuple[str, str]]
     key: str | None
 
@@ -167,26 +240,30 @@ def _needs_score(chunk: dict) -> bool:
     return any(c.get("log_p") is None for c in chunk["candidates"])
 
 
-def _score_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None, *, force: bool = False) -> None:
-    """Set log_p and log_w of every candidate of the chunks that lack them (all when ``force``).
+def _score_chunks(backend: Backend, docs: list[Record], config: SampleConfig, cache, targets: Sequence[tuple[int, int, int]]) -> None:
+    """Set log_p and log_w of candidates ``start..`` of each ``(d, i, start)`` in ONE backend call.
 
-    The cache holds one entry per chunk (its K final log p values and cuts), because the truncation
-    rule couples the K candidates of a chunk; it stores no per-token values, so it stays small.
+    The cache holds one entry per request (a chunk's context and the continuations scored
+    together, with their final log p values, cuts and token counts), because the truncation rule
+    couples the candidates scored together; it stores no per-token values, so it stays small. When
+    a chunk's candidates were scored in several rounds and the rounds' cuts at the end of the
+    chunk differ, the chunk is scored again as a whole, so the rule holds across all of them.
     """
     identity = backend_identity(backend) if cache is not None else None
     requests: list[_ScoreRequest] = []
-    for d, doc in enumerate(docs):
-        for i, chunk in enumerate(doc["chunks"]):
-            if not chunk["candidates"] or not (force or _needs_score(chunk)):
-                continue
-            pairs = []
-            for candidate in chunk["candidates"]:
-                pair = chunk_scoring_pair(doc["chunks"], i, candidate["latent"], config)
-                pairs.append((pair.context, pair.continuation))
-            key = None
-            if cache is not None:
-                key = cache_key("joint_scores", **identity, context=pairs[0][0], continuations=[p[1] for p in pairs])
-            requests.append(_ScoreRequest(d, i, pairs, key))
+    for d, i, start in targets:
+        doc = docs[d]
+        candidates = doc["chunks"][i]["candidates"][start:]
+        if not candidates:
+            continue
+        pairs = []
+        for candidate in candidates:
+            pair = chunk_scoring_pair(doc["chunks"], i, candidate["latent"], config)
+            pairs.append((pair.context, pair.continuation))
+        key = None
+        if cache is not None:
+            key = cache_key("chunk_scores", **identity, context=pairs[0][0], continuations=[p[1] for p in pairs])
+        requests.append(_ScoreRequest(d, i, start, pairs, key))
     if not requests:
         return
 
@@ -202,33 +279,62 @@ def _score_group(backend: Backend, docs: list[Record], config: SampleConfig, cac
             position += size
         return values
 
-    for request, value in zip(requests, cache_through(cache, "joint_scores", [r.key for r in requests], score)):
+    rescore = []
+    for request, value in zip(requests, cache_through(cache, "chunk_scores", [r.key for r in requests], score)):
         chunk = docs[request.doc]["chunks"][request.chunk]
-        for candidate, log_p in zip(chunk["candidates"], value["log_p"]):
+        scored = chunk["candidates"][request.start:]
+        for candidate, log_p, n_scored in zip(scored, value["log_p"], value["n_scored_tokens"]):
             candidate["log_p"] = log_p
             candidate["log_w"] = log_p - float(candidate["log_q"])
-        chunk["num_prefix_token_truncated"] = value["num_prefix_token_truncated"]
+            candidate["n_scored_tokens"] = n_scored
+        if request.start > 0 and chunk.get("num_suffix_token_truncated") != value["num_suffix_token_truncated"]:
+            rescore.append((request.doc, request.chunk, 0))
+        prefix_cut = value["num_prefix_token_truncated"]
+        chunk["num_prefix_token_truncated"] = max(prefix_cut, chunk.get("num_prefix_token_truncated") or 0) if request.start else prefix_cut
         chunk["num_suffix_token_truncated"] = value["num_suffix_token_truncated"]
+    if rescore:
+        _score_chunks(backend, docs, config, cache, rescore)
+
+
+def _score_group(backend: Backend, docs: list[Record], config: SampleConfig, cache=None, *, force: bool = False) -> None:
+    """Set log_p and log_w of every candidate of the chunks that lack them (all chunks when ``force``)."""
+    targets = [(d, i, 0) for d, doc in enumerate(docs) for i, chunk in enumerate(doc["chunks"]) if chunk["candidates"] and (force or _needs_score(chunk))]
+    _score_chunks(backend, docs, config, cache, targets)
 
 
 # ------------------------------------------------------------------------------------ streams
 def sample_candidates(backend: Backend, documents: Iterable[Record], config: SampleConfig, cache=None, *, skip: int = 0) -> Iterator[Record]:
-    """Chunked documents with ``chunks[].candidates`` (K each), in input order.
+    """Chunked documents with ``chunks[].candidates`` (K each, or 1..k_max with ``config.k_max``), in input order.
 
     ``documents`` may be raw (chunked on the fly like ``lt chunk``) or chunked. The first ``skip``
     documents are not yielded (a resumed run); the group that contains document ``skip`` is
-    recomputed whole so that batch composition never changes.
+    recomputed whole so that batch composition never changes. Each document records the sampling
+    settings that decide its compute (``estep``), each sampled chunk its rounds (``sampling``).
     """
+    config.check_runnable()
+    parameters = None
     for start, block in _groups(documents, config.group_size()):
         if start + len(block) <= skip:
             continue
         docs = [ensure_chunks(record, config.chunking) for record in block]
-        _sample_group(backend, docs, config, cache)
-        if config.score:
-            _score_group(backend, docs, config, cache, force=True)
+        if config.k_max is not None:
+            _sample_adaptive_group(backend, docs, config, cache)
+        else:
+            _sample_group(backend, docs, config, cache)
+            if config.score:
+                _score_group(backend, docs, config, cache, force=True)
+        if parameters is None:
+            parameters = _parameters(backend)
         for offset, doc in enumerate(docs):
+            doc["estep"] = config.estep_record(parameters)
             if start + offset >= skip:
                 yield doc
+
+
+def _parameters(backend) -> int | None:
+    """The backend model's parameter count (None for API models and backends that cannot tell)."""
+    value = getattr(backend, "n_parameters", None)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def score_candidates(

@@ -9,6 +9,7 @@ the same summary as ``FILE.stats.json`` for the next stage and the bootstrap rep
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
@@ -20,7 +21,7 @@ from ..session import backend_session
 from ..stream import run_stream
 from .config import SampleThoughtsRun, SelectRun
 from .propose import sample_candidates, score_candidates
-from .select import chunk_log_w, first_candidates, select_document, validate_candidates_document
+from .select import chunk_log_w, first_candidates, is_adaptive, select_document, validate_candidates_document
 from .stats import SampleStats, SelectionStats
 
 Record = dict[str, Any]
@@ -36,6 +37,7 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
 
     backend_name = canonical_backend_name(run.backend.backend)
     config = replace(run.sample, docs_per_call=run.sample.group_size(backend_name))
+    config.check_runnable()
     backend_config = run.backend.config({"logprobs": True} if backend_name == "api" else {})
     stats = SampleStats()
 
@@ -45,11 +47,14 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
                 stats.add(doc)
                 yield doc
 
-    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts",
-                      on_resumed=lambda records: [stats.add(r) for r in records], identity=run_identity("sample-thoughts", run))
+    started = time.monotonic()
+    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts", on_resumed=lambda records: [stats.add(r) for r in records],
+                      identity=run_identity("sample-thoughts", run))
+    seconds = time.monotonic() - started
     if stats.candidates:
         log(stats.line())
-    _write_stats(run.stream.sidecar(STATS_SUFFIX), "sample-thoughts", stats.to_json(), run)
+        log(stats.compute.line(seconds))
+    _write_stats(run.stream.sidecar(STATS_SUFFIX), "sample-thoughts", stats.to_json(), run, seconds)
     return code
 
 
@@ -87,9 +92,11 @@ def run_select(run: SelectRun) -> int:
             # Every document is scored (resumed ones come from the cache) so the statistics cover them.
             yield from select_all(score_candidates(backend, records, config, cache), skip)
 
+    started = time.monotonic()
     code = run_stream(run.stream, produce, validate=_validator(k), description="select", identity=run_identity("select", run))
-    _print_table(stats, f"lt select --method {method}" + (f" --k {k}" if k is not None else ""))
-    _write_stats(run.stream.sidecar(STATS_SUFFIX), "select", stats.to_json(), run)
+    seconds = time.monotonic() - started
+    _print_table(stats, f"lt select --method {method}" + (f" --k {k}" if k is not None else ""), seconds)
+    _write_stats(run.stream.sidecar(STATS_SUFFIX), "select", stats.to_json(), run, seconds)
     return code
 
 
@@ -103,8 +110,8 @@ def _validator(k: int | None):
         if k is not None:
             first_candidates(ensure_chunks(record), k)  # a copy: the count check only
             return
-        if not counts:
-            return
+        if not counts or is_adaptive(record):
+            return  # an adaptive run's chunks differ in their candidates by design
         if len(counts) > 1 or (seen and counts != {seen[0]}):
             found = sorted(counts | set(seen[:1]))
             raise ValueError(f"candidates per chunk differ ({', '.join(map(str, found))}): pass --k N to use the first N of every chunk")
@@ -114,7 +121,7 @@ def _validator(k: int | None):
     return validate
 
 
-def _print_table(stats: SelectionStats, title: str) -> None:
+def _print_table(stats: SelectionStats, title: str, seconds: float) -> None:
     from rich.table import Table
 
     from ..console import err
@@ -124,13 +131,16 @@ def _print_table(stats: SelectionStats, title: str) -> None:
     table.add_column("value", justify="right")
     for name, value in stats.rows():
         table.add_row(name, value)
+    table.add_row("seconds (this run)", f"{seconds:.1f}")
     err.print(table)
 
 
-def _write_stats(path: str | None, command: str, stats: dict[str, Any], run: Any) -> None:
-    """``OUTPUT.stats.json``: the summary and the config that produced it (after the output exists)."""
+def _write_stats(path: str | None, command: str, stats: dict[str, Any], run: Any, seconds: float) -> None:
+    """``OUTPUT.stats.json``: the summary, this process's wall seconds (kept apart: the summary is
+    the same for a resumed and an uninterrupted run, the seconds are not) and the config that
+    produced it (written after the output exists)."""
     if path is not None:
-        write_json(path, {"command": command, "stats": stats, "config": asdict(run)})
+        write_json(path, {"command": command, "stats": stats, "seconds": round(seconds, 3), "config": asdict(run)})
 
 
 def read_stats(output: str) -> dict[str, Any]:

@@ -91,25 +91,49 @@ def chunk_log_w(chunk: dict) -> list[float] | None:
     return [float(v) for v in values]
 
 
+def is_adaptive(document: Record) -> bool:
+    """True for a document sampled adaptively (``lt sample-thoughts --k-max``): its chunks may
+    have different numbers of candidates."""
+    return (document.get("estep") or {}).get("k_max") is not None
+
+
 def first_candidates(document: Record, k: int) -> Record:
     """The document with only the first ``k`` candidates of every chunk (in place; returned).
 
     Samples are seeded by their index, so the first k of K samples are exactly what a run with
     ``--k k`` would have drawn: one sampling run serves a whole K sweep. A chunk with fewer than
-    ``k`` candidates is an error (ValueError), never a silent smaller K.
+    ``k`` candidates is an error (ValueError), never a silent smaller K, unless the document was
+    sampled adaptively: its chunks then keep what they have, which is what an adaptive run with
+    ``--k-max k`` would have kept when k is one of its round sizes. Each chunk's ``sampling``
+    record is cut to the rounds the first k samples needed, so compute is counted for them only.
     """
+    from .adaptive import rounds_for, should_stop
+
+    adaptive = is_adaptive(document)
     for i, chunk in enumerate(document.get("chunks") or []):
         candidates = chunk.get("candidates") or []
-        if len(candidates) < k:
+        if len(candidates) < k and not adaptive:
             raise ValueError(f"chunks[{i}] has {len(candidates)} candidate(s), fewer than --k {k}")
-        chunk["candidates"] = candidates[:k]
+        if len(candidates) > k:
+            chunk["candidates"] = candidates[:k]
+            sampling = chunk.get("sampling")
+            if sampling and sampling.get("rounds"):
+                chunk["sampling"] = {**sampling, "rounds": rounds_for(sampling["rounds"], k)}
+                if "stopped" in sampling:  # what an adaptive run with --k-max k would have recorded
+                    record = document["estep"]
+                    scored = all(c.get("log_w") is not None for c in chunk["candidates"])
+                    holds = scored and should_stop(chunk["candidates"], record["stop_rule"], record["stop_threshold"], truncated=bool(chunk.get("num_suffix_token_truncated")))
+                    chunk["sampling"]["stopped"] = "rule" if holds else "k_max"
+    if adaptive:
+        document["estep"] = {**document["estep"], "k_max": min(int(document["estep"]["k_max"]), k)}
     return document
 
 
 def select_document(document: Record, method: str = "importance", seed: int = 42, *, keep_candidates: bool = False) -> Record:
     """The augmented document: every chunk gets ``latent`` = its selected candidate's latent.
 
-    Adds per document ``elbo`` (``{"1": ..., "2": ..., ..., "K": ...}``, nats, summed over chunks),
+    Adds per document ``elbo`` (``{"1": ..., "2": ..., ..., "K": ...}``, nats, summed over chunks;
+    for an adaptively sampled document only n up to its first round, see :mod:`.adaptive`),
     ``ess`` (mean over chunks of 1/sum p^2) and ``mean_log_w`` (mean over all candidates); these
     are null when some candidate has no ``log_w``. Each chunk records ``selected`` (the index).
     """
@@ -136,7 +160,9 @@ def select_document(document: Record, method: str = "importance", seed: int = 42
     out["chunks"] = chunks
     out["num_chunks"] = len(chunks)
     if chunks and len(all_log_w) == len(chunks):
-        k_min = min(len(w) for w in all_log_w)
+        from .adaptive import unbiased_counts
+
+        k_min = unbiased_counts(document["chunks"])  # adaptive: the first round only (the unbiased bounds)
         out["elbo"] = {str(n): math.fsum(elbo_n(w, n) for w in all_log_w) for n in elbo_sample_counts(k_min)}
         out["ess"] = math.fsum(effective_sample_size(w) for w in all_log_w) / len(all_log_w)
         flat = [v for w in all_log_w for v in w]

@@ -73,6 +73,25 @@ class ApiArgs:
 
 
 @dataclass
+class CostArgs:
+    """What the teacher costs: prices for the report, and ``--estimate`` (count, send nothing)."""
+
+    #: USD per 1M input (prompt) tokens (default: backends/pricing.py's table for known models)
+    input_price: float | None = None
+    #: USD per 1M output (completion) tokens (default: the table)
+    output_price: float | None = None
+    #: print the requests, estimated tokens and cost a run would spend, and send nothing
+    estimate: bool = False
+    #: --estimate: completion tokens per raw token explained (None: 2.3 latent, 1.0 wrap, 2.0 wrap-cot)
+    output_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("--input-price", self.input_price), ("--output-price", self.output_price), ("--output-ratio", self.output_ratio)):
+            if value is not None and not (value >= 0 and value < float("inf")):
+                raise UsageError(f"{name} must be a non-negative number, got {value}")
+
+
+@dataclass
 class SynthesizeRun:
     """One ``lt synthesize`` run (its flags are the leaves)."""
 
@@ -80,4 +99,5 @@ class SynthesizeRun:
     backend: BackendArgs = field(default_factory=lambda: BackendArgs(backend="api", model=DEFAULT_TEACHER))
     synth: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     api: ApiArgs = field(default_factory=ApiArgs)
+    cost: CostArgs = field(default_factory=CostArgs)
     cache: CacheArgs = field(default_factory=CacheArgs)

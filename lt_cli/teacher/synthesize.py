@@ -11,15 +11,16 @@ re-issues exactly the requests of the interrupted group (served by the cache).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from ..backends.base import FINISH_LENGTH
+from ..backends.base import FINISH_LENGTH, Usage
 from ..cache import backend_identity, cache_key, cache_through
 from ..chunking import prefix_text
 from ..errors import LtError
 from ..records import document_id, document_text, ensure_chunks, is_latent_fixed
 from ..seeding import derive_seed
+from .accounting import TeacherUsage
 from .config import SynthesizeConfig
 from .prompts import latent_messages, wrap_cot_messages, wrap_messages, wrap_style
 
@@ -38,6 +39,16 @@ class SynthesisStats:
     latent_units: int = 0
     raw_units: int = 0
     unit: str = "words"
+    #: what this run sent (cache hits and resumed records cost nothing)
+    usage: TeacherUsage = field(default_factory=TeacherUsage)
+
+    def count_usage(self, backend, samples: list) -> None:
+        """After a backend call: the API backend's billed totals, or the local replies' own counts."""
+        billed = getattr(backend, "usage", None)
+        if isinstance(billed, Usage):
+            self.usage.set_billed(billed)
+        else:
+            self.usage.add_samples(samples)
 
     def failures(self) -> int:
         return self.empty + self.truncated
@@ -92,6 +103,14 @@ def requests_for(doc: Record, config: SynthesizeConfig, doc_index: int = 0) -> l
     return requests
 
 
+def request_key(identity: dict, request: TeacherRequest, params) -> str:
+    """The cache key of a teacher request (``lt synthesize --estimate`` checks the same keys)."""
+    return cache_key(
+        "teacher", **identity, messages=request.messages, temperature=params.temperature, top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens, sample_index=request.pass_index, seed=request.seed,
+    )
+
+
 def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache, stats: SynthesisStats | None, count) -> list[Record]:
     """All output records of a group of documents (``passes`` per document, in order)."""
     params = config.sampling_params()
@@ -99,15 +118,14 @@ def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache,
     requests = [request for d, doc in enumerate(docs) for request in requests_for(doc, config, d)]
     if cache is not None:
         for request in requests:
-            request.key = cache_key(
-                "teacher", **identity, messages=request.messages, temperature=params.temperature, top_p=params.top_p,
-                max_new_tokens=params.max_new_tokens, sample_index=request.pass_index, seed=request.seed,
-            )
+            request.key = request_key(identity, request, params)
 
     def ask(missing: list[int]) -> list[dict]:
         results = backend.chat([requests[n].messages for n in missing], params, seeds=[[requests[n].seed] for n in missing])
         if len(results) != len(missing):
             raise LtError(f"backend returned {len(results)} results for {len(missing)} conversations")
+        if stats is not None:
+            stats.count_usage(backend, [samples[0] for samples in results])
         return [{"text": samples[0].text, "finished": samples[0].finish_reason != FINISH_LENGTH} for samples in results]
 
     replies = cache_through(cache, "teacher", [r.key for r in requests], ask)

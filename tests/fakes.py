@@ -1,0 +1,134 @@
+"""Shared test fakes: deterministic stand-ins for backends, fast enough for unit tests.
+
+Real backends are tested against real models and the loopback server; these fakes are for the
+logic around them (E-step rounds, statistics, accounting), where a distribution with known
+log-probabilities makes exact assertions possible.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from lt_cli import formats
+from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, Score
+
+EOL = formats.END_OF_LATENT
+
+
+class CharBackend:
+    """A deterministic stand-in with a real distribution over characters, for fast unit tests.
+
+    Each generated token is one of "ab " or the stop string, with fixed probabilities, drawn from
+    ``random.Random(seed)``; scoring gives every continuation character log(1/4) and applies the
+    base.py truncation policy with a character budget ``max_len``. It records its calls. Token
+    counts are characters: a prompt costs ``len(prompt)``, a scored pair its kept characters.
+    """
+
+    name = "char"
+    model_id = "char-model"
+    alphabet = ["a", "b", " ", EOL]
+    probs = [0.4, 0.3, 0.2, 0.1]
+
+    def __init__(self, max_len: int = 10_000):
+        self.max_len = max_len
+        self.sample_calls: list[int] = []
+        self.score_calls: list[int] = []
+
+    def sample(self, prompts, params: SamplingParams, seeds=None):
+        self.sample_calls.append(len(prompts))
+        out = []
+        for i, prompt in enumerate(prompts):
+            row = []
+            for j in range(params.n):
+                rng = random.Random(seeds[i][j])
+                text, lps, ids = "", [], []
+                reason = FINISH_LENGTH
+                for _ in range(params.max_new_tokens):
+                    k = rng.choices(range(4), weights=self.probs)[0]
+                    lps.append(math.log(self.probs[k]))
+                    ids.append(k)
+                    if self.alphabet[k] == EOL:
+                        reason = FINISH_STOP
+                        break
+                    text += self.alphabet[k]
+                row.append(Sample(text=text, token_ids=ids, token_logprobs=lps, finish_reason=reason, prompt_tokens=len(prompt), completion_tokens=len(ids)))
+            out.append(row)
+        return out
+
+    def score(self, pairs):
+        self.score_calls.append(len(pairs))
+        scores = []
+        for context, continuation in pairs:
+            overflow = max(0, len(context) + len(continuation) - self.max_len)
+            cut_context = min(overflow, len(context))
+            cut_cont = overflow - cut_context
+            kept = len(continuation) - cut_cont
+            lps = [math.log(0.25)] * kept
+            scores.append(Score(
+                logprob=math.fsum(lps), token_logprobs=lps, n_context_truncated=cut_context, n_continuation_truncated=cut_cont,
+                n_context_tokens=len(context) - cut_context,
+            ))
+        return scores
+
+    def chat(self, conversations, params, seeds=None):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class ChoiceBackend:
+    """Latents drawn from a small menu with known probabilities, scored from a table.
+
+    Sample j of a prompt picks ``menu`` item by ``random.Random(seed)``: its text is the latent and
+    log q its menu probability (one "token" per character, plus the stop token carrying all of
+    log q). Scoring reads the latent back out of the joint string and gives it ``joint[latent]``
+    (default ``missing``) as log p, all on the first continuation token. Token counts are
+    characters. It records the number of prompts and pairs of every call.
+    """
+
+    name = "choice"
+    model_id = "choice-model"
+    n_parameters = 1000
+
+    def __init__(self, menu: dict[str, float] | None = None, joint: dict[str, float] | None = None, missing: float = -20.0):
+        self.menu = menu or {"right": 0.3, "wrong-a": 0.5, "wrong-b": 0.2}
+        self.joint = joint if joint is not None else {"right": math.log(0.4)}
+        self.missing = missing
+        self.sample_calls: list[int] = []
+        self.score_calls: list[int] = []
+
+    def draw(self, seed: int) -> str:
+        """The latent sample ``seed`` gives (what ``sample`` returns for it)."""
+        return random.Random(seed).choices(list(self.menu), weights=list(self.menu.values()))[0]
+
+    def sample(self, prompts, params: SamplingParams, seeds=None):
+        self.sample_calls.append(len(prompts))
+        out = []
+        for i, prompt in enumerate(prompts):
+            row = []
+            for j in range(params.n):
+                latent = self.draw(seeds[i][j])
+                lps = [0.0] * len(latent) + [math.log(self.menu[latent])]
+                row.append(Sample(text=latent, token_ids=list(range(len(lps))), token_logprobs=lps, finish_reason=FINISH_STOP, prompt_tokens=len(prompt), completion_tokens=len(lps)))
+            out.append(row)
+        return out
+
+    def score(self, pairs):
+        from lt_cli import formats
+
+        self.score_calls.append(len(pairs))
+        scores = []
+        for context, continuation in pairs:
+            latent = continuation.split(formats.PRIOR_PREFIX, 1)[1].split(EOL, 1)[0]
+            log_p = self.joint.get(latent, self.missing)
+            lps = [log_p] + [0.0] * (len(continuation) - 1)
+            scores.append(Score(logprob=log_p, token_logprobs=lps, n_context_tokens=len(context)))
+        return scores
+
+    def chat(self, conversations, params, seeds=None):
+        raise NotImplementedError
+
+    def close(self):
+        pass
