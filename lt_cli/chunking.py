@@ -197,13 +197,21 @@ def chunk_record(record: dict[str, Any], config: ChunkingConfig = ChunkingConfig
     return out
 
 
-def prefix_text(chunks: Sequence[dict], index: int, prefix_chunks: int | None) -> str:
+def prefix_text(chunks: Sequence[dict], index: int, prefix_chunks: int | None, *, render_fixed: bool = False) -> str:
     """Raw text of the ``prefix_chunks`` chunks before ``index`` (all of them when ``None``).
 
-    Prefixes never contain latents, as in the reference.
+    Prefixes never contain sampled latents, as in the reference. With ``render_fixed`` (the
+    E-step), a chunk marked ``latent_fixed`` is written as training always writes it, in the prior
+    layout with its given latent (``<SoL><PRIOR>latent<EoL>text``), so q and p see the tokens and
+    positions they were trained on. Documents without fixed chunks (all real corpora) are
+    unaffected. Without it the demo's E-step sampled in a context training never showed
+    (``Q: ...`` instead of ``<SoL><PRIOR><EoL>Q: ...``): a warm start that answered 97% of
+    held-out problems proposed the right thought for only 47% of training documents (96% with it).
     """
+    from .formats import prior_chunk
+
     start = 0 if prefix_chunks is None else max(0, index - prefix_chunks)
-    return "".join(c["text"] for c in chunks[start:index])
+    return "".join(prior_chunk(c["latent"], c["text"]) if render_fixed and c.get("latent_fixed") is True else c["text"] for c in chunks[start:index])
 
 
 def run_chunk(stream, config: ChunkingConfig = ChunkingConfig()) -> int:

@@ -254,6 +254,10 @@ def test_claims():
     assert c["larger_k_better"] is False
     c = claims(_report({4: [0.3, None]}))
     assert c["em_improves"] == {"4": None} and c["larger_k_better"] is None
+    # claim 2 is the paper's "rises over the iterations": a dip fails it even when the last
+    # iteration is above iteration 1 (the earlier rule, last above iteration 1, passed it); equal is allowed
+    c = claims(_report({4: [0.606, 0.802, 0.762, 0.838], 8: [0.5, 0.9, 1.0, 1.0], 2: [0.5, 0.5, 0.6, 0.7], 1: [0.5, 0.6]}))
+    assert c["em_improves"] == {"1": True, "2": False, "4": False, "8": True}
 
 
 def _adaptive_report(k8_last=0.9, adaptive_last=0.895, tokens=(800, 400, 300)):

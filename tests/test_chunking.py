@@ -206,3 +206,14 @@ def test_prefix_text_uses_previous_raw_chunks():
     assert prefix_text(chunks, 0, 3) == ""
     assert prefix_text(chunks, 4, 3) == "bcd"
     assert prefix_text(chunks, 4, None) == "abcd"
+
+
+def test_prefix_text_can_render_fixed_chunks_as_training_does():
+    from lt_cli import formats
+
+    chunks = [{"text": "Q: ab", "latent": "", "latent_fixed": True}, {"text": "x", "latent": "L"}, {"text": "y"}]
+    assert prefix_text(chunks, 2, None) == "Q: abx"  # default: raw text only (teacher prompts, ELBO eval)
+    assert prefix_text(chunks, 2, None, render_fixed=True) == formats.prior_chunk("", "Q: ab") + "x"  # a sampled latent never shows
+    assert prefix_text(chunks, 2, 1, render_fixed=True) == "x"
+    fixed_with_text = [{"text": "t", "latent": "given", "latent_fixed": True}, {"text": "u"}]
+    assert prefix_text(fixed_with_text, 1, 3, render_fixed=True) == f"{formats.START_OF_LATENT}{formats.PRIOR_PREFIX}given{formats.END_OF_LATENT}t"

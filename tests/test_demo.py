@@ -45,7 +45,7 @@ def test_corpus_files_are_deterministic_and_consistent(tmp_path):
             state = transitions[letter][state]
             states.append(state)
         assert answer["latent"] == "".join(map(str, states))
-        assert answer["text"] == f" A:{states[-1]}" and doc["answer"] == states[-1]
+        assert answer["text"] == f" Answer: {states[-1]}" and doc["answer"] == states[-1]
         assert doc["text"] == problem["text"] + answer["text"]
         # the raw document is the same text; only the fixed (empty) problem latent stays
         assert raw_doc["chunks"] == [{"text": problem["text"], "latent": "", "latent_fixed": True}, {"text": answer["text"]}]
@@ -65,11 +65,47 @@ def test_other_seed_gives_another_machine(tmp_path):
 @pytest.mark.parametrize(
     "overrides",
     [dict(n_states=1), dict(n_letters=0), dict(n_letters=27), dict(n_steps=0), dict(n_train=0), dict(warm_fraction=0.0), dict(warm_fraction=1.5),
-     dict(n_letters=3, n_steps=3)],
+     dict(n_letters=3, n_steps=3), dict(n_steps=13, n_train=20, n_heldout=5)],
 )
 def test_bad_corpus_config(overrides):
     with pytest.raises(ValueError):
         small_config(**overrides)
+
+
+def test_answer_chunk_keeps_the_two_layouts_apart(tmp_path):
+    """Design invariant (lt_cli/demo/corpus.py): under the prior and the posterior layout, state i
+    sits at two token distances from letter i; their difference (answer chunk + 2 tokens) must be at
+    least the number of steps, or one layout's look-up lands on another letter under the other."""
+    from lt_cli.demo.corpus import MAX_STEPS
+    from lt_cli.tiny import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer()
+    doc = read_all(write_demo_corpus(tmp_path, small_config()).teacher)[0]
+    word, states = doc["chunks"][0]["text"][len("Q: "):], doc["chunks"][1]["latent"]
+    distances = {}
+    for layout in ("prior", "posterior"):
+        ids = tokenizer(formats.render_chunks(doc["chunks"], ["prior", layout]), add_special_tokens=False)["input_ids"]
+        tokens = [tokenizer.decode([i]) for i in ids]
+        first_letter = tokens.index(word[0])
+        first_state = max(i for i, t in enumerate(tokens) if t in (formats.PRIOR_PREFIX, formats.POSTERIOR_PREFIX)) + 1
+        assert "".join(tokens[first_letter : first_letter + 8]) == word and "".join(tokens[first_state : first_state + 8]) == states
+        distances[layout] = first_state - first_letter
+    assert distances == {"prior": 10, "posterior": 22}
+    assert distances["posterior"] - distances["prior"] == MAX_STEPS == 12 >= small_config().n_steps
+
+
+def test_estep_prompt_renders_the_problem_chunk_as_training_does(tmp_path):
+    """The E-step samples q for the answer chunk after the problem chunk written exactly as training
+    writes it (prior layout, empty fixed latent); with the raw text instead, q was sampled in a
+    context it never saw (docs/bootstrap.md: 47% of proposals right instead of 96%)."""
+    from lt_cli.estep import SampleConfig, chunk_prompt, chunk_scoring_pair
+
+    doc = read_all(write_demo_corpus(tmp_path, small_config()).raw)[0]
+    problem, answer = doc["chunks"][0]["text"], doc["chunks"][1]["text"]
+    rendered_problem = formats.prior_chunk("", problem)
+    assert chunk_prompt(doc["chunks"], 1, SampleConfig()) == formats.posterior_prompt(rendered_problem, answer)
+    assert chunk_scoring_pair(doc["chunks"], 1, "123", SampleConfig()).context == rendered_problem
+    assert chunk_scoring_pair(doc["chunks"], 0, "", SampleConfig()).context == ""
 
 
 def test_state_machine_trace():
@@ -82,14 +118,14 @@ def test_state_machine_trace():
 
 
 def test_parse_answer_and_graded_text():
-    assert parse_answer(" A:7") == 7
-    assert parse_answer("junk A: 12 A:3") == 12
-    assert parse_answer("no answer") is None
+    assert parse_answer(" Answer: 7") == 7
+    assert parse_answer("junk Answer:12 Answer: 3") == 12
+    assert parse_answer("no answer") is None and parse_answer(" A:7") is None and parse_answer("Answer: x") is None
     eol = formats.END_OF_LATENT
     # latent variant: only what follows the first <EoL> counts (an answer inside the thought does not)
-    assert parse_answer(graded_text(f"3 5 A:9{eol} A:4</s>", "latent")) == 4
-    assert graded_text("3 5 A:9 A:4", "latent") == ""
-    assert parse_answer(graded_text(" A:4", "raw")) == 4
+    assert parse_answer(graded_text(f"35 Answer: 9{eol} Answer: 4</s>", "latent")) == 4
+    assert graded_text("35 Answer: 9 Answer: 4", "latent") == ""
+    assert parse_answer(graded_text(" Answer: 4", "raw")) == 4
 
 
 def test_prompts():
@@ -130,7 +166,7 @@ def test_accuracy_counts_exact_answers(tmp_path):
     for i, doc in enumerate(docs):
         prompt = demo_prompt(doc["chunks"][0]["text"], "latent")
         gold = doc["answer"]
-        outputs[prompt] = [f"1 2{eol} A:{gold}", f"1 2{eol} A:{(gold + 1) % 10}", f"A:{gold} never closed", f"1{eol} A:{gold}"][i]
+        outputs[prompt] = [f"12{eol} Answer: {gold}", f"12{eol} Answer: {(gold + 1) % 10}", f"Answer: {gold} never closed", f"1{eol} Answer: {gold}"][i]
     backend = ScriptedBackend(outputs)
     metrics = evaluate_demo_accuracy(backend, docs, DemoEvalConfig(variant="latent", batch_size=3))
     assert metrics["accuracy"] == pytest.approx(0.5)
@@ -164,7 +200,7 @@ def test_demo_task_registers_in_eval_registry(tmp_path):
     assert isinstance(get_task("demo"), demo_task.DemoTask)
     files = write_demo_corpus(tmp_path, small_config(n_heldout=2))
     docs = read_all(files.heldout)
-    outputs = {demo_prompt(d["chunks"][0]["text"], "raw"): f" A:{d['answer']}" for d in docs}
+    outputs = {demo_prompt(d["chunks"][0]["text"], "raw"): f" Answer: {d['answer']}" for d in docs}
     metrics = evaluate(EvalConfig(task="demo", data=str(files.heldout), variant="raw", log_samples=str(tmp_path / "s.jsonl")), backend=ScriptedBackend(outputs))
     assert metrics["accuracy"] == 1.0 and metrics["n_problems"] == 2
     assert len(read_all(tmp_path / "s.jsonl")) == 2

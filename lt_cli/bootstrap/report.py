@@ -10,8 +10,10 @@ It also states the paper's three claims as checks on the numbers (``claims``):
 
 1. ``teacher_beats_raw``: training on teacher thoughts beats training on the same raw documents
    by at least ``TEACHER_MARGIN`` accuracy.
-2. ``em_improves`` (per K): the last EM iteration is above the warm start (iteration 0) and not
-   below the first EM iteration.
+2. ``em_improves`` (per arm): accuracy rises over the EM iterations, as the paper's "bootstraps
+   its performance for at least 3 EM iterations": iteration 1 is above the warm start (iteration 0)
+   and no later iteration is below the one before it (equal counts, for a run at the ceiling). A
+   dip fails the claim.
 3. ``larger_k_better`` (sweeps): the mean accuracy over the EM iterations increases with K.
 
 and lt's own claim for an adaptive arm (``--sweep-k ...,adaptive``):
@@ -102,7 +104,7 @@ def claims(report: dict[str, Any]) -> dict[str, Any]:
         if len(accs) < 2 or any(a is None for a in accs):
             improves[label] = None
             continue
-        improves[label] = accs[-1] > accs[0] and accs[-1] >= accs[1]
+        improves[label] = accs[1] > accs[0] and all(later >= earlier for earlier, later in zip(accs[1:], accs[2:]))
         mean_em[label] = sum(accs[1:]) / len(accs[1:])
     out["em_improves"] = improves
     out["mean_em_accuracy"] = mean_em
@@ -207,7 +209,7 @@ def claim_lines(report: dict[str, Any]) -> list[str]:
     if c.get("teacher_beats_raw") is not None:
         lines.append(f"claim 1 (teacher thoughts beat raw by >= {TEACHER_MARGIN:.2f}): {c['teacher_beats_raw']} (margin {c['teacher_minus_raw']:+.3f})")
     for k, ok in c.get("em_improves", {}).items():
-        lines.append(f"claim 2 (EM rises above the warm start, {'the adaptive arm' if k == 'adaptive' else f'K={k}'}): {ok}")
+        lines.append(f"claim 2 (accuracy rises every EM iteration, from above the warm start, {'the adaptive arm' if k == 'adaptive' else f'K={k}'}): {ok}")
     if c.get("larger_k_better") is not None:
         means = ", ".join(f"K={k}: {v:.3f}" for k, v in sorted(c["mean_em_accuracy"].items(), key=lambda kv: arm_order(kv[0])) if k.isdigit())
         lines.append(f"claim 3 (larger K, better mean EM accuracy): {c['larger_k_better']} ({means})")

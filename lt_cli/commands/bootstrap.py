@@ -113,7 +113,7 @@ def command(
     demo_train: Annotated[Optional[int], Opt(help="Demo: training documents (default 2000).", show_default=False)] = None,
     demo_heldout: Annotated[Optional[int], Opt(help="Demo: held-out problems (default 500).", show_default=False)] = None,
     demo_steps: Annotated[Optional[int], Opt(help="Demo: latent steps per problem (default 8).", show_default=False)] = None,
-    demo_warm_fraction: Annotated[Optional[float], Opt(help="Demo: fraction of training documents with teacher thoughts for the warm start (default 0.1).", show_default=False)] = None,
+    demo_warm_fraction: Annotated[Optional[float], Opt(help="Demo: fraction of training documents with teacher thoughts for the warm start (default 0.05).", show_default=False)] = None,
     backend: Annotated[Optional[str], Opt(help="Inference backend for E-step and eval (transformers, vllm).", show_default=False)] = None,
     dtype: Annotated[Optional[str], Opt(help="auto, float32 or bfloat16.", show_default=False)] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every stage (default 42).", show_default=False)] = None,

@@ -20,7 +20,7 @@ DEMO_SETTINGS: dict = {
     "lr": 4e-3,
     "warmup_steps": 20,
     "warm_steps": 300,
-    "mstep_steps": 600,
+    "mstep_steps": 300,
     "save_every": 100,
     "prefix_chunks": 3,
     "max_new_tokens": 32,  # E-step latent budget: 8 states = 15 bytes; a runaway thought stops here

@@ -5,7 +5,7 @@ random permutation of the states) runs from state 0 over a word of ``n_steps`` l
 shows only the word and the final state::
 
     chunk 0 (problem): "Q: cbadjehf"
-    chunk 1 (answer):  " A:7"
+    chunk 1 (answer):  " Answer: 7"
 
 The hidden process, the sequence of intermediate states ``"35190247"``, is the latent
 thought of the answer chunk: it is what a teacher writes down, and what the E-step has to infer.
@@ -19,6 +19,17 @@ for it and training always renders it in the prior layout. Without the mark, the
 three extra tokens after the problem half of the time, the model had to learn two distances from
 letter i to state i per layout of the answer chunk, and a 10% warm start stayed at chance (0.10
 held-out accuracy; 0.59 with the mark, 300 steps, measured).
+
+**Why the answer chunk is ten tokens long.** The random layout still writes the answer chunk in
+two ways: prior (``<SoL><PRIOR> states <EoL> Answer: 7``) and posterior
+(``<SoL><EoL> Answer: 7<SoL><POST> states <EoL>``). State i then sits at two distances from letter
+i, and they differ by the answer chunk's length + 2 tokens. When that difference is smaller than
+``n_steps``, the look-up learned for one layout, applied to the other, lands on another letter of
+the word: with the earlier answer `` A:7`` (difference 6) exactly states 7-8 (prior) and 2
+(posterior) were wrong, and whether a run learned to tell the layouts apart was luck (teacher
+baseline 0.99 on one run, 0.80 on a rerun of the same seed, 0.31-0.45 with seed 7).
+`` Answer: 7`` makes the difference 12, so it never lands on a letter for up to 12 steps
+(:data:`MAX_STEPS`), and every seed measured learned the task (docs/bootstrap.md, "Calibration").
 
 Everything is a pure function of :class:`DemoCorpusConfig` (numpy ``default_rng(seed)``), so the
 same config always writes byte-identical files.
@@ -37,21 +48,25 @@ from ..records import LATENT_FIXED, is_latent_fixed
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PROBLEM_PREFIX = "Q: "
-ANSWER_PREFIX = " A:"
-_ANSWER = re.compile(r"A:\s*(\d+)")
+ANSWER_PREFIX = " Answer: "
+_ANSWER = re.compile(r"Answer:\s*(\d+)")
+#: The longest word for which the two layouts' letter-to-state distances (which differ by the answer
+#: chunk's length + 2 = 12 tokens) never point at two different letters of it (module docstring).
+MAX_STEPS = len(ANSWER_PREFIX) + 1 + 2
 
 
 @dataclass(frozen=True)
 class DemoCorpusConfig:
-    """Sizes of the synthetic task. Defaults: 2,000 training documents, 10% with teacher thoughts."""
+    """Sizes of the synthetic task. Defaults: 2,000 training documents, 5% with teacher thoughts."""
 
     n_states: int = 10
     n_letters: int = 10
     n_steps: int = 8
     n_train: int = 2000
     n_heldout: int = 500
-    #: fraction of training documents whose teacher thoughts the warm start may see
-    warm_fraction: float = 0.1
+    #: fraction of training documents whose teacher thoughts the warm start may see (5% = 100
+    #: documents: the warm start learns part of the table; 10% already solved the task)
+    warm_fraction: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +76,8 @@ class DemoCorpusConfig:
             raise ValueError(f"n_letters must be in [1, {len(LETTERS)}]")
         if self.n_steps < 1 or self.n_train < 1 or self.n_heldout < 1:
             raise ValueError("n_steps, n_train and n_heldout must be positive")
+        if self.n_steps > MAX_STEPS:
+            raise ValueError(f"n_steps must be at most {MAX_STEPS}: the answer chunk must separate the two layouts' letter-to-state distances by more")
         if not 0.0 < self.warm_fraction <= 1.0:
             raise ValueError("warm_fraction must be in (0, 1]")
         if self.n_letters**self.n_steps < 2 * (self.n_train + self.n_heldout):
@@ -116,7 +133,7 @@ def thought_text(states: list[int]) -> str:
 
 
 def parse_answer(generation: str) -> int | None:
-    """The first ``A:<number>`` in a generation, or None when the model never stated an answer."""
+    """The first ``Answer: <number>`` in a generation, or None when the model never stated an answer."""
     match = _ANSWER.search(generation)
     return int(match.group(1)) if match else None
 

@@ -49,7 +49,7 @@ Record = dict[str, Any]
 
 # ------------------------------------------------------------------------------------ prompts
 def chunk_prefix(chunks: Sequence[dict], index: int, config: SampleConfig) -> str:
-    return prefix_text(chunks, index, config.prefix_chunks)
+    return prefix_text(chunks, index, config.prefix_chunks, render_fixed=True)
 
 
 def chunk_prompt(chunks: Sequence[dict], index: int, config: SampleConfig) -> str:
