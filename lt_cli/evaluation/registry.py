@@ -137,9 +137,6 @@ class GenerationTask:
 
         return run_generation_task(self, config, backend)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "version": self.version, "kind": self.kind, "grader": self.grader, "source": self.source}
-
 
 def parse_task_file(obj: dict, source: str = "<dict>", base_dir: Path | None = None) -> GenerationTask:
     """Validate a task-file object and build its :class:`GenerationTask` (errors name the file)."""
