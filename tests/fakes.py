@@ -11,6 +11,8 @@ import math
 import random
 
 from lt_cli import formats
+import hashlib
+
 from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, Score
 
 EOL = formats.END_OF_LATENT
@@ -129,6 +131,65 @@ class ChoiceBackend:
 
     def chat(self, conversations, params, seeds=None):
         raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class ScriptedBackend:
+    """A Backend that answers ``reply(prompt, sample_index)``; counts tokens as UTF-8 bytes + BOS.
+
+    ``calls`` records (prompts, params, seeds) of every ``sample`` call."""
+
+    name = "scripted"
+    model_id = "scripted-model"
+
+    def __init__(self, reply, max_model_len: int = 100_000):
+        self.reply = reply
+        self.max_model_len = max_model_len
+        self.calls: list[tuple[list[str], SamplingParams, list[list[int]]]] = []
+        self.closed = False
+
+    def encode(self, text: str, *, bos: bool) -> list[int]:
+        return [0] * (len(text.encode("utf-8")) + (1 if bos else 0))
+
+    def sample(self, prompts, params, seeds=None):
+        self.calls.append((list(prompts), params, [list(s) for s in seeds] if seeds is not None else None))
+        return [
+            [Sample(self.reply(prompt, j), [7] * 3, [-0.5] * 3, "stop") for j in range(params.n)]
+            for prompt in prompts
+        ]
+
+    def score(self, pairs):  # pragma: no cover - generation tasks never score
+        raise AssertionError("score() is not used by generation tasks")
+
+    def chat(self, conversations, params, seeds=None):  # pragma: no cover
+        raise AssertionError("chat() is not used by eval")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeTeacher:
+    """Replies ``"<seed>:<md5 of the last message>"`` so tests can check what was asked, and how."""
+
+    name = "fake"
+    model_id = "fake-teacher"
+
+    def __init__(self, truncate_every: int = 0):
+        self.calls: list[list] = []
+        self.truncate_every = truncate_every
+        self.n = 0
+
+    def chat(self, conversations, params, seeds=None):
+        self.calls.append([list(c) for c in conversations])
+        out = []
+        for conv, seed_row in zip(conversations, seeds):
+            self.n += 1
+            digest = hashlib.md5(conv[-1]["content"].encode()).hexdigest()[:8]
+            reason = FINISH_LENGTH if self.truncate_every and self.n % self.truncate_every == 0 else FINISH_STOP
+            out.append([Sample(text=f"{seed_row[0]}:{digest} T={params.temperature} max={params.max_new_tokens}", token_ids=[], token_logprobs=[], finish_reason=reason)])
+        return out
 
     def close(self):
         pass

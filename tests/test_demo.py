@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pytest
 
 from lt_cli import formats
-from lt_cli.backends.base import FINISH_EOS, Sample
 from lt_cli.demo import DemoCorpusConfig, StateMachine, parse_answer, write_demo_corpus
 from lt_cli.demo.accuracy import DemoEvalConfig, demo_prompt, evaluate_demo_accuracy, graded_text
 from lt_cli.demo.corpus import strip_latents, thought_text
 from lt_cli.errors import LtError
 from lt_cli.io import read_all, read_json
+
+from fakes import ScriptedBackend
 
 
 def small_config(**overrides) -> DemoCorpusConfig:
@@ -139,23 +139,6 @@ def test_prompts():
         DemoEvalConfig(variant="other")
 
 
-@dataclass
-class ScriptedBackend:
-    """Answers each prompt with a fixed generation (records the prompts and params it saw)."""
-
-    outputs: dict
-    name: str = "scripted"
-    model_id: str = "scripted"
-
-    def __post_init__(self):
-        self.calls = []
-
-    def sample(self, prompts, params, seeds=None):
-        self.calls.append((list(prompts), params))
-        return [[Sample(self.outputs[p], [], [], FINISH_EOS)] for p in prompts]
-
-    def close(self):
-        pass
 
 
 def test_accuracy_counts_exact_answers(tmp_path):
@@ -167,18 +150,18 @@ def test_accuracy_counts_exact_answers(tmp_path):
         prompt = demo_prompt(doc["chunks"][0]["text"], "latent")
         gold = doc["answer"]
         outputs[prompt] = [f"12{eol} Answer: {gold}", f"12{eol} Answer: {(gold + 1) % 10}", f"Answer: {gold} never closed", f"1{eol} Answer: {gold}"][i]
-    backend = ScriptedBackend(outputs)
+    backend = ScriptedBackend(lambda prompt, j: outputs[prompt])
     metrics = evaluate_demo_accuracy(backend, docs, DemoEvalConfig(variant="latent", batch_size=3))
     assert metrics["accuracy"] == pytest.approx(0.5)
     assert metrics["n_problems"] == 4 and metrics["n_answered"] == 3
     assert [s["correct"] for s in metrics["samples"]] == [True, False, False, True]
     # greedy, in batches of 3
-    assert [len(p) for p, _ in backend.calls] == [3, 1]
-    assert all(params.temperature == 0.0 for _, params in backend.calls)
+    assert [len(p) for p, _, _ in backend.calls] == [3, 1]
+    assert all(params.temperature == 0.0 for _, params, _ in backend.calls)
 
 
 def test_accuracy_rejects_non_demo_records():
-    backend = ScriptedBackend({})
+    backend = ScriptedBackend(lambda prompt, j: "")
     with pytest.raises(LtError):
         evaluate_demo_accuracy(backend, [{"text": "hello"}])
     with pytest.raises(LtError):
@@ -201,8 +184,8 @@ def test_demo_task_registers_in_eval_registry(tmp_path):
     files = write_demo_corpus(tmp_path, small_config(n_heldout=2))
     docs = read_all(files.heldout)
     outputs = {demo_prompt(d["chunks"][0]["text"], "raw"): f" Answer: {d['answer']}" for d in docs}
-    metrics = evaluate(EvalConfig(task="demo", data=str(files.heldout), variant="raw", log_samples=str(tmp_path / "s.jsonl")), backend=ScriptedBackend(outputs))
+    metrics = evaluate(EvalConfig(task="demo", data=str(files.heldout), variant="raw", log_samples=str(tmp_path / "s.jsonl")), backend=ScriptedBackend(lambda prompt, j: outputs[prompt]))
     assert metrics["accuracy"] == 1.0 and metrics["n_problems"] == 2
     assert len(read_all(tmp_path / "s.jsonl")) == 2
     with pytest.raises(LtError):
-        evaluate(EvalConfig(task="demo", variant="raw"), backend=ScriptedBackend(outputs))
+        evaluate(EvalConfig(task="demo", variant="raw"), backend=ScriptedBackend(lambda prompt, j: outputs[prompt]))

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from lt_cli import formats
-from lt_cli.backends.base import Sample, SamplingParams
 from lt_cli.errors import UsageError
 from lt_cli.evaluation import EvalConfig, evaluate, get_task
 from lt_cli.evaluation.generation import fit_prompt, resolve_variant
 from lt_cli.seeding import derive_seed
+
+from fakes import ScriptedBackend
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GSM_FIXTURE = FIXTURES / "eval_gsm8k_predictions.jsonl"
@@ -34,36 +35,6 @@ GSM_FIRST_LATENT = (
 )
 
 
-class ScriptedBackend:
-    """A Backend that answers from a function; counts tokens as UTF-8 bytes + BOS."""
-
-    name = "scripted"
-    model_id = "scripted-model"
-
-    def __init__(self, reply, max_model_len: int = 100_000):
-        self.reply = reply
-        self.max_model_len = max_model_len
-        self.calls: list[tuple[list[str], SamplingParams, list[list[int]]]] = []
-        self.closed = False
-
-    def encode(self, text: str, *, bos: bool) -> list[int]:
-        return [0] * (len(text.encode("utf-8")) + (1 if bos else 0))
-
-    def sample(self, prompts, params, seeds=None):
-        self.calls.append((list(prompts), params, [list(s) for s in seeds]))
-        return [
-            [Sample(self.reply(prompt, j), [7] * 3, [-0.5] * 3, "stop") for j in range(params.n)]
-            for prompt in prompts
-        ]
-
-    def score(self, pairs):  # pragma: no cover - generation tasks never score
-        raise AssertionError("score() is not used by generation tasks")
-
-    def chat(self, conversations, params, seeds=None):  # pragma: no cover
-        raise AssertionError("chat() is not used by eval")
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _records() -> list[dict]:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from conftest import FIXTURES, REPO
-from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample
+from fakes import FakeTeacher
 from lt_cli.errors import LtError
 from lt_cli.records import document_id
 from lt_cli.cache import SampleCache
@@ -32,29 +32,6 @@ LT = [sys.executable, "-m", "lt_cli"]
 ENV = {**os.environ, "LT_PROGRESS_INTERVAL": "3600"}
 
 
-class FakeTeacher:
-    """Replies ``"<seed>:<md5 of the last message>"`` so tests can check what was asked, and how."""
-
-    name = "fake"
-    model_id = "fake-teacher"
-
-    def __init__(self, truncate_every: int = 0):
-        self.calls: list[list] = []
-        self.truncate_every = truncate_every
-        self.n = 0
-
-    def chat(self, conversations, params, seeds=None):
-        self.calls.append([list(c) for c in conversations])
-        out = []
-        for conv, seed_row in zip(conversations, seeds):
-            self.n += 1
-            digest = hashlib.md5(conv[-1]["content"].encode()).hexdigest()[:8]
-            reason = FINISH_LENGTH if self.truncate_every and self.n % self.truncate_every == 0 else FINISH_STOP
-            out.append([Sample(text=f"{seed_row[0]}:{digest} T={params.temperature} max={params.max_new_tokens}", token_ids=[], token_logprobs=[], finish_reason=reason)])
-        return out
-
-    def close(self):
-        pass
 
 
 def docs(n: int) -> list[dict]:
