@@ -435,29 +435,33 @@ def test_local_launcher_runs_stages_as_lt_subprocesses(tmp_path):
     assert [c["latent"] for d in k1 for c in d["chunks"]] == [c["candidates"][0]["latent"] for d in shared for c in d["chunks"]]
 
 
+#: iteration 1 minus the warm start, the smallest over the seeds of docs/bootstrap.md's table, halved
+REDUCED_DEMO_MARGIN = 0.05
+
+
 @pytest.mark.slow
 def test_reduced_demo_shows_claims_1_and_2(tmp_path):
-    """The real demo (same corpus, model and budgets), cut to one EM iteration and no teacher
-    baseline (the warm start stands in for it), about 3 minutes on 2 idle cores. It checks the
-    numbers, not the plumbing: teacher thoughts beat raw data, and one EM iteration beats the warm
-    start. The margins are wide (measured: raw 0.120, warm start 0.606, iteration 1 0.80-0.86), so
-    float differences between CPUs should not flip them."""
+    """The real demo (same corpus, model and budgets), cut to one EM iteration, about 3 minutes on
+    2 idle cores. It checks the numbers, not the plumbing: teacher thoughts beat raw data, and one
+    EM iteration beats the warm start. The margins hold for every seed measured in
+    docs/bootstrap.md (raw 0.12, teacher baseline 1.00, iteration 1 at least MARGIN above the
+    warm start), so float differences between CPUs should not flip them."""
     run_dir = tmp_path / "demo"
     env = {**os.environ, "LT_PROGRESS_INTERVAL": "3600"}
     env.pop("OMP_NUM_THREADS", None)  # the demo's timing assumes every core
     result = subprocess.run(
-        [sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--no-teacher-baseline", "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--run-dir", str(run_dir)],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == "", "stdout carries data only; the report goes to stderr and the run folder"
     report = read_json(run_dir / "report.json")
-    raw = report["baselines"]["raw"]["accuracy"]
+    raw, teacher = report["baselines"]["raw"]["accuracy"], report["baselines"]["teacher"]["accuracy"]
     rows = {row["iter"]: row for row in report["iterations"]}
     warm, first = rows[0]["accuracy"], rows[1]["accuracy"]
     assert raw < 0.2, f"raw training should stay near chance (0.1), got {raw}"
-    assert warm - raw >= 0.3, (raw, warm)
-    assert first - warm >= 0.08, (warm, first)
+    assert teacher >= 0.9, f"teacher thoughts on every document should solve the task, got {teacher}"
+    assert first - warm >= REDUCED_DEMO_MARGIN, (warm, first)
     assert report["claims"]["teacher_beats_raw"] and report["claims"]["em_improves"] == {"4": True}
     assert rows[1]["ess_per_chunk"] > 1.5, "importance weights should not collapse to one sample"
 
