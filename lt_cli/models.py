@@ -276,8 +276,9 @@ def add_latent_tokens(model, tokenizer, seed: int = 42) -> int:
     """Add the four latent special tokens where missing; returns how many were added.
 
     New rows of the input embedding and (when untied) of the output matrix are drawn from
-    N(0, hidden^-0.5) and clamped to +-3 sigma with a generator seeded by ``seed`` (bolt-spec
-    section 3), so the same base model always gets the same new rows. Rows that already exist
+    N(0, hidden^-0.5) and clamped to +-3 sigma with a generator seeded by ``seed`` (as the
+    reference's ``setup/download_hf_ckpt.py`` in ``ryoungj/BoLT``; docs/method.md §3), so the same
+    base model always gets the same new rows. Rows that already exist
     (a vocabulary padded beyond the tokenizer) are overwritten for the new ids too: they were never
     trained for these tokens.
     """

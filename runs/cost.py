@@ -7,7 +7,7 @@ assumptions, so measure yours (a 1,000-document pilot of each stage) and pass th
     python runs/cost.py                                  # the table in docs/scaling.md
     python runs/cost.py --decode-tps 35000 --scale 10    # your vLLM throughput, 10x the data
 
-Token counts (bolt-spec sections 1, 4, 5), for D raw tokens in the E-step split:
+Token counts (the paper's setting, docs/method.md §1, §4, §5), for D raw tokens in the E-step split:
 * M-step training: the budget itself (13e9 per iteration; warm start 0.8e9; raw baselines
   3.84e9 and 13e9), at ``train_tps``.
 * E-step generation: K samples per chunk, each ``r`` latent tokens per raw token
@@ -26,7 +26,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-#: the paper's token counts (bolt-spec sections 1 and 5)
+#: the paper's token counts (``ryoungj/BoLT bin/exp_setups/bootstrap_fixed_data.sh``; docs/method.md §1, §5)
 BOOTSTRAP_RAW_TOKENS = 1.92e9
 WARM_TRAIN_TOKENS = 0.8e9
 MSTEP_TRAIN_TOKENS = 13e9

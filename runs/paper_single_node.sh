@@ -4,7 +4,7 @@
 #   bash runs/paper_single_node.sh --dry-run    # print every command (the graph in runs/README.md)
 #   bash runs/paper_single_node.sh              # run it (days: see the cost below)
 #
-# What it reproduces (docs/bolt-spec.md sections 1, 5, 6):
+# What it reproduces (docs/method.md §1, §5, §6; ryoungj/BoLT bin/exp_setups/bootstrap_fixed_data.sh):
 #   0. FineMath-4+ -> validation (i % 1000 == 0), warm-start (j % 20 == 0, ~480M tokens) and
 #      bootstrap (13 <= j % 20 < 17, ~1.92B tokens) splits        runs/prepare_finemath.py
 #   1. teacher thoughts for the warm-start split (gpt-4o-mini, T=0.7, OpenAI Batch API as in the

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Split FineMath-4+ into the paper's validation, warm-start and bootstrap sets (bolt-spec section 1).
+"""Split FineMath-4+ into the paper's validation, warm-start and bootstrap sets (docs/method.md §1;
+the reference's ``bin/prepare_data.sh`` and ``apps/main/prepare_data.py`` in ``ryoungj/BoLT``).
 
 The reference shuffles the whole corpus once into a single file, then splits it by LINE INDEX:
 

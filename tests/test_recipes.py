@@ -281,7 +281,8 @@ def test_prepare_reads_parquet_and_rejects_missing_input(tmp_path):
 
 def test_recipe_training_budgets_give_the_papers_step_counts():
     """steps = tokens // (batch x seq_len): 4,069 warm start, 33,060 per M-step and FLOPs-matched
-    baseline, 9,765 token-matched baseline (bolt-spec section 5)."""
+    baseline, 9,765 token-matched baseline (the budgets of ``ryoungj/BoLT
+    bin/exp_setups/bootstrap_fixed_data.sh``; docs/method.md §5)."""
     from lt_cli.commands.common import parse_tokens as _parse_tokens
 
     for recipe in ("paper_slurm.sh", "paper_single_node.sh"):

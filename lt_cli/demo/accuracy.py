@@ -1,12 +1,13 @@
 """Held-out accuracy on the demo task: greedy decoding of each problem, exact match of the answer.
 
-Two prompt variants, as in the paper's evaluation (bolt-spec section 6.1):
+Two prompt variants, as in the paper's evaluation (docs/method.md §6; the reference's ``latent_``
+task variants in ``ryoungj/BoLT configs/eval/task_configs/``):
 
 * ``latent``: the problem chunk rendered as in training (prior layout, empty latent), then
   ``<SoL><PRIOR>``, so the model first writes its thought, closes it with ``<EoL>`` and states
-  ``A:<state>``. Only the text after the first ``<EoL>`` is graded: an answer inside the thought
-  does not count.
-* ``raw``: the problem text alone; the model continues with `` A:<state>`` (the raw baseline).
+  `` Answer: <state>``. Only the text after the first ``<EoL>`` is graded: an answer inside the
+  thought does not count.
+* ``raw``: the problem text alone; the model continues with `` Answer: <state>`` (the raw baseline).
 
 The function works on any :class:`~lt_cli.backends.base.Backend` (temperature 0 = greedy).
 """
