@@ -224,6 +224,13 @@ def test_select_k_uses_the_first_k_candidates(tmp_path, capsys):
     out = [orjson.loads(line) for line in with_k.read_bytes().splitlines()]
     assert all(c["selected"] in (0, 1) and set(d["elbo"]) == {"1", "2"} for d in out for c in d["chunks"])
     assert "--k 2" in capsys.readouterr().err
+    # a chunk whose suffix was cut for all 3 candidates keeps that cut under --k: said, counted
+    cut = [{**d, "chunks": [{**c, "num_suffix_token_truncated": 2 if j == 1 else 0} for j, c in enumerate(d["chunks"])]} for d in docs]
+    write_jsonl(source, cut)
+    assert select_file(source, tmp_path / "cut.jsonl", seed=3, k=2) == 0
+    assert "5 chunk(s) had their suffix cut when all their candidates were scored together" in capsys.readouterr().err
+    assert select_file(source, tmp_path / "cut3.jsonl", seed=3) == 0
+    assert "suffix cut" not in capsys.readouterr().err
 
     result = subprocess.run(LT + ["select", "--k", "4", str(source)], capture_output=True, env=ENV, cwd=REPO)
     assert result.returncode == 2 and result.stdout == b""

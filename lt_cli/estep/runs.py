@@ -62,12 +62,15 @@ def run_select(run: SelectRun) -> int:
     """``lt select``: one latent per chunk, ELBO/ESS per document, a summary table; the exit code."""
     method, k = run.select.method, run.select.k
     stats = SelectionStats()
+    #: chunks whose suffix was cut to fit all K candidates' joint strings: the first k keep that cut
+    cut_before = [0]
 
     def select_all(documents: Iterable[Record], skip: int) -> Iterator[Record]:
         # Skipped (resumed) documents are counted too, so a resumed run reports the same statistics.
         for index, record in enumerate(documents):
             doc = ensure_chunks(record)  # accepts the reference's "suffix" name for chunk text
             if k is not None:
+                cut_before[0] += sum(1 for c in doc["chunks"] if len(c.get("candidates") or []) > k and c.get("num_suffix_token_truncated"))
                 first_candidates(doc, k)
             stats.add(doc)
             if index < skip:
@@ -96,6 +99,11 @@ def run_select(run: SelectRun) -> int:
     code = run_stream(run.stream, produce, validate=_validator(k), description="select", identity=run_identity("select", run))
     seconds = time.monotonic() - started
     _print_table(stats, f"lt select --method {method}" + (f" --k {k}" if k is not None else ""), seconds)
+    if cut_before[0]:
+        from ..console import warn
+
+        warn(f"{cut_before[0]:,} chunk(s) had their suffix cut when all their candidates were scored together; with --k {k} "
+             "their log w still use that cut, not the (shorter or no) cut a run with --k would score (docs/estep.md)")
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "select", stats.to_json(), run, seconds)
     return code
 
