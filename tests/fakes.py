@@ -111,7 +111,10 @@ class ChoiceBackend:
             for j in range(params.n):
                 latent = self.draw(seeds[i][j])
                 lps = [0.0] * len(latent) + [math.log(self.menu[latent])]
-                row.append(Sample(text=latent, token_ids=list(range(len(lps))), token_logprobs=lps, finish_reason=FINISH_STOP, prompt_tokens=len(prompt), completion_tokens=len(lps)))
+                row.append(Sample(
+                    text=latent, token_ids=list(range(len(lps))), token_logprobs=lps, finish_reason=FINISH_STOP,
+                    prompt_tokens=len(prompt), completion_tokens=len(lps),
+                ))
             out.append(row)
         return out
 
