@@ -78,7 +78,7 @@ def naive_sampling(backend, prompts: list[str], k: int, max_new_tokens: int) -> 
     """One ``model.generate`` call per sample: what a straightforward implementation would do."""
     import torch
 
-    model, tokenizer = backend.model, backend.tokenizer
+    model = backend.model
     n_tokens = 0
     start = time.perf_counter()
     with torch.inference_mode():

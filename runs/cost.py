@@ -80,7 +80,11 @@ def stages(a: Assumptions) -> list[tuple[str, str, float]]:
         (f"{a.iters} BoLT iterations", f"{a.iters} x (E + M)", a.iters * (e_hours + m_hours)),
         ("raw token-matched baseline", f"{RAW_TOKEN_MATCHED_TOKENS * a.scale:.3g} tok", _hours(RAW_TOKEN_MATCHED_TOKENS * a.scale, a.train_tps)),
         ("raw FLOPs-matched baseline", f"{RAW_FLOPS_MATCHED_TOKENS * a.scale:.3g} tok", _hours(RAW_FLOPS_MATCHED_TOKENS * a.scale, a.train_tps)),
-        (f"evaluation ({a.iters + 3} models)", f"{EVAL_TOKENS_PER_MODEL:.3g} tok each, decode rate", (a.iters + 3) * _hours(EVAL_TOKENS_PER_MODEL, a.decode_tps)),
+        (
+            f"evaluation ({a.iters + 3} models)",
+            f"{EVAL_TOKENS_PER_MODEL:.3g} tok each, decode rate",
+            (a.iters + 3) * _hours(EVAL_TOKENS_PER_MODEL, a.decode_tps),
+        ),
     ]
     total = sum(h for name, _, h in rows if "per iteration" not in name)
     rows.append(("total", "", total))

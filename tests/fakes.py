@@ -113,7 +113,10 @@ class ChoiceBackend:
             for j in range(params.n):
                 latent = self.draw(seeds[i][j])
                 lps = [0.0] * len(latent) + [math.log(self.menu[latent])]
-                row.append(Sample(text=latent, token_ids=list(range(len(lps))), token_logprobs=lps, finish_reason=FINISH_STOP, prompt_tokens=len(prompt), completion_tokens=len(lps)))
+                row.append(Sample(
+                    text=latent, token_ids=list(range(len(lps))), token_logprobs=lps, finish_reason=FINISH_STOP,
+                    prompt_tokens=len(prompt), completion_tokens=len(lps),
+                ))
             out.append(row)
         return out
 
@@ -188,7 +191,8 @@ class FakeTeacher:
             self.n += 1
             digest = hashlib.md5(conv[-1]["content"].encode()).hexdigest()[:8]
             reason = FINISH_LENGTH if self.truncate_every and self.n % self.truncate_every == 0 else FINISH_STOP
-            out.append([Sample(text=f"{seed_row[0]}:{digest} T={params.temperature} max={params.max_new_tokens}", token_ids=[], token_logprobs=[], finish_reason=reason)])
+            text = f"{seed_row[0]}:{digest} T={params.temperature} max={params.max_new_tokens}"
+            out.append([Sample(text=text, token_ids=[], token_logprobs=[], finish_reason=reason)])
         return out
 
     def close(self):

@@ -118,7 +118,9 @@ def test_real_model_counts_its_own_tokens(tmp_path, tiny_model_dir):
         backend.close()
     sidecar = orjson.loads((tmp_path / "cand.jsonl.stats.json").read_bytes())
     compute = sidecar["stats"]["compute"]
-    assert (compute["prompts"], compute["prompt_tokens"], compute["generated_tokens"], compute["scored_tokens"]) == (prompts, prompt_tokens, generated, scored_tokens)
+    assert (compute["prompts"], compute["prompt_tokens"], compute["generated_tokens"], compute["scored_tokens"]) == (
+        prompts, prompt_tokens, generated, scored_tokens
+    )
     assert compute["flops"] == 2 * n_parameters * (prompt_tokens + generated + scored_tokens)
     assert sidecar["seconds"] > 0 and f"{compute['generated_tokens']:,} generated tokens" in err
     code, _, err = cli(["select", out, "-o", tmp_path / "aug.jsonl"])
@@ -160,7 +162,10 @@ def test_estimate_sends_nothing_and_counts_offline(tmp_path):
 
     source = teacher_docs(tmp_path / "docs.jsonl")
     with run_openai_server() as server:
-        result = run_lt(["synthesize", source, "-o", tmp_path / "t.jsonl", "--model", "teacher-x", "--estimate", "--input-price", "1", "--output-price", "4"], server.client_env())
+        result = run_lt(
+            ["synthesize", source, "-o", tmp_path / "t.jsonl", "--model", "teacher-x", "--estimate", "--input-price", "1", "--output-price", "4"],
+            server.client_env(),
+        )
         assert result.returncode == 0, result.stderr.decode()
         assert server.requests() == [] and server.usage()["requests"] == 0, "--estimate sent a request"
     assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "t.jsonl.cache.sqlite").exists()
@@ -189,7 +194,9 @@ def test_real_run_reports_the_servers_usage_exactly_then_estimate_sees_the_cache
         assert result.returncode == 0, result.stderr.decode()
         billed = server.usage()
         usage = orjson.loads((tmp_path / "t.jsonl.stats.json").read_bytes())["stats"]["usage"]
-        assert (usage["requests_sent"], usage["prompt_tokens"], usage["completion_tokens"]) == (billed["requests"], billed["prompt_tokens"], billed["completion_tokens"])
+        assert (usage["requests_sent"], usage["prompt_tokens"], usage["completion_tokens"]) == (
+            billed["requests"], billed["prompt_tokens"], billed["completion_tokens"]
+        )
         assert usage["source"] == "server usage" and usage["requests_without_usage"] == 0
         # gpt-4o-mini is in the price table: $0.15 / $0.60 per 1M tokens
         assert usage["cost_usd"] == pytest.approx((billed["prompt_tokens"] * 0.15 + billed["completion_tokens"] * 0.60) / 1e6)
@@ -203,7 +210,10 @@ def test_real_run_reports_the_servers_usage_exactly_then_estimate_sees_the_cache
         assert data["requests"] == billed["requests"] and data["requests_cached"] == billed["requests"] and data["requests_to_send"] == 0
         assert data["estimated_prompt_tokens"] == 0 and data["estimated_cost_usd"] == 0
         # a rerun is served by the cache: nothing sent, nothing billed
-        again = run_lt(["synthesize", source, "-o", tmp_path / "again.jsonl", "--model", "gpt-4o-mini", "--max-new-tokens", "11", "--cache", str(out) + ".cache.sqlite"], env)
+        again = run_lt(
+            ["synthesize", source, "-o", tmp_path / "again.jsonl", "--model", "gpt-4o-mini", "--max-new-tokens", "11", "--cache", str(out) + ".cache.sqlite"],
+            env,
+        )
         assert again.returncode == 0 and server.usage() == billed
         assert orjson.loads((tmp_path / "again.jsonl.stats.json").read_bytes())["stats"]["usage"]["requests_sent"] == 0
 

@@ -126,7 +126,8 @@ def test_plan_and_dry_run_with_an_adaptive_arm(tmp_path):
     assert keys[-8:] == [f"adaptive/iter{t}/{stage}" for t in (1, 2) for stage in ("sample", "select", "train", "eval")]
     assert config.arms() == ["k1", "k4", "adaptive"]
     proc = subprocess.run(
-        [sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--sweep-k", "2,adaptive", "--k-max", "6", "--run-dir", str(tmp_path / "run"), "--dry-run"],
+        [sys.executable, "-m", "lt_cli", "bootstrap", "--iters", "1", "--sweep-k", "2,adaptive", "--k-max", "6",
+         "--run-dir", str(tmp_path / "run"), "--dry-run"],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -268,7 +269,9 @@ def _adaptive_report(k8_last=0.9, adaptive_last=0.895, tokens=(800, 400, 300)):
     total = 0
     for t, acc in enumerate(accs):
         total += tokens[t - 1] if t else 0
-        report["iterations"].append({"iter": t, "arm": "adaptive", "k": None, "k_max": 8, "accuracy": acc, "estep_generated_tokens_total": total if t else None})
+        report["iterations"].append(
+            {"iter": t, "arm": "adaptive", "k": None, "k_max": 8, "accuracy": acc, "estep_generated_tokens_total": total if t else None}
+        )
     return report
 
 

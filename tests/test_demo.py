@@ -184,7 +184,8 @@ def test_demo_task_registers_in_eval_registry(tmp_path):
     files = write_demo_corpus(tmp_path, small_config(n_heldout=2))
     docs = read_all(files.heldout)
     outputs = {demo_prompt(d["chunks"][0]["text"], "raw"): f" Answer: {d['answer']}" for d in docs}
-    metrics = evaluate(EvalConfig(task="demo", data=str(files.heldout), variant="raw", log_samples=str(tmp_path / "s.jsonl")), backend=ScriptedBackend(lambda prompt, j: outputs[prompt]))
+    config = EvalConfig(task="demo", data=str(files.heldout), variant="raw", log_samples=str(tmp_path / "s.jsonl"))
+    metrics = evaluate(config, backend=ScriptedBackend(lambda prompt, j: outputs[prompt]))
     assert metrics["accuracy"] == 1.0 and metrics["n_problems"] == 2
     assert len(read_all(tmp_path / "s.jsonl")) == 2
     with pytest.raises(LtError):

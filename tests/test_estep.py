@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from lt_cli import formats
-from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, Score
+from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample, Score
 from lt_cli.chunking import ChunkingConfig
 from lt_cli.errors import LtError
 from lt_cli.estep import (

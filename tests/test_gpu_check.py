@@ -142,7 +142,10 @@ def test_a_failing_step_is_recorded_and_the_part_goes_on(tmp_path):
 def test_a_command_over_the_part_budget_is_stopped_with_its_children(tmp_path):
     ctx = PartContext("demo", tmp_path, SMOKE, deadline=time.time() + 4)
     marker = tmp_path / "child.pid"
-    script = f"import os, subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    script = (
+        "import os, subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="sleeper stopped at the part's budget"):
         ctx.run([sys.executable, "-c", script], "sleeper", margin_s=1)

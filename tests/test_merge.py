@@ -198,7 +198,9 @@ def test_cli_merge_then_remove_a_marker(tmp_path):
     summary = orjson.loads(check.stdout)
     assert summary["records"] == 6 and [s["shard"] for s in summary["shards"]] == ["0/2", "1/2"]
     os.unlink(tmp_path / "part.1.jsonl.done")
-    failed = subprocess.run(LT + ["merge", "-o", str(tmp_path / "again.jsonl"), str(tmp_path / "part.0.jsonl"), str(tmp_path / "part.1.jsonl")], capture_output=True, env=ENV)
+    failed = subprocess.run(
+        LT + ["merge", "-o", str(tmp_path / "again.jsonl"), str(tmp_path / "part.0.jsonl"), str(tmp_path / "part.1.jsonl")], capture_output=True, env=ENV
+    )
     assert failed.returncode == 2  # an unusable input (docs/reliability.md)
     assert failed.stderr.decode().strip().endswith("rerun that shard")
     assert "lt: error: " in failed.stderr.decode() and "part.1.jsonl: no completion marker" in failed.stderr.decode()

@@ -243,8 +243,8 @@ def test_prepare_with_shuffle_is_seeded_disjoint_and_complete(tmp_path):
     src = tmp_path / "all.jsonl"
     records = _corpus(src, 4_321)
     a = prep.prepare([str(src)], str(tmp_path / "a"), shuffle_seed=42, write_train=True)
-    b = prep.prepare([str(src)], str(tmp_path / "b"), shuffle_seed=42)
-    c = prep.prepare([str(src)], str(tmp_path / "c"), shuffle_seed=7)
+    prep.prepare([str(src)], str(tmp_path / "b"), shuffle_seed=42)
+    prep.prepare([str(src)], str(tmp_path / "c"), shuffle_seed=7)
     assert a["expected"] == prep.split_sizes(4_321) and a["train"] == a["expected"]["train"]
     texts = {}
     for name in ("val", "warmstart", "bootstrap", "train"):

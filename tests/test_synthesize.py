@@ -172,7 +172,9 @@ def test_synthesize_against_openai_compatible_server(tmp_path):
         assert len(chats) == sum(len(r["chunks"]) for r in records)
         # a rerun is served from the cache: no new request, same bytes
         again = tmp_path / "again.jsonl"
-        result = run_lt(["synthesize", str(source), "-o", str(again), "--model", "teacher-x", "--max-new-tokens", "12", "--cache", str(out) + ".cache.sqlite"], env=env)
+        result = run_lt(
+            ["synthesize", str(source), "-o", str(again), "--model", "teacher-x", "--max-new-tokens", "12", "--cache", str(out) + ".cache.sqlite"], env=env
+        )
         assert result.returncode == 0 and again.read_bytes() == out.read_bytes()
         assert len(server.requests("/v1/chat/completions")) == len(chats)
         # wrap over the same server
@@ -190,7 +192,9 @@ def test_synthesize_batch_api_against_server(tmp_path):
     with run_openai_server() as server:
         env = server.client_env()
         out = tmp_path / "teacher.jsonl"
-        result = run_lt(["synthesize", "--batch", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "7", "--batch-poll-interval", "0.2"], env={**env})
+        result = run_lt(
+            ["synthesize", "--batch", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "7", "--batch-poll-interval", "0.2"], env={**env}
+        )
         assert result.returncode == 0, result.stderr.decode()
         assert server.requests("/v1/batches") and not server.requests("/v1/chat/completions")
         records = [orjson.loads(line) for line in out.read_bytes().splitlines()]

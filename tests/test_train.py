@@ -286,7 +286,9 @@ def test_mix_weights_and_epoch_order_are_pure_functions():
 
 def test_stream_resumes_exactly_from_a_saved_position(tokenizer, augmented_file):
     corpora = load_documents([DataSource(str(augmented_file))], "random")
-    make = lambda pos=StreamPosition(): TokenStream(corpora, [1.0], tokenizer, layout="random", seq_len=37, seed=7, loss_on="observed", position=pos)
+    def make(pos=StreamPosition()):
+        return TokenStream(corpora, [1.0], tokenizer, layout="random", seq_len=37, seed=7, loss_on="observed", position=pos)
+
     reference = make()
     windows = [reference.next_window() for _ in range(150)]  # spans several epochs
     assert reference.position().epoch >= 1
@@ -423,11 +425,11 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, augmented_file, t
 
     full = train(_config(tmp_path / "a", augmented_file, tiny_config_file, steps=3))
     accumulated = train(_config(tmp_path / "b", augmented_file, tiny_config_file, steps=3, micro_batch_size=2))
-    a = [json.loads(l)["loss"] for l in Path(full.metrics_path).read_text().splitlines()]
-    b = [json.loads(l)["loss"] for l in Path(accumulated.metrics_path).read_text().splitlines()]
+    a = [json.loads(line)["loss"] for line in Path(full.metrics_path).read_text().splitlines()]
+    b = [json.loads(line)["loss"] for line in Path(accumulated.metrics_path).read_text().splitlines()]
     assert np.allclose(a, b, atol=1e-4)
     recomputed = train(_config(tmp_path / "c", augmented_file, tiny_config_file, steps=3, gradient_checkpointing=True))
-    c = [json.loads(l)["loss"] for l in Path(recomputed.metrics_path).read_text().splitlines()]
+    c = [json.loads(line)["loss"] for line in Path(recomputed.metrics_path).read_text().splitlines()]
     assert np.allclose(a, c, atol=1e-5)
 
 
@@ -465,7 +467,9 @@ def test_kill_9_then_rerun_gives_bitwise_identical_weights(tmp_path, augmented_f
     assert "resuming from" in resumed.stderr
     assert json.loads(resumed.stdout)["resumed_from_step"] >= 15  # stdout carries only the result JSON
     assert (killed / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
-    losses = lambda d: [json.loads(l)["loss"] for l in (d / "metrics.jsonl").read_text().splitlines()]
+    def losses(d):
+        return [json.loads(line)["loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+
     assert losses(killed) == losses(straight)
 
 
@@ -490,9 +494,9 @@ def test_cli_metrics_carry_tokens_per_s_per_device_and_mfu_with_an_explicit_peak
     assert result["tokens_per_s_per_device"] == pytest.approx(6 * 4 * 64 / seconds, rel=1e-3)
     assert result["mfu"] == pytest.approx(TINY_FLOPS_PER_TOKEN * result["tokens_per_s_per_device"] / (peak * 1e12), rel=1e-4)
     # the progress line shows tokens/s per device, MFU and the ETA; the peak's source is logged once
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("step ")]
-    assert [l.split()[1] for l in lines] == ["3/6", "6/6"]
-    assert all("tok/s/device, MFU " in l and "%, ETA " in l for l in lines)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["3/6", "6/6"]
+    assert all("tok/s/device, MFU " in line and "%, ETA " in line for line in lines)
     assert lines[-1].endswith("ETA 0s")
     assert f"against {peak:g} TFLOP/s per device (--peak-tflops)" in proc.stderr
     assert json.loads((out / "train_config.json").read_text())["peak_tflops"] == peak
@@ -573,7 +577,7 @@ def test_epoch_and_token_budgets(tmp_path, augmented_file, tiny_config_file, tok
     epoch_tokens = TokenStream(corpora, [1.0], tokenizer, layout="random", seq_len=64, seed=42).count_epoch_tokens(0)
     result = train(_config(tmp_path / "e", augmented_file, tiny_config_file, steps=None, epochs=2.0, lr=1e-3))
     assert result.steps == int(2 * epoch_tokens // (8 * 64)) > 0
-    metrics = [json.loads(l) for l in Path(result.metrics_path).read_text().splitlines()]
+    metrics = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines()]
     assert metrics[-1]["epoch"] == 1  # the stream went into the second epoch and not beyond
     by_tokens = train(_config(tmp_path / "t", augmented_file, tiny_config_file, steps=None, tokens=3 * 8 * 64 + 100))
     assert by_tokens.steps == 3 and by_tokens.tokens_seen == 3 * 8 * 64

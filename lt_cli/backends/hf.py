@@ -174,7 +174,9 @@ class HFBackend(HFSampling, HFScoring):
 
     # ------------------------------------------------------------------ prompt fitting (hf_sample.py)
     def _fit_prompt(self, ids: list[int], params: SamplingParams) -> list[int]:
-        fitted = fit_prompt_warned(ids, max_new_tokens=params.max_new_tokens, max_model_len=self.max_model_len, bos_id=self.bos_id, max_prompt_tokens=params.max_prompt_tokens)
+        fitted = fit_prompt_warned(
+            ids, max_new_tokens=params.max_new_tokens, max_model_len=self.max_model_len, bos_id=self.bos_id, max_prompt_tokens=params.max_prompt_tokens
+        )
         self.n_truncated_prompts += int(len(fitted) < len(ids))
         return fitted
 

@@ -29,7 +29,10 @@ class HFScoring:
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[Score]:
         """log p(continuation | context) per pair, contexts shared between pairs computed once."""
-        encoded = [fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self.max_model_len, bos_id=self.bos_id, empty_context_id=self.empty_context_id) for c, x in pairs]
+        encoded = [
+            fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self.max_model_len, bos_id=self.bos_id, empty_context_id=self.empty_context_id)
+            for c, x in pairs
+        ]
         self.n_truncated_pairs += warn_truncated_pairs(encoded, self.max_model_len)
         results: list[Score | None] = [None] * len(encoded)
         groups: dict[tuple[int, ...], list[int]] = {}

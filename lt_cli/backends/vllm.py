@@ -255,7 +255,9 @@ class VLLMBackend:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _fit_prompt(self, ids: list[int], params: SamplingParams) -> list[int]:
-        fitted = fit_prompt_warned(ids, max_new_tokens=params.max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id, max_prompt_tokens=params.max_prompt_tokens)
+        fitted = fit_prompt_warned(
+            ids, max_new_tokens=params.max_new_tokens, max_model_len=self.max_model_len, bos_id=self._bos_id, max_prompt_tokens=params.max_prompt_tokens
+        )
         self.n_truncated_prompts += int(len(fitted) < len(ids))
         return fitted
 
@@ -312,7 +314,9 @@ class VLLMBackend:
             text = self.decode(token_ids[:-1])
         # vLLM's incremental detokenizer holds back a trailing partial UTF-8 character; decoding the
         # ids (as the transformers backend does) keeps both backends' texts identical for equal ids
-        return Sample(text=text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(token_ids))
+        return Sample(
+            text=text, token_ids=token_ids, token_logprobs=token_logprobs, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(token_ids)
+        )
 
     def sample(self, prompts: Sequence[str], params: SamplingParams, seeds: Sequence[Sequence[int]] | None = None) -> list[list[Sample]]:
         return self._generate([self.encode(p) for p in prompts], params, seeds)
@@ -327,7 +331,10 @@ class VLLMBackend:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        fitted = [fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self._score_limit, bos_id=self._bos_id, empty_context_id=self._empty_context_id) for c, x in pairs]
+        fitted = [
+            fit_pair(self.encode(c), self.encode(x, add_bos=False), max_len=self._score_limit, bos_id=self._bos_id, empty_context_id=self._empty_context_id)
+            for c, x in pairs
+        ]
         self.n_truncated_pairs += warn_truncated_pairs(fitted, self._score_limit)
         scores = [Score(0.0, [], f.n_context_truncated, f.n_continuation_truncated, len(f.context)) for f in fitted]  # empty continuations score 0
         todo = [k for k, f in enumerate(fitted) if f.continuation]

@@ -33,7 +33,10 @@ RUN_ONLY_FIELDS = frozenset({"train.save_every", "iters", "ks", "adaptive", "lau
 
 #: The leaves of the stage configs that bootstrap exposes as its own flags; the others are set per
 #: stage (k, seeds, paths, models, budgets) or keep their defaults.
-SAMPLE_FLAGS = ("temperature", "top_p", "prefix_chunks", "max_new_tokens", "max_prompt_tokens", "reference_quirks", "docs_per_call", "k_step", "stop_rule", "stop_threshold")
+SAMPLE_FLAGS = (
+    "temperature", "top_p", "prefix_chunks", "max_new_tokens", "max_prompt_tokens", "reference_quirks", "docs_per_call",
+    "k_step", "stop_rule", "stop_threshold",
+)
 SELECT_FLAGS = ("method",)
 TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
 EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")

@@ -62,8 +62,8 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
 
     if c.warm_model is None:
         plan.append(train_stage("warm/train", lambda ctx: train_config(
-            ctx, output=ctx.path("warm", "model"), data=warm_data(ctx), start=base_model_args(ctx), steps=c.warm_steps, tokens=c.warm_tokens, layout=c.train.layout,
-            batch_size=c.warm_batch_size,
+            ctx, output=ctx.path("warm", "model"), data=warm_data(ctx), start=base_model_args(ctx), steps=c.warm_steps, tokens=c.warm_tokens,
+            layout=c.train.layout, batch_size=c.warm_batch_size,
         )))
 
     def warm_model(ctx: RunContext) -> str:
@@ -74,7 +74,8 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
     # ------------------------------------------------------------ baselines (same tokens as an M-step)
     if c.raw_baseline:
         plan.append(train_stage("baseline-raw/train", lambda ctx: train_config(
-            ctx, output=ctx.path("baseline-raw", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens, layout="raw",
+            ctx, output=ctx.path("baseline-raw", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens,
+            layout="raw",
         )))
         evaluate("baseline-raw", ("baseline-raw",), _checkpoint_fn("baseline-raw/train", ("baseline-raw",)), "raw")
     if c.raw_token_matched_tokens:

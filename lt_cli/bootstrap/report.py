@@ -199,7 +199,10 @@ def baseline_lines(report: dict[str, Any]) -> list[str]:
     for name, data in report.get("baselines", {}).items():
         figures = ", ".join(f"{task} {value['metric']} {value['value']:.4g}" for task, value in (data.get("tasks") or {}).items() if value)
         tokens = _fmt(data.get("n_tokens"), "{:,}")
-        lines.append(f"baseline {name}: {figures or 'held-out acc ' + _fmt(data.get('accuracy'), '{:.3f}')}, train tokens {tokens}" + (f" ({data['note']})" if data.get("note") else ""))
+        lines.append(
+            f"baseline {name}: {figures or 'held-out acc ' + _fmt(data.get('accuracy'), '{:.3f}')}, train tokens {tokens}"
+            + (f" ({data['note']})" if data.get("note") else "")
+        )
     return lines
 
 
@@ -216,7 +219,9 @@ def claim_lines(report: dict[str, Any]) -> list[str]:
     a = c.get("adaptive")
     if a is not None:
         if a.get("generated_tokens_share") is None:
-            lines.append(f"claim 4 (adaptive matches K={a['k_max']} at <= {ADAPTIVE_TOKEN_SHARE:.0%} of its E-step tokens): None (no K={a['k_max']} arm to compare with)")
+            lines.append(
+                f"claim 4 (adaptive matches K={a['k_max']} at <= {ADAPTIVE_TOKEN_SHARE:.0%} of its E-step tokens): None (no K={a['k_max']} arm to compare with)"
+            )
         else:
             lines.append(
                 f"claim 4 (adaptive within {ADAPTIVE_TOLERANCE} of K={a['k_max']} at <= {ADAPTIVE_TOKEN_SHARE:.0%} of its E-step tokens): {a['holds']} "

@@ -85,7 +85,9 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
     from ..evaluation import get_task
 
     finetune = (("--finetune-train-data", config.finetune.train_data), ("--finetune-data", config.finetune.data)) if config.finetune_eval else ()
-    for label, path in (("--data", config.data), ("--synthesize", config.synthesize), ("--teacher-data", config.teacher_data), ("--eval-data", config.eval.data), *finetune):
+    for label, path in (
+        ("--data", config.data), ("--synthesize", config.synthesize), ("--teacher-data", config.teacher_data), ("--eval-data", config.eval.data), *finetune
+    ):
         if path and not Path(path).exists():
             raise UsageError(f"{label} {path}: no such file")
     for spec in config.warm_data:

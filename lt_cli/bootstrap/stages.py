@@ -142,7 +142,12 @@ def train_stage(key: str, config_fn: Callable[[RunContext], Any]) -> Stage:
         if not path.exists():
             raise LtError(f"{configs[0].output}: no train_result.json after `lt train` (did it fail?)")
         data = read_json(path)
-        return {"checkpoint": str(data["checkpoint_dir"]), "n_tokens": int(data["tokens_seen"]), "steps": int(data["steps"]), "final_loss": _float(data.get("final_loss"))}
+        return {
+            "checkpoint": str(data["checkpoint_dir"]),
+            "n_tokens": int(data["tokens_seen"]),
+            "steps": int(data["steps"]),
+            "final_loss": _float(data.get("final_loss")),
+        }
 
     return Stage(key, "train", lambda ctx: [config_fn(ctx)], result, distributed=True)
 

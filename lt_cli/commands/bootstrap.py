@@ -55,7 +55,9 @@ def _arms(k: str | None, sweep_k: str | None) -> tuple[list[int] | None, bool | 
 def command(
     iters: Annotated[int, Opt(help="EM iterations after the warm start.")] = 3,
     k: Annotated[Optional[str], Opt("--k", help="Posterior samples per chunk in the E-step (default 4), or adaptive.", show_default=False)] = None,
-    sweep_k: Annotated[Optional[str], Opt(help="Comma-separated K values: one EM run each, sharing the warm start (e.g. 1,4,8); adaptive adds the adaptive arm.", show_default=False)] = None,
+    sweep_k: Annotated[Optional[str], Opt(
+        help="Comma-separated K values: one EM run each, sharing the warm start (e.g. 1,4,8); adaptive adds the adaptive arm.", show_default=False,
+    )] = None,
     adaptive_k: Annotated[Optional[int], Opt(help="Adaptive arm: samples per chunk in the first round (default 1).", show_default=False)] = None,
     k_max: Annotated[Optional[int], Opt(help="Adaptive arm: at most this many samples per chunk (default 8).", show_default=False)] = None,
     k_step: Annotated[Optional[int], Opt(help="Adaptive arm: samples added per later round (default: double).", show_default=False)] = None,
@@ -65,18 +67,28 @@ def command(
     data: Annotated[Optional[str], Opt(help="Raw documents (JSONL) the E-step infers thoughts for.", show_default=False)] = None,
     warm_data: Annotated[Optional[list[str]], Opt(help="Teacher-thought documents for the warm start (repeatable, FILE[:WEIGHT]).", show_default=False)] = None,
     warm_model: Annotated[Optional[str], Opt(help="An already warm-started model: skip the warm-start training.", show_default=False)] = None,
-    synthesize: Annotated[Optional[str], Opt(help="Raw documents to give teacher thoughts first (lt synthesize), added to the warm-start data.", show_default=False)] = None,
+    synthesize: Annotated[Optional[str], Opt(
+        help="Raw documents to give teacher thoughts first (lt synthesize), added to the warm-start data.", show_default=False,
+    )] = None,
     teacher_model: Annotated[Optional[str], Opt(help="Teacher model for --synthesize.", show_default=False)] = None,
     teacher_backend: Annotated[Optional[str], Opt(help="Backend of the teacher (api, transformers, vllm).", show_default=False)] = None,
     teacher_data: Annotated[Optional[str], Opt(help="Teacher thoughts for all of --data: trains the teacher baseline.", show_default=False)] = None,
-    eval_tasks: Annotated[Optional[list[str]], Opt("--eval-tasks", "--eval-task", help="Eval task (repeatable); the first one's headline leads the report. Demo: demo.", show_default=False)] = None,
+    eval_tasks: Annotated[Optional[list[str]], Opt(
+        "--eval-tasks", "--eval-task", help="Eval task (repeatable); the first one's headline leads the report. Demo: demo.", show_default=False,
+    )] = None,
     eval_data: Annotated[Optional[str], Opt(help="Held-out problems for the demo task (or the data of every task).", show_default=False)] = None,
     eval_limit: Annotated[Optional[int], Opt(help="Evaluate only the first N problems.", show_default=False)] = None,
     eval_max_new_tokens: Annotated[Optional[int], Opt(help="Generated tokens per eval answer (default: the task's; demo 48).", show_default=False)] = None,
     eval_batch_size: Annotated[Optional[int], Opt(help="Prompts per backend call in eval (default 16; demo 128).", show_default=False)] = None,
-    finetune_eval: Annotated[Optional[bool], Opt("--finetune-eval/--no-finetune-eval", help="Also run lt finetune-eval on every model (needs --finetune-train-data and --finetune-data).", show_default=False)] = None,
+    finetune_eval: Annotated[Optional[bool], Opt(
+        "--finetune-eval/--no-finetune-eval",
+        help="Also run lt finetune-eval on every model (needs --finetune-train-data and --finetune-data).",
+        show_default=False,
+    )] = None,
     finetune_task: Annotated[Optional[str], Opt(help="Fine-tuning eval task: gsm8k (default) or math.", show_default=False)] = None,
-    finetune_train_data: Annotated[Optional[str], Opt(help="Fine-tuning eval: the task's training problems (JSONL or a folder with train.jsonl).", show_default=False)] = None,
+    finetune_train_data: Annotated[Optional[str], Opt(
+        help="Fine-tuning eval: the task's training problems (JSONL or a folder with train.jsonl).", show_default=False,
+    )] = None,
     finetune_data: Annotated[Optional[str], Opt(help="Fine-tuning eval: the test problems (JSONL or a folder with test.jsonl).", show_default=False)] = None,
     finetune_limit: Annotated[Optional[int], Opt(help="Fine-tuning eval: only the first N test problems.", show_default=False)] = None,
     finetune_train_limit: Annotated[Optional[int], Opt(help="Fine-tuning eval: only the first N training problems.", show_default=False)] = None,
@@ -84,18 +96,36 @@ def command(
     finetune_epochs: Annotated[Optional[float], Opt(help="Fine-tuning eval epochs (default 5).", show_default=False)] = None,
     finetune_samples: Annotated[Optional[int], Opt(help="Fine-tuning eval answers per problem (default 16 GSM8K, 4 MATH).", show_default=False)] = None,
     finetune_max_new_tokens: Annotated[Optional[int], Opt(help="Fine-tuning eval tokens per answer (default 1600).", show_default=False)] = None,
-    raw_baseline: Annotated[Optional[bool], Opt("--raw-baseline/--no-raw-baseline", help="Train on the raw documents for the same tokens (demo default: on).", show_default=False)] = None,
-    teacher_baseline: Annotated[Optional[bool], Opt("--teacher-baseline/--no-teacher-baseline", help="Train on --teacher-data for the same tokens (demo default: on).", show_default=False)] = None,
+    raw_baseline: Annotated[Optional[bool], Opt(
+        "--raw-baseline/--no-raw-baseline", help="Train on the raw documents for the same tokens (demo default: on).", show_default=False,
+    )] = None,
+    teacher_baseline: Annotated[Optional[bool], Opt(
+        "--teacher-baseline/--no-teacher-baseline", help="Train on --teacher-data for the same tokens (demo default: on).", show_default=False,
+    )] = None,
     temperature: Annotated[Optional[float], Opt(help="E-step sampling temperature (default 1.0).", show_default=False)] = None,
     top_p: Annotated[Optional[float], Opt(help="E-step top-p (default 1.0).", show_default=False)] = None,
     prefix_chunks: Annotated[Optional[int], Opt(help="Raw chunks of context before each chunk in the E-step (default 3).", show_default=False)] = None,
-    max_new_tokens: Annotated[Optional[int], Opt("--max-new-tokens", "--max-latent-tokens", help="Max tokens per sampled thought (default 1024; demo 32).", show_default=False)] = None,
-    max_prompt_tokens: Annotated[Optional[int], Opt(help="E-step: keep at most the last N posterior prompt tokens (default: lt's rule; 1024 with --reference-quirks).", show_default=False)] = None,
-    reference_quirks: Annotated[Optional[bool], Opt("--reference-quirks/--no-reference-quirks", help="E-step prompts and log p exactly as the reference (default off).", show_default=False)] = None,
-    docs_per_call: Annotated[Optional[int], Opt("--docs-per-call", "--estep-docs-per-call", help="E-step documents per backend call (default 8; 128 with vllm; demo 64).", show_default=False)] = None,
-    select_method: Annotated[Optional[str], Opt("--select-method", "--select", help="Selection: importance (default), uniform or argmax.", show_default=False)] = None,
+    max_new_tokens: Annotated[Optional[int], Opt(
+        "--max-new-tokens", "--max-latent-tokens", help="Max tokens per sampled thought (default 1024; demo 32).", show_default=False,
+    )] = None,
+    max_prompt_tokens: Annotated[Optional[int], Opt(
+        help="E-step: keep at most the last N posterior prompt tokens (default: lt's rule; 1024 with --reference-quirks).", show_default=False,
+    )] = None,
+    reference_quirks: Annotated[Optional[bool], Opt(
+        "--reference-quirks/--no-reference-quirks", help="E-step prompts and log p exactly as the reference (default off).", show_default=False,
+    )] = None,
+    docs_per_call: Annotated[Optional[int], Opt(
+        "--docs-per-call", "--estep-docs-per-call", help="E-step documents per backend call (default 8; 128 with vllm; demo 64).", show_default=False,
+    )] = None,
+    select_method: Annotated[Optional[str], Opt(
+        "--select-method", "--select", help="Selection: importance (default), uniform or argmax.", show_default=False,
+    )] = None,
     estep_limit: Annotated[Optional[int], Opt(help="E-step on the first N documents of --data only.", show_default=False)] = None,
-    continue_training: Annotated[Optional[bool], Opt("--continue/--from-base", help="Train iteration t from model t-1, or from the base model as the paper does (default; the demo continues).", show_default=False)] = None,
+    continue_training: Annotated[Optional[bool], Opt(
+        "--continue/--from-base",
+        help="Train iteration t from model t-1, or from the base model as the paper does (default; the demo continues).",
+        show_default=False,
+    )] = None,
     layout: Annotated[Optional[str], Opt(help="Training layout for thought data (default random).", show_default=False)] = None,
     loss_on: Annotated[Optional[str], Opt(help="Training loss on all tokens (default) or observed ones.", show_default=False)] = None,
     seq_len: Annotated[Optional[int], Opt(help="Training sequence length.", show_default=False)] = None,
@@ -105,19 +135,29 @@ def command(
     warmup_steps: Annotated[Optional[int], Opt(help="LR warmup steps.", show_default=False)] = None,
     warm_steps: Annotated[Optional[int], Opt(help="Warm-start training steps.", show_default=False)] = None,
     warm_tokens: Annotated[Optional[str], Opt(help="Warm-start training tokens (instead of --warm-steps), e.g. 0.8e9.", show_default=False)] = None,
-    warm_batch_size: Annotated[Optional[int], Opt(help="Warm-start sequences per step (default: --batch-size; the paper: 96, M-steps 192).", show_default=False)] = None,
+    warm_batch_size: Annotated[Optional[int], Opt(
+        help="Warm-start sequences per step (default: --batch-size; the paper: 96, M-steps 192).", show_default=False,
+    )] = None,
     mstep_steps: Annotated[Optional[int], Opt("--mstep-steps", "--steps", help="M-step (and baseline) training steps.", show_default=False)] = None,
-    mstep_tokens: Annotated[Optional[str], Opt("--mstep-tokens", "--tokens", help="M-step (and baseline) training tokens (instead of --mstep-steps), e.g. 13e9.", show_default=False)] = None,
-    raw_token_matched_tokens: Annotated[Optional[str], Opt(help="Also train the raw baseline for this many tokens (the paper's token-matched baseline: 3.84e9).", show_default=False)] = None,
+    mstep_tokens: Annotated[Optional[str], Opt(
+        "--mstep-tokens", "--tokens", help="M-step (and baseline) training tokens (instead of --mstep-steps), e.g. 13e9.", show_default=False,
+    )] = None,
+    raw_token_matched_tokens: Annotated[Optional[str], Opt(
+        help="Also train the raw baseline for this many tokens (the paper's token-matched baseline: 3.84e9).", show_default=False,
+    )] = None,
     save_every: Annotated[Optional[int], Opt(help="Training checkpoint interval (an interrupted training resumes from it).", show_default=False)] = None,
     demo_train: Annotated[Optional[int], Opt(help="Demo: training documents (default 2000).", show_default=False)] = None,
     demo_heldout: Annotated[Optional[int], Opt(help="Demo: held-out problems (default 500).", show_default=False)] = None,
     demo_steps: Annotated[Optional[int], Opt(help="Demo: latent steps per problem (default 8).", show_default=False)] = None,
-    demo_warm_fraction: Annotated[Optional[float], Opt(help="Demo: fraction of training documents with teacher thoughts for the warm start (default 0.05).", show_default=False)] = None,
+    demo_warm_fraction: Annotated[Optional[float], Opt(
+        help="Demo: fraction of training documents with teacher thoughts for the warm start (default 0.05).", show_default=False,
+    )] = None,
     backend: Annotated[Optional[str], Opt(help="Inference backend for E-step and eval (transformers, vllm).", show_default=False)] = None,
     dtype: Annotated[Optional[str], Opt(help="auto, float32 or bfloat16.", show_default=False)] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every stage (default 42).", show_default=False)] = None,
-    launcher: Annotated[Optional[str], Opt(help="local, torchrun, slurm or a command template with {cmd}; default: stages run in this process.", show_default=False)] = None,
+    launcher: Annotated[Optional[str], Opt(
+        help="local, torchrun, slurm or a command template with {cmd}; default: stages run in this process.", show_default=False,
+    )] = None,
     nproc_per_node: Annotated[Optional[int], Opt(help="Processes per node for distributed launchers.", show_default=False)] = None,
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default ./lt-runs/NAME).", show_default=False)] = None,
     name: Annotated[Optional[str], Opt(help="Run name (default demo, or the --data file's stem).", show_default=False)] = None,
@@ -126,7 +166,10 @@ def command(
     options = dict(locals())
     from ..bootstrap import resolve_config, run_bootstrap
 
-    demo_corpus = {key: options.pop(flag) for key, flag in (("n_train", "demo_train"), ("n_heldout", "demo_heldout"), ("n_steps", "demo_steps"), ("warm_fraction", "demo_warm_fraction"))}
+    demo_corpus = {
+        key: options.pop(flag)
+        for key, flag in (("n_train", "demo_train"), ("n_heldout", "demo_heldout"), ("n_steps", "demo_steps"), ("warm_fraction", "demo_warm_fraction"))
+    }
     options["demo_corpus"] = {key: value for key, value in demo_corpus.items() if value is not None} or None
     options["ks"], options["adaptive"] = _arms(options.pop("k"), options.pop("sweep_k"))
     options["dry_run"] = options["dry_run"] or None

@@ -21,9 +21,14 @@ lt chunk --sentences english docs.jsonl > chunked.english.jsonl
 def command(
     input: InputArg = None,
     output: OutputOpt = None,
-    mode: Annotated[str, typer.Option(help="random: 1+Poisson(7) sentences per chunk (training, E-step); uniform: ceil(n/avg) equal chunks (ELBO eval).")] = "random",
+    mode: Annotated[str, typer.Option(
+        help="random: 1+Poisson(7) sentences per chunk (training, E-step); uniform: ceil(n/avg) equal chunks (ELBO eval).",
+    )] = "random",
     units: Annotated[str, typer.Option(help="sentence, paragraph or word units.")] = "sentence",
-    sentences: Annotated[str, typer.Option(help="Sentence splitter. reference: NLTK's untrained Punkt, as the reference (also breaks after 'Dr.', 'e.g.'); english: Punkt with English abbreviations (better sentences, chunks differ from the reference's).")] = "reference",
+    sentences: Annotated[str, typer.Option(
+        help="Sentence splitter. reference: NLTK's untrained Punkt, as the reference (also breaks after 'Dr.', 'e.g.'); "
+        "english: Punkt with English abbreviations (better sentences, chunks differ from the reference's).",
+    )] = "reference",
     avg_units: Annotated[int, typer.Option(help="Mean units per chunk.")] = 8,
     min_units: Annotated[int, typer.Option(help="Minimum units per chunk (random mode).")] = 1,
     max_units: Annotated[int, typer.Option(help="Maximum units per chunk (random mode).")] = 20,

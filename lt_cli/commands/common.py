@@ -21,7 +21,9 @@ OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only records I mod N of the input, as I/N.", show_default=False)]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Read only the first N input records (before sharding).", show_default=False)]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and set aside malformed records instead of stopping (exit 3 if any).")]
-RejectsOpt = Annotated[Optional[str], typer.Option("--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False)]
+RejectsOpt = Annotated[Optional[str], typer.Option(
+    "--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False,
+)]
 RestartOpt = Annotated[bool, typer.Option("--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of another run is refused).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.")]
 
@@ -29,11 +31,19 @@ BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias 
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass inside the backend.")]
 MaxModelLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="Context length (default: the model's).", show_default=False)]
-CacheOpt = Annotated[Optional[str], typer.Option("--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False)]
+CacheOpt = Annotated[Optional[str], typer.Option(
+    "--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False,
+)]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write a sample cache.")]
-PrefixChunksOpt = Annotated[int, typer.Option("--prefix-chunks", help="Previous raw chunks given as context (reference: 3; select --model: must match sample-thoughts).")]
-QuirksOpt = Annotated[bool, typer.Option("--reference-quirks", help="Reproduce the reference's first-chunk prompt and its log p off-by-one (select --model: must match sample-thoughts).")]
-DocsPerCallOpt = Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False)]
+PrefixChunksOpt = Annotated[int, typer.Option(
+    "--prefix-chunks", help="Previous raw chunks given as context (reference: 3; select --model: must match sample-thoughts).",
+)]
+QuirksOpt = Annotated[bool, typer.Option(
+    "--reference-quirks", help="Reproduce the reference's first-chunk prompt and its log p off-by-one (select --model: must match sample-thoughts).",
+)]
+DocsPerCallOpt = Annotated[Optional[int], typer.Option(
+    "--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False,
+)]
 
 
 def parse_tokens(value: Optional[str]) -> Optional[int]:

@@ -28,19 +28,34 @@ def command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model folder or hub id (not needed with --grade).", show_default=False)] = None,
     task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, math, nll, elbo, or a task file (.json).")] = "gsm8k",
     task_file: Annotated[Optional[str], typer.Option("--task-file", help="Your own task file (JSON; see docs/eval.md).", show_default=False)] = None,
-    variant: Annotated[str, typer.Option(help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; auto: from the training layout of an lt checkpoint (train_config.json), else latent when the tokenizer has the 4 special tokens.")] = "auto",
-    data: Annotated[Optional[str], typer.Option("--data", help="Problems or documents JSONL (or a folder with SPLIT.jsonl); default: the task's Hugging Face dataset.", show_default=False)] = None,
+    variant: Annotated[str, typer.Option(
+        help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; "
+        "auto: from the training layout of an lt checkpoint (train_config.json), else latent when the tokenizer has the 4 special tokens.",
+    )] = "auto",
+    data: Annotated[Optional[str], typer.Option(
+        "--data", help="Problems or documents JSONL (or a folder with SPLIT.jsonl); default: the task's Hugging Face dataset.", show_default=False,
+    )] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Dataset split (default: the task's, usually test).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems/documents.", show_default=False)] = None,
     samples: Annotated[int, typer.Option("--samples", help="Generations per problem; > 1 reports maj@k and pass@k (needs --temperature > 0).")] = 1,
     temperature: Annotated[float, typer.Option("--temperature", help="0 is greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Generated tokens per answer (reference: 1024).")] = 1024,
-    max_prompt_tokens: Annotated[Optional[int], typer.Option("--max-prompt-tokens", help="Cap on prompt tokens (reference setup: 1024); exemplars are dropped to fit, never cut.", show_default=False)] = None,
-    num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", help="Exemplars to use (default: all in the task file: 8 GSM8K, 4 MATH).", show_default=False)] = None,
-    grade: Annotated[Optional[str], typer.Option("--grade", help="Grade this predictions JSONL (field 'output' + the problem's fields) without a model.", show_default=False)] = None,
-    log_samples: Annotated[Optional[str], typer.Option("--log-samples", help="Write per-sample JSONL (prompt, output, extracted, gold, correct).", show_default=False)] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the metrics JSON here (and the config next to it) instead of stdout.", show_default=False)] = None,
+    max_prompt_tokens: Annotated[Optional[int], typer.Option(
+        "--max-prompt-tokens", help="Cap on prompt tokens (reference setup: 1024); exemplars are dropped to fit, never cut.", show_default=False,
+    )] = None,
+    num_fewshot: Annotated[Optional[int], typer.Option(
+        "--num-fewshot", help="Exemplars to use (default: all in the task file: 8 GSM8K, 4 MATH).", show_default=False,
+    )] = None,
+    grade: Annotated[Optional[str], typer.Option(
+        "--grade", help="Grade this predictions JSONL (field 'output' + the problem's fields) without a model.", show_default=False,
+    )] = None,
+    log_samples: Annotated[Optional[str], typer.Option(
+        "--log-samples", help="Write per-sample JSONL (prompt, output, extracted, gold, correct).", show_default=False,
+    )] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Write the metrics JSON here (and the config next to it) instead of stdout.", show_default=False,
+    )] = None,
     backend: Annotated[str, typer.Option("--backend", help="transformers (hf), vllm or api.")] = "transformers",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per backend call.")] = 16,
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
@@ -49,9 +64,19 @@ def command(
     elbo_n: Annotated[str, typer.Option("--elbo-n", help="ELBO_n sample counts, comma-separated (K = the largest).")] = "1,2,4",
     max_latent_tokens: Annotated[int, typer.Option("--max-latent-tokens", help="ELBO: max tokens per sampled latent.")] = 1024,
     elbo_avg_units: Annotated[int, typer.Option("--elbo-avg-units", help="ELBO: mean sentences per uniform chunk (reference: 8).")] = 8,
-    max_doc_tokens: Annotated[Optional[int], typer.Option("--max-doc-tokens", help="NLL/ELBO: keep the first N tokens of each document (default: context - 3, as the reference; 0: whole documents).", show_default=False)] = None,
-    reference_quirks: Annotated[bool, typer.Option("--reference-quirks", help="ELBO: the reference's exact number (its E-step prompts and raw-token count).")] = False,
-    export_lm_eval: Annotated[Optional[str], typer.Option("--export-lm-eval", help="Write lm-evaluation-harness task YAMLs for --task into this folder (no model; --variant auto writes both).", show_default=False)] = None,
+    max_doc_tokens: Annotated[Optional[int], typer.Option(
+        "--max-doc-tokens",
+        help="NLL/ELBO: keep the first N tokens of each document (default: context - 3, as the reference; 0: whole documents).",
+        show_default=False,
+    )] = None,
+    reference_quirks: Annotated[bool, typer.Option(
+        "--reference-quirks", help="ELBO: the reference's exact number (its E-step prompts and raw-token count).",
+    )] = False,
+    export_lm_eval: Annotated[Optional[str], typer.Option(
+        "--export-lm-eval",
+        help="Write lm-evaluation-harness task YAMLs for --task into this folder (no model; --variant auto writes both).",
+        show_default=False,
+    )] = None,
     seed: SeedOpt = 1234,
 ) -> int:
     flags = dict(locals())

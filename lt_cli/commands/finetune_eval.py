@@ -45,15 +45,23 @@ def command(
     split: Annotated[Optional[str], typer.Option("--split", help="Test split when --data is a folder (default test).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N test problems.", show_default=False)] = None,
     train_limit: Annotated[Optional[int], typer.Option("--train-limit", help="Only the first N training problems.", show_default=False)] = None,
-    variant: Annotated[str, typer.Option(help="latent (prompt ends <SoL><PRIOR>, <EoL> before the stated answer), raw (prompt ends <SoL>), auto (from the training layout, else the tokenizer).")] = "auto",
-    seeds: Annotated[str, typer.Option("--seeds", help="Fine-tuning seeds, comma-separated (reference: 42,43,44,45,46); the spread over seeds is reported.")] = "42",
+    variant: Annotated[str, typer.Option(
+        help="latent (prompt ends <SoL><PRIOR>, <EoL> before the stated answer), raw (prompt ends <SoL>), auto (from the training layout, else the tokenizer).",
+    )] = "auto",
+    seeds: Annotated[str, typer.Option(
+        "--seeds", help="Fine-tuning seeds, comma-separated (reference: 42,43,44,45,46); the spread over seeds is reported.",
+    )] = "42",
     epochs: Annotated[float, typer.Option("--epochs")] = 5.0,
     lr: Annotated[float, typer.Option("--lr")] = 1e-4,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Linear warmup as a fraction of the steps; then cosine to 0.")] = 0.05,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
-    examples_per_step: Annotated[int, typer.Option("--examples-per-step", help="Fine-tuning examples per optimizer step (packed into --seq-len windows).")] = 64,
+    examples_per_step: Annotated[int, typer.Option(
+        "--examples-per-step", help="Fine-tuning examples per optimizer step (packed into --seq-len windows).",
+    )] = 64,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Training window in tokens.")] = 2048,
-    micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Windows per forward pass (the rest is gradient accumulation).", show_default=False)] = None,
+    micro_batch_size: Annotated[Optional[int], typer.Option(
+        "--micro-batch-size", help="Windows per forward pass (the rest is gradient accumulation).", show_default=False,
+    )] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Answers per test problem (default: 16 GSM8K, 4 MATH).", show_default=False)] = None,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.6,
     top_p: Annotated[float, typer.Option("--top-p")] = 0.9,
@@ -63,7 +71,9 @@ def command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per sampling call.")] = 16,
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
     device: Annotated[str, typer.Option("--device")] = "auto",
-    max_model_len: Annotated[Optional[int], typer.Option("--max-model-len", help="Context length for sampling (default: the model's).", show_default=False)] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(
+        "--max-model-len", help="Context length for sampling (default: the model's).", show_default=False,
+    )] = None,
 ) -> int:
     flags = dict(locals())
     from ..console import require_stdout

@@ -29,7 +29,9 @@ NO_ARGS_IS_HELP = True
 def command(
     shards: Annotated[List[str], typer.Argument(help="Shard files in shard order, a glob, or a pattern with {i} (with --num-shards).", show_default=False)],
     output: OutputOpt = None,
-    num_shards: Annotated[Optional[int], typer.Option("--num-shards", "-n", help="N of the --shard I/N run: expands {i} patterns and checks the count.", show_default=False)] = None,
+    num_shards: Annotated[Optional[int], typer.Option(
+        "--num-shards", "-n", help="N of the --shard I/N run: expands {i} patterns and checks the count.", show_default=False,
+    )] = None,
     order: Annotated[str, typer.Option(help="interleave (round-robin: the unsharded order) or concat.")] = "interleave",
     check: Annotated[bool, typer.Option("--check", help="Only verify the shards (markers, counts, hashes); print a JSON summary.")] = False,
 ) -> int:

@@ -42,7 +42,9 @@ def command(
     method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.")] = "importance",
     seed: Annotated[int, typer.Option("--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.")] = 42,
     keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.")] = False,
-    k: Annotated[Optional[int], typer.Option("--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False)] = None,
+    k: Annotated[Optional[int], typer.Option(
+        "--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False,
+    )] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Score candidates that lack log p with this model.", show_default=False)] = None,
     prefix_chunks: PrefixChunksOpt = 3,
     reference_quirks: QuirksOpt = False,

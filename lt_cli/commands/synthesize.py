@@ -48,16 +48,28 @@ def command(
     batch_poll_interval: Annotated[float, typer.Option("--batch-poll-interval", help="Seconds between Batch API status checks.")] = 30.0,
     temperature: Annotated[float, typer.Option("--temperature", help="Teacher sampling temperature.")] = 0.7,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")] = 1.0,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens per reply (default 6000 latent, 5000 wrap, 8000 wrap-cot).", show_default=False)] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        "--max-new-tokens", help="Tokens per reply (default 6000 latent, 5000 wrap, 8000 wrap-cot).", show_default=False,
+    )] = None,
     passes: Annotated[int, typer.Option("--passes", help="Replies per document (or chunk), written as separate records.")] = 1,
     prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Previous chunks shown to the teacher (reference: 1).")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="User seed: request seeds and WRAP style draws derive from it.")] = 42,
-    docs_per_call: Annotated[Optional[int], typer.Option("--docs-per-call", help="Documents per backend call (default 8; all with --batch).", show_default=False)] = None,
+    docs_per_call: Annotated[Optional[int], typer.Option(
+        "--docs-per-call", help="Documents per backend call (default 8; all with --batch).", show_default=False,
+    )] = None,
     max_concurrency: Annotated[int, typer.Option("--max-concurrency", help="api backend: requests in flight at once.")] = 8,
-    input_price: Annotated[Optional[float], typer.Option("--input-price", help="USD per 1M input tokens for the cost report (default: the price table for known models).", show_default=False)] = None,
-    output_price: Annotated[Optional[float], typer.Option("--output-price", help="USD per 1M output tokens for the cost report (default: the price table).", show_default=False)] = None,
-    estimate: Annotated[bool, typer.Option("--estimate", help="Print the requests, estimated tokens and cost a run would spend (JSON on stdout); send nothing.")] = False,
-    output_ratio: Annotated[Optional[float], typer.Option("--output-ratio", help="--estimate: completion tokens per raw token explained (default 2.3 latent, 1.0 wrap, 2.0 wrap-cot).", show_default=False)] = None,
+    input_price: Annotated[Optional[float], typer.Option(
+        "--input-price", help="USD per 1M input tokens for the cost report (default: the price table for known models).", show_default=False,
+    )] = None,
+    output_price: Annotated[Optional[float], typer.Option(
+        "--output-price", help="USD per 1M output tokens for the cost report (default: the price table).", show_default=False,
+    )] = None,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Print the requests, estimated tokens and cost a run would spend (JSON on stdout); send nothing.",
+    )] = False,
+    output_ratio: Annotated[Optional[float], typer.Option(
+        "--output-ratio", help="--estimate: completion tokens per raw token explained (default 2.3 latent, 1.0 wrap, 2.0 wrap-cot).", show_default=False,
+    )] = None,
     dtype: DtypeOpt = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass (local backends).")] = 16,
     max_model_len: MaxModelLenOpt = None,

@@ -38,22 +38,34 @@ def _parse_ints(flag: str, value: str) -> list[int]:
 
 @run_command
 def command(
-    output: Annotated[str, typer.Option("--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.", show_default=False)],
-    data: Annotated[list[str], typer.Option("--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.", show_default=False)],
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.", show_default=False,
+    )],
+    data: Annotated[list[str], typer.Option(
+        "--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.", show_default=False,
+    )],
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False)] = None,
-    init_config: Annotated[Optional[str], typer.Option("--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).", show_default=False)] = None,
+    init_config: Annotated[Optional[str], typer.Option(
+        "--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).", show_default=False,
+    )] = None,
     layout: Annotated[str, typer.Option(help="random, prior, posterior, prior-tagged, posterior-tagged, pure or raw.")] = "random",
     loss_on: Annotated[str, typer.Option(help="all (the reference) or observed (mask latent tokens; ablation).")] = "all",
     seq_len: Annotated[int, typer.Option(help="Tokens per training sequence (packed window).")] = 2048,
     batch_size: Annotated[int, typer.Option(help="Global sequences per optimizer step, whatever the number of GPUs.")] = 96,
-    micro_batch_size: Annotated[Optional[int], typer.Option(help="Sequences per forward pass per process; the rest is gradient accumulation (default: batch / world size).", show_default=False)] = None,
+    micro_batch_size: Annotated[Optional[int], typer.Option(
+        help="Sequences per forward pass per process; the rest is gradient accumulation (default: batch / world size).", show_default=False,
+    )] = None,
     tokens: Annotated[Optional[str], typer.Option(help="Token budget: steps = tokens // (batch * seq_len) (e.g. 13e9).", show_default=False)] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Budget in epochs over the (weighted) data (default 1 when no budget is given).", show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Budget in epochs over the (weighted) data (default 1 when no budget is given).", show_default=False,
+    )] = None,
     steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps.", show_default=False)] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
     min_lr_ratio: Annotated[float, typer.Option(help="Cosine decays to lr * this at the last step.")] = 1e-6,
     warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps (the reference: 1000 in every run).")] = 1000,
-    max_warmup_fraction: Annotated[Optional[float], typer.Option(help="Cap the warmup at this fraction of the steps (0.1 = lt's earlier default, for short runs).", show_default=False)] = None,
+    max_warmup_fraction: Annotated[Optional[float], typer.Option(
+        help="Cap the warmup at this fraction of the steps (0.1 = lt's earlier default, for short runs).", show_default=False,
+    )] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
     adam_beta1: Annotated[float, typer.Option("--adam-beta1", help="AdamW beta1.")] = 0.9,
     adam_beta2: Annotated[float, typer.Option("--adam-beta2", help="AdamW beta2.")] = 0.95,
@@ -64,16 +76,27 @@ def command(
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     strategy: Annotated[str, typer.Option(help="Multi-process: auto, ddp or fsdp (FSDP2).")] = "auto",
-    data_sharding: Annotated[str, typer.Option(help="global: every rank packs the same global stream (batches independent of world size); rank: each rank tokenizes only its own documents (scales to many GPUs).")] = "global",
+    data_sharding: Annotated[str, typer.Option(
+        help="global: every rank packs the same global stream (batches independent of world size); "
+        "rank: each rank tokenizes only its own documents (scales to many GPUs).",
+    )] = "global",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass (less GPU memory, slower).")] = False,
     save_every: Annotated[Optional[int], typer.Option(help="Save a resumable checkpoint every N steps.", show_default=False)] = None,
     keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.")] = 1,
     log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,
-    report_to: Annotated[Optional[list[str]], typer.Option("--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False)] = None,
+    report_to: Annotated[Optional[list[str]], typer.Option(
+        "--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False,
+    )] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
-    peak_tflops: Annotated[Optional[float], typer.Option(help="Peak dense TFLOP/s per device for the MFU figure (default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).", show_default=False)] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(
+        help="Peak dense TFLOP/s per device for the MFU figure "
+        "(default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).",
+        show_default=False,
+    )] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
-    val_data: Annotated[Optional[str], typer.Option(help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.", show_default=False)] = None,
+    val_data: Annotated[Optional[str], typer.Option(
+        help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.", show_default=False,
+    )] = None,
     val_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (default: after the last step only).", show_default=False)] = None,
     val_limit: Annotated[Optional[int], typer.Option(help="Validate on the first N documents (the reference: 1000).", show_default=False)] = None,
     val_batch_size: Annotated[int, typer.Option(help="Documents per scoring call during validation.")] = 16,

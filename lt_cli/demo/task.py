@@ -30,10 +30,14 @@ class DemoTask:
         if not config.data:
             raise UsageError("task demo needs --data (the held-out file of a demo run, RUN/data/heldout.jsonl)")
         variant = "latent" if config.variant == "auto" else config.variant
-        eval_config = DemoEvalConfig(variant=variant, max_new_tokens=min(config.max_new_tokens, DEMO_MAX_NEW_TOKENS), batch_size=max(config.batch_size, 1), limit=config.limit)
+        eval_config = DemoEvalConfig(
+            variant=variant, max_new_tokens=min(config.max_new_tokens, DEMO_MAX_NEW_TOKENS), batch_size=max(config.batch_size, 1), limit=config.limit
+        )
         own = backend is None
         if own:
-            backend = load_backend(config.backend, BackendConfig(model=config.model, dtype=config.dtype, device=config.device, max_model_len=config.max_model_len))
+            backend = load_backend(
+                config.backend, BackendConfig(model=config.model, dtype=config.dtype, device=config.device, max_model_len=config.max_model_len)
+            )
         try:
             metrics = evaluate_demo_accuracy(backend, read_all(config.data), eval_config)
         finally:

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from .. import formats
 from ..backends.base import Backend, Sample, Score
 from ..cache import backend_identity, cache_key, cache_through
-from ..chunking import ChunkingConfig, prefix_text
+from ..chunking import prefix_text
 from ..errors import LtError
 from ..records import document_id, ensure_chunks, is_latent_fixed
 from ..seeding import sample_seed

@@ -48,8 +48,10 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
                 yield doc
 
     started = time.monotonic()
-    code = run_stream(run.stream, produce, validate=validate_document, description="sample-thoughts", on_resumed=lambda records: [stats.add(r) for r in records],
-                      identity=run_identity("sample-thoughts", run))
+    code = run_stream(
+        run.stream, produce, validate=validate_document, description="sample-thoughts", on_resumed=lambda records: [stats.add(r) for r in records],
+        identity=run_identity("sample-thoughts", run),
+    )
     seconds = time.monotonic() - started
     if stats.candidates:
         log(stats.line())

@@ -122,7 +122,9 @@ def first_candidates(document: Record, k: int) -> Record:
                 if "stopped" in sampling:  # what an adaptive run with --k-max k would have recorded
                     record = document["estep"]
                     scored = all(c.get("log_w") is not None for c in chunk["candidates"])
-                    holds = scored and should_stop(chunk["candidates"], record["stop_rule"], record["stop_threshold"], truncated=bool(chunk.get("num_suffix_token_truncated")))
+                    holds = scored and should_stop(
+                        chunk["candidates"], record["stop_rule"], record["stop_threshold"], truncated=bool(chunk.get("num_suffix_token_truncated"))
+                    )
                     chunk["sampling"]["stopped"] = "rule" if holds else "k_max"
     if adaptive:
         document["estep"] = {**document["estep"], "k_max": min(int(document["estep"]["k_max"]), k)}

@@ -207,7 +207,9 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
         for index, record in enumerate(records):
             prompt = fit_prompt(task, record, latent, max_shots, budget, info.count_tokens)
             fitted.append(prompt)
-            results.append(ProblemResult(index, record, _gold(grader, record, source, index), prompt.text, prompt.n_shots if prompt.text is not None else None, [], []))
+            results.append(
+                ProblemResult(index, record, _gold(grader, record, source, index), prompt.text, prompt.n_shots if prompt.text is not None else None, [], [])
+            )
 
         params, special_mode = _sampling_params(config, task.stop_strings(latent), ban_special=not latent)
         todo = [r for r in results if r.prompt is not None]

@@ -117,7 +117,11 @@ class TeacherUsage:
 
 
 def usage_line(data: dict[str, Any]) -> str:
-    cost = "cost unknown (no price: pass --input-price and --output-price)" if data["cost_usd"] is None else f"cost ${data['cost_usd']:.4f} at {_price_text(data['prices'])}"
+    cost = (
+        "cost unknown (no price: pass --input-price and --output-price)"
+        if data["cost_usd"] is None
+        else f"cost ${data['cost_usd']:.4f} at {_price_text(data['prices'])}"
+    )
     missing = f" ({data['requests_without_usage']:,} replies reported no usage: a lower bound)" if data["requests_without_usage"] else ""
     flops = f", {data['flops']:.3g} FLOPs (2 x {data['model_parameters']:,} parameters x tokens)" if data["flops"] is not None else ""
     return (

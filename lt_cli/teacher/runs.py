@@ -93,7 +93,9 @@ def _estimate(run: SynthesizeRun, config, backend_name: str, backend_config, pri
     finally:
         if cached_keys is not None:
             cached_keys.close()
-    data = result.to_json(prices, run.cost.output_ratio if run.cost.output_ratio is not None else _default_ratio(config), config.sampling_params().max_new_tokens)
+    data = result.to_json(
+        prices, run.cost.output_ratio if run.cost.output_ratio is not None else _default_ratio(config), config.sampling_params().max_new_tokens
+    )
     for line in estimate_lines(data):
         err.print(line, markup=False, highlight=False)
     stream = protect_stdout()

@@ -158,7 +158,9 @@ def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache,
     return records
 
 
-def synthesize(backend, documents: Iterable[Record], config: SynthesizeConfig, cache=None, *, skip: int = 0, stats: SynthesisStats | None = None) -> Iterator[Record]:
+def synthesize(
+    backend, documents: Iterable[Record], config: SynthesizeConfig, cache=None, *, skip: int = 0, stats: SynthesisStats | None = None
+) -> Iterator[Record]:
     """Output records in input order (``passes`` per document); the first ``skip`` are not yielded.
 
     Documents are handled in fixed groups of ``docs_per_call`` (one backend call per group), so a

@@ -38,7 +38,7 @@ class Document:
     prompt: str | None = None
 
     def chunk_dicts(self) -> list[dict[str, str]]:
-        return [{"text": t, "latent": l} for t, l in (self.chunks or ())]
+        return [{"text": text, "latent": latent} for text, latent in (self.chunks or ())]
 
 
 def _validator(layout: str):

@@ -11,9 +11,10 @@ global batches a single process sees (the global batch does not depend on the wo
   or posterior form per chunk with a fair coin seeded by ``(seed, epoch, doc id, copy)``, so the
   draw is redone every epoch (chunks marked ``latent_fixed`` are always prior); ``prior`` and
   ``posterior`` are the reference's untagged ablations (``<SoL>z<EoL>x`` and ``x<SoL>z<EoL>``);
-  ``prior-tagged``/``posterior-tagged`` give every chunk one of random's two forms; ``pure`` trains on the synthetic text only (the document's ``latent`` field, as WRAP
-  writes it, else each chunk latent as its own BOS...EOS segment); ``raw`` trains on the document
-  text; ``completion`` trains on ``prompt + completion`` records (fine-tuning, :mod:`.completion`).
+  ``prior-tagged``/``posterior-tagged`` give every chunk one of random's two forms; ``pure`` trains
+  on the synthetic text only (the document's ``latent`` field, as WRAP writes it, else each chunk
+  latent as its own BOS...EOS segment); ``raw`` trains on the document text; ``completion`` trains
+  on ``prompt + completion`` records (fine-tuning, :mod:`.completion`).
 * Documents are loaded by :mod:`.corpus`.
 * Every segment is encoded as BOS + tokens + EOS and appended to one stream that runs across
   documents and epochs. Windows are ``seq_len + 1`` tokens; consecutive windows share one token
