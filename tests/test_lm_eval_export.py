@@ -162,7 +162,7 @@ def test_lm_eval_renders_the_same_prompts_and_token_ids(tiny_model_dir, tmp_path
             assert contexts == prompts
             for context, prompt in zip(contexts, prompts):
                 lm_ids = lm.tok_batch_encode([context])[0][0].tolist()
-                assert lm_ids == backend.encode(prompt, add_bos=False)  # same ids; BOS is models.py's rule
+                assert lm_ids == backend.encode(prompt)  # the ids lt sends, BOS by models.bos_policy
         results = lm_eval.simple_evaluate(model=lm, tasks=["lt_gsm8k_latent"], task_manager=manager, limit=2, log_samples=True)
     finally:
         backend.close()
