@@ -5,7 +5,8 @@
     [demo/corpus]                       the embedded demo only: corpus + tiny model config
     [warm/synthesize]                   --synthesize RAW: teacher thoughts first
     warm/train, warm/eval               iteration 0: train the base model on teacher thoughts
-    baseline-raw/train, .../eval        the same raw documents for an M-step's budget (FLOPs-matched)
+    baseline-raw/train, .../eval        the same raw documents for an M-step's budget (FLOPs-matched);
+                                        every baseline starts where iteration 1's M-step does
     [baseline-raw-tokens/train, ...]    --raw-token-matched-tokens N: the raw baseline for N tokens
     baseline-teacher/train, .../eval    teacher thoughts on all the raw documents (when known)
     [shared/iter1/sample]               a K sweep samples max(K) once from the warm start
@@ -72,22 +73,27 @@ def build_plan(config: BootstrapConfig) -> list[Stage]:
     evaluate("warm", ("warm",), warm_model, "latent")
 
     # ------------------------------------------------------------ baselines (same tokens as an M-step)
+    # Each baseline trains exactly as iteration 1's M-step does, on other data: from the base model
+    # (the paper), or from the warm start when M-steps continue (--continue, the demo's default).
+    def baseline_start(ctx: RunContext) -> dict[str, str | None]:
+        return {"model": warm_model(ctx), "init_config": None} if c.continue_training else base_model_args(ctx)
+
     if c.raw_baseline:
         plan.append(train_stage("baseline-raw/train", lambda ctx: train_config(
-            ctx, output=ctx.path("baseline-raw", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens,
+            ctx, output=ctx.path("baseline-raw", "model"), data=[raw_data(ctx)], start=baseline_start(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens,
             layout="raw",
         )))
         evaluate("baseline-raw", ("baseline-raw",), _checkpoint_fn("baseline-raw/train", ("baseline-raw",)), "raw")
     if c.raw_token_matched_tokens:
         plan.append(train_stage("baseline-raw-tokens/train", lambda ctx: train_config(
-            ctx, output=ctx.path("baseline-raw-tokens", "model"), data=[raw_data(ctx)], start=base_model_args(ctx), steps=None,
+            ctx, output=ctx.path("baseline-raw-tokens", "model"), data=[raw_data(ctx)], start=baseline_start(ctx), steps=None,
             tokens=c.raw_token_matched_tokens, layout="raw",
         )))
         evaluate("baseline-raw-tokens", ("baseline-raw-tokens",), _checkpoint_fn("baseline-raw-tokens/train", ("baseline-raw-tokens",)), "raw")
     if c.teacher_baseline and (c.teacher_data or c.demo):
         plan.append(train_stage("baseline-teacher/train", lambda ctx: train_config(
             ctx, output=ctx.path("baseline-teacher", "model"), data=[str(ctx.path("data", "teacher.jsonl")) if c.demo else str(c.teacher_data)],
-            start=base_model_args(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens, layout=c.train.layout,
+            start=baseline_start(ctx), steps=c.mstep_steps, tokens=c.mstep_tokens, layout=c.train.layout,
         )))
         evaluate("baseline-teacher", ("baseline-teacher",), _checkpoint_fn("baseline-teacher/train", ("baseline-teacher",)), "latent")
 

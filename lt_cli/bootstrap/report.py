@@ -280,7 +280,7 @@ def build_report(config, manifest) -> dict[str, Any]:
         baselines["raw"] = {
             "accuracy": result("baseline-raw/eval").get("accuracy"),
             "n_tokens": result("baseline-raw/train").get("n_tokens"),
-            "note": "raw documents, same tokens as an M-step",
+            "note": "raw documents, same tokens and start as an M-step",
             "tasks": result("baseline-raw/eval").get("tasks", {}),
             "finetune": result("baseline-raw/finetune") or None,
         }
@@ -297,7 +297,7 @@ def build_report(config, manifest) -> dict[str, Any]:
         baselines["teacher"] = {
             "accuracy": result("baseline-teacher/eval").get("accuracy"),
             "n_tokens": result("baseline-teacher/train").get("n_tokens"),
-            "note": "teacher thoughts on every raw document, same tokens as an M-step",
+            "note": "teacher thoughts on every raw document, same tokens and start as an M-step",
             "tasks": result("baseline-teacher/eval").get("tasks", {}),
             "finetune": result("baseline-teacher/finetune") or None,
         }
