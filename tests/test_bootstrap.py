@@ -198,7 +198,10 @@ def test_dry_run_prints_every_command(tmp_path):
     train_1 = next(c for c in commands if " train " in c and "iter1/model" in c)
     assert "--model " + str(tmp_path / "run" / "warm" / "model") in train_1
     raw = next(c for c in commands if "baseline-raw/model" in c and " train " in c)
-    assert "--layout raw" in raw and "--steps 600" in raw
+    assert "--layout raw" in raw and "--steps 300" in raw
+    # a baseline starts where iteration 1's M-step starts: the warm start under --continue
+    teacher = next(c for c in commands if "baseline-teacher/model" in c and " train " in c)
+    assert all("--model " + str(tmp_path / "run" / "warm" / "model") in c for c in (raw, teacher))
     assert not (tmp_path / "run").exists(), "a dry run writes nothing"
     # the demo continues by default; --from-base trains every M-step from the base (initial) weights
     for flag, from_previous in (([], True), (["--from-base"], False)):
@@ -209,6 +212,8 @@ def test_dry_run_prints_every_command(tmp_path):
         train_2 = next(c for c in proc.stdout.splitlines() if " train " in c and "iter2/model" in c)
         assert ("--model " + str(tmp_path / "run" / "k4" / "iter1" / "model") in train_2) is from_previous
         assert ("--init-config " + str(tmp_path / "run" / "data" / "init_config.json") in train_2) is not from_previous
+        raw = next(c for c in proc.stdout.splitlines() if " train " in c and "baseline-raw/model" in c)
+        assert ("--model " + str(tmp_path / "run" / "warm" / "model") in raw) is from_previous
 
 
 # ------------------------------------------------------------------------------------ manifest
