@@ -139,7 +139,10 @@ def test_stdout_full_or_closed(tmp_path):
 @pytest.mark.parametrize("signum, code, words", [(signal.SIGTERM, 143, "lt: terminated (SIGTERM)"), (signal.SIGINT, 130, "lt: interrupted")])
 def test_sigterm_cleans_up_like_sigint(tmp_path, signum, code, words):
     out = tmp_path / "out.jsonl"
-    proc = subprocess.Popen(LT + ["chunk", "-", "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=REPO)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT (as it
+    # should); give the child the default disposition so the test holds however pytest was started
+    proc = subprocess.Popen(LT + ["chunk", "-", "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     proc.stdin.write(b'{"id": "a", "text": "One. Two."}\n')
     proc.stdin.flush()
     deadline = time.monotonic() + 120
