@@ -443,8 +443,8 @@ def test_local_launcher_runs_stages_as_lt_subprocesses(tmp_path):
     assert [c["latent"] for d in k1 for c in d["chunks"]] == [c["candidates"][0]["latent"] for d in shared for c in d["chunks"]]
 
 
-#: iteration 1 minus the warm start, the smallest over the seeds of docs/bootstrap.md's table, halved
-REDUCED_DEMO_MARGIN = 0.05
+#: iteration 1 minus the warm start: about half the smallest over the seeds of docs/bootstrap.md (0.158, seed 7)
+REDUCED_DEMO_MARGIN = 0.08
 
 
 @pytest.mark.slow
