@@ -4,7 +4,7 @@
 docs/bootstrap.md for what it measured and how long it takes. :data:`DEMO_SETTINGS` are the
 defaults the bootstrap driver applies in demo mode (any flag given explicitly wins). They were
 calibrated on this 2-core machine (docs/bootstrap.md, "Calibration") so that the 3-iteration demo
-finishes in about 7 minutes. Two of them depart from the paper because of that budget: M-steps
+finishes in about 6 minutes. Two of them depart from the paper because of that budget: M-steps
 continue from the previous model (``--from-base`` restores the paper's choice), and the learning
 rate is high (4e-3) for a short run.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .corpus import DemoCorpusConfig, DemoCorpusFiles, StateMachine, parse_answer, write_demo_corpus
 
-#: Bootstrap settings for the demo (``lt bootstrap`` flag name -> value); about 7 minutes on 2 idle cores.
+#: Bootstrap settings for the demo (``lt bootstrap`` flag name -> value); about 6 minutes on 2 idle cores.
 DEMO_SETTINGS: dict = {
     "seq_len": 128,
     "batch_size": 20,  # 2,560 tokens per step, about 67 documents with thoughts
