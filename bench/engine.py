@@ -61,7 +61,7 @@ def make_prompts(n: int) -> list[str]:
 
 
 def resolve_bench_model(explicit: str | None) -> tuple[str, str]:
-    from lt_cli.models import smollm2_dir
+    from lt_cli.smollm2 import smollm2_dir
 
     if explicit:
         return explicit, explicit

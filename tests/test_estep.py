@@ -352,7 +352,7 @@ def test_select_scores_unscored_candidates_with_model(tmp_path, tiny_model_dir):
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_sample_thoughts_and_select_on_gsm8k_with_smollm2(tmp_path, shared_data):
-    from lt_cli.models import smollm2_dir
+    from lt_cli.smollm2 import smollm2_dir
 
     model = smollm2_dir()
     if model is None:

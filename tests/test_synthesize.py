@@ -245,7 +245,7 @@ def test_synthesize_resumes_after_kill(tmp_path):
 @pytest.mark.real_model
 @pytest.mark.slow
 def test_synthesize_with_transformers_on_smollm2_instruct(tmp_path):
-    from lt_cli.models import smollm2_dir
+    from lt_cli.smollm2 import smollm2_dir
 
     model = smollm2_dir()
     if model is None:

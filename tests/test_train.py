@@ -550,7 +550,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_config_file):
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_smollm2_gets_latent_tokens_and_saves_loadable_tied_model(tmp_path, augmented_file):
-    from lt_cli.models import smollm2_dir
+    from lt_cli.smollm2 import smollm2_dir
 
     model_dir = smollm2_dir()
     if model_dir is None:

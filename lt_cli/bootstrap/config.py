@@ -96,6 +96,10 @@ class BootstrapConfig:
     sample: SampleConfig = field(default_factory=SampleConfig, metadata=group(include=SAMPLE_FLAGS))
     select: SelectConfig = field(default_factory=SelectConfig, metadata=group(prefix="select_", include=SELECT_FLAGS))
     estep_limit: int | None = None  # only the first N documents of `data` per iteration
+    #: sequences per forward pass inside the E-step's backend (None: the backend's default, 16).
+    #: Sampled tokens do not depend on it (each row has its own seed); log-probs move by float
+    #: rounding only (about 1e-6 between 16 and 512 on the demo).
+    estep_batch_size: int | None = None
     # ---------------------------------------------------------------- M-step and warm start
     train: TrainConfig = field(default_factory=_train_template, metadata=group(include=TRAIN_FLAGS))
     continue_training: bool = False  # train iteration t from model t-1 (default: from the base model)
@@ -130,6 +134,8 @@ class BootstrapConfig:
             raise UsageError("--select-method must be importance, uniform or argmax")
         if self.estep_limit is not None and self.estep_limit < 1:
             raise UsageError("--estep-limit must be >= 1")
+        if self.estep_batch_size is not None and self.estep_batch_size < 1:
+            raise UsageError("--estep-batch-size must be >= 1")
         if not self.eval_tasks:
             raise UsageError("--eval-tasks needs at least one task")
         if not self.demo:

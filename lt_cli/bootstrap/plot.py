@@ -72,6 +72,9 @@ def _plot_scaling(ax, by_arm: dict[str, list[dict[str, Any]]], arms: list[str]) 
             for r in points:
                 ax.annotate(str(r["iter"]), (r[key], r["accuracy"]), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labels on the decades only: minor ones overlap
     ax.set_xlabel("E-step " + ("FLOPs" if use_flops else "generated tokens") + " spent through the iteration (log)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.05)

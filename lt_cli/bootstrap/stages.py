@@ -231,7 +231,10 @@ def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[Ru
         c = ctx.config
         stream = StreamArgs(input=raw_data(ctx), output=str(ctx.path(*folder_parts, "candidates.jsonl")), limit=c.estep_limit)
         sample = replace(c.sample, k=k, seed=seed, k_max=k_max)
-        return [SampleThoughtsRun(stream=stream, backend=BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype), sample=sample)]
+        backend = BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype)
+        if c.estep_batch_size is not None:
+            backend = replace(backend, batch_size=c.estep_batch_size)
+        return [SampleThoughtsRun(stream=stream, backend=backend, sample=sample)]
 
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         from ..estep import read_stats
@@ -260,6 +263,11 @@ def select_stage(key: str, folder_parts: tuple[str, ...], candidates_fn: Callabl
         from ..estep import read_stats
 
         out = configs[0].stream.output
-        return {"augmented": out, **read_stats(out)}
+        found = {"augmented": out, **read_stats(out)}
+        if ctx.config.demo:  # the demo knows every true thought: how often the E-step picked it
+            from ..demo.thoughts import true_thought_rate
+
+            found["true_thought_rate"] = true_thought_rate(out, ctx.path("data", "teacher.jsonl"))
+        return found
 
     return Stage(key, "select", configs, result)

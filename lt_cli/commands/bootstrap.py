@@ -10,8 +10,8 @@ from .common import parse_tokens, run_command
 
 HELP = "Run BoLT end to end (warm start + EM iterations) in a resumable run folder; no data = the CPU demo."
 EXAMPLES = """\
-lt bootstrap --iters 3                      # the embedded demo on a CPU (about 10 minutes)
-lt bootstrap --iters 3 --sweep-k 1,4,8      # one EM run per K, one report comparing them
+lt bootstrap --iters 3                      # the embedded demo on a CPU (about 4 minutes)
+lt bootstrap --iters 3 --sweep-k 1,4,8      # one EM run per K, one report comparing them (about 9)
 lt bootstrap --iters 3 --sweep-k 1,4,8,adaptive   # plus adaptive E-step sampling (1, 2, 4, 8 per chunk)
 lt bootstrap --iters 3 --dry-run            # print every command it would run
 lt bootstrap --model M --data raw.jsonl --warm-data teacher.jsonl --iters 2 --k 4 --eval-task gsm8k --launcher torchrun
@@ -116,6 +116,9 @@ def command(
     )] = None,
     docs_per_call: Annotated[Optional[int], Opt(
         "--docs-per-call", "--estep-docs-per-call", help="E-step documents per backend call (default 8; 128 with vllm; demo 64).", show_default=False,
+    )] = None,
+    estep_batch_size: Annotated[Optional[int], Opt(
+        help="E-step sequences per forward pass inside the backend (default 16; demo 256).", show_default=False,
     )] = None,
     select_method: Annotated[Optional[str], Opt(
         "--select-method", "--select", help="Selection: importance (default), uniform or argmax.", show_default=False,
