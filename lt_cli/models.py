@@ -27,7 +27,6 @@ from .errors import LtError, UsageError
 from .formats import SPECIAL_TOKENS
 
 
-
 def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: dict | None = None) -> None:
     """Write a Hugging Face model folder (weights, config, tokenizer) that other users can read.
 
