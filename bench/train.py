@@ -45,11 +45,14 @@ def bare_loop(model_source: dict, seq_len: int, batch_size: int, steps: int, ski
     return bare_loop_stats(model_source, seq_len, batch_size, steps, skip, dtype)["tokens_per_s"]
 
 
-def bare_loop_stats(model_source: dict, seq_len: int, batch_size: int, steps: int, skip: int, dtype: str | None = None) -> dict:
+def bare_loop_stats(model_source: dict, seq_len: int, batch_size: int, steps: int, skip: int, dtype: str | None = None,
+                    compile: bool = False) -> dict:
     """The bare loop's steady tokens/s, its first loss, peak device memory and FLOPs per token.
 
     ``dtype``: None = bf16 autocast on a GPU and fp32 on a CPU (lt train's ``auto``), or
-    "bfloat16" / "float32" explicitly (bf16 autocast works on a CPU too).
+    "bfloat16" / "float32" explicitly (bf16 autocast works on a CPU too). ``compile``: each
+    transformer layer compiled as ``lt train --compile`` does (training/compiling.py), so the two
+    are compared under the same compile settings.
     """
     import torch
     import torch.nn.functional as F
@@ -62,6 +65,10 @@ def bare_loop_stats(model_source: dict, seq_len: int, batch_size: int, steps: in
     model, tokenizer = load_model_and_tokenizer_for_training(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    if compile:
+        from lt_cli.training.compiling import compile_layers
+
+        compile_layers(model)
     use_bf16 = dtype == "bfloat16" or (dtype is None and device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -92,6 +99,7 @@ def bare_loop_stats(model_source: dict, seq_len: int, batch_size: int, steps: in
         "model_flops_per_token": model_flops(model, seq_len).per_token,
         "params": sum(p.numel() for p in model.parameters()),
         "dtype": "bfloat16" if use_bf16 else "float32",
+        "compiled": compile,
     }
 
 

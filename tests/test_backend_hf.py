@@ -14,9 +14,17 @@ from lt_cli.errors import LtError
 PROMPTS = ["hello", "a much longer prompt than the first one", "x"]
 
 
+@pytest.fixture(scope="module", params=["dynamic", "slots"])
+def engine(request):
+    """Every contract test runs on both sampling engines (lt_cli/backends/hf_sample.py, hf_engine.py)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def backend(tiny_model_dir):
-    return load_backend("transformers", BackendConfig(model=str(tiny_model_dir), batch_size=8, max_model_len=64))
+def backend(tiny_model_dir, engine):
+    backend = load_backend("transformers", BackendConfig(model=str(tiny_model_dir), batch_size=8, max_model_len=64, options={"engine": engine}))
+    assert backend.sampling_engine() == engine
+    return backend
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +44,8 @@ def peaky_dir(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def peaky(peaky_dir):
-    return load_backend("hf", BackendConfig(model=str(peaky_dir), batch_size=512))
+def peaky(peaky_dir, engine):
+    return load_backend("hf", BackendConfig(model=str(peaky_dir), batch_size=512, options={"engine": engine}))
 
 
 def test_is_a_backend(backend):
@@ -134,7 +142,7 @@ def test_sampling_batch_invariance_with_stops_and_top_p(backend):
 
 
 def test_batch_size_does_not_change_samples(tiny_model_dir, backend):
-    small = load_backend("hf", BackendConfig(model=str(tiny_model_dir), batch_size=1, max_model_len=64))
+    small = load_backend("hf", BackendConfig(model=str(tiny_model_dir), batch_size=1, max_model_len=64, options=dict(backend.config.options)))
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=6)
     seeds = [[7, 8, 9]] * len(PROMPTS)
     a = backend.sample(PROMPTS, params, seeds)

@@ -70,12 +70,17 @@ def test_smoke_check_fills_every_field_from_real_measurements(tmp_path):
     assert t["fsdp"]["first_loss_abs_diff_vs_lt"] < 0.05  # same weights, same first batch, bf16 either way
 
     e = report["parts"]["estep"]["results"]
-    assert e["lt"]["samples"] == e["chunks"] * e["k"]
-    assert 0 < e["lt"]["latent_tokens"] <= e["lt"]["samples"] * e["max_new_tokens"]
-    hw = e["hw_limit"]
-    seconds_per_step = (hw["weight_bytes"] + hw["rows_per_step"] * hw["kv_bytes_per_token"] * hw["mean_context_tokens"]) / (hw["bandwidth_gb_per_s"] * 1e9)
-    assert hw["tokens_per_s"] == pytest.approx(hw["rows_per_step"] / seconds_per_step, rel=1e-2)
-    assert hw["weight_bytes"] == SMOKE.train_shape.matmul_params() * 4  # fp32 on a CPU
+    for rows in SMOKE.estep_rows:
+        lt, hw, static = e[f"lt_{rows}"], e[f"hw_limit_{rows}"], e[f"generate_static_{rows}"]
+        assert lt["samples"] == round(e["chunks_per_doc"] * lt["docs"]) * e["k"]
+        assert 0 < lt["latent_tokens"] <= lt["samples"] * e["max_new_tokens"]
+        assert lt["engine"] == "dynamic loop"  # the CPU default
+        seconds_per_step = (e["weight_bytes"] + hw["rows_per_step"] * e["kv_bytes_per_token"] * hw["mean_context_tokens"]) / (e["bandwidth_gb_per_s"] * 1e9)
+        assert hw["tokens_per_s"] == pytest.approx(hw["rows_per_step"] / seconds_per_step, rel=1e-2)
+        assert static["lt_over_static"] == pytest.approx(lt["tokens_per_s"] / static["tokens_per_s"], rel=1e-2)
+        assert static["rows"] == max(1, rows // e["k"]) * e["k"]
+    assert e["weight_bytes"] == SMOKE.train_shape.matmul_params() * 2  # the limit is stated for bf16 weights
+    assert e["scoring"]["pairs"] == SMOKE.score_pairs and e["scoring"]["ratio"] > 0
 
     d = report["parts"]["demo"]["results"]
     assert d["complete"] and d["stages_done"] == d["stages_total"] > 0

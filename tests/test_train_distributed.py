@@ -90,7 +90,8 @@ def test_torchrun_ddp_two_processes_match_one(tmp_path, inputs):
     data, tiny = inputs
     # rank 0 also validates after the last step while rank 1 waits; the trajectory is unchanged
     validation = ["--val-data", str(FIXTURES / "math_docs.jsonl"), "--val-limit", "2", "--val-elbo-n", "1", "--val-max-latent-tokens", "4"]
-    single, double = _run_pair(tmp_path, data, tiny, ["--strategy", "ddp", "--micro-batch-size", "1", *validation])
+    # the two-process run also uses the chunked loss (training/loss.py) inside DDP's forward
+    single, double = _run_pair(tmp_path, data, tiny, ["--strategy", "ddp", "--micro-batch-size", "1", "--loss", "chunked", *validation])
     config = json.loads((double / "train_config.json").read_text())
     assert config["strategy"] == "ddp" and config["micro_batch_size"] == 1
     _assert_match(single, double)
@@ -101,8 +102,9 @@ def test_torchrun_ddp_two_processes_match_one(tmp_path, inputs):
 @pytest.mark.slow
 def test_torchrun_fsdp2_two_processes_match_one_and_resume_single(tmp_path, inputs):
     data, tiny = inputs
-    single, double = _run_pair(tmp_path, data, tiny, ["--strategy", "fsdp", "--save-every", "4"])
+    single, double = _run_pair(tmp_path, data, tiny, ["--strategy", "fsdp", "--save-every", "4", "--loss", "chunked", "--loss-chunk-tokens", "48"])
     assert json.loads((double / "train_config.json").read_text())["strategy"] == "fsdp"
+    assert json.loads((double / "train_config.json").read_text())["loss"] == "chunked"  # inside FSDP2's forward, against the full loss
     _assert_match(single, double)
     # an FSDP checkpoint (full state dicts) resumes in a single process
     (double / "train_result.json").unlink()

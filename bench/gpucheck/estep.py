@@ -1,23 +1,29 @@
-"""E-step throughput on the device: ``lt sample-thoughts`` against a per-sample ``generate`` loop
-and against the memory-bound limit of decoding.
+"""E-step throughput on the device: ``lt sample-thoughts`` against transformers' own ``generate``
+and against the memory-bound limit of decoding, at each of the profile's row counts; and scoring
+against a bare packed forward.
 
-* ``lt``: ``python -m lt_cli sample-thoughts --no-score --no-cache`` over ``estep_docs`` documents
-  (K samples per chunk, ``estep_max_new_tokens`` each; the random-weight model almost never writes
-  ``<EoL>``, so nearly every sample runs to the limit). With ``LT_PROGRESS_INTERVAL=0`` the command
-  prints a progress line per finished document, and a backend call finishes ``docs_per_call`` of
-  them at once; the lines' arrival times split the run into start-up plus the first call (imports,
-  model load, warm-up: ``first_group_s``) and the steady calls after it. ``tokens_per_s`` is the
-  latent tokens of the documents after the first call over the time they took;
-  ``tokens_per_s_wall`` counts everything. Scoring is left out (``--no-score``) so both sides only
-  sample; bench/engine.py measures scoring.
-* ``generate_loop``: the same model through the transformers backend, one ``model.generate`` call
-  per sample (bench/engine.py's naive loop) on the first posterior prompts, K samples each.
-* ``hw_limit``: decoding is memory-bound, so a step can be no faster than reading every weight
-  matrix once plus each row's K/V cache, at the copy bandwidth the ceilings part measured. With B
-  rows per step (the backend's ``--batch-size``) and a mean context of (mean prompt tokens +
-  half the new tokens), limit = B / ((weight bytes + B x KV bytes per token x context) /
-  bandwidth). It ignores prefill and sampling, so it is an upper bound. The generate loop decodes
-  one row at a time, so its fraction is taken against the one-row limit.
+* ``lt_R``: ``python -m lt_cli sample-thoughts --no-score --no-cache --batch-size R`` over
+  ``estep_docs[R]`` documents (K samples per chunk, ``estep_max_new_tokens`` each; the random-weight
+  model almost never writes ``<EoL>``, so nearly every sample runs to the limit). With
+  ``LT_PROGRESS_INTERVAL=0`` the command prints a progress line per finished document, and a backend
+  call finishes ``docs_per_call`` of them at once; the lines' arrival times split the run into
+  start-up plus the first call (imports, model load, buffers and graph capture: ``first_group_s``)
+  and the steady calls after it. ``tokens_per_s`` is the latent tokens of the documents after the
+  first call over the time they took; ``tokens_per_s_wall`` counts everything. ``engine`` is the
+  backend's own line saying which sampling engine ran and whether its step was a CUDA graph.
+* ``generate_static_R``: the same posterior prompts through ``model.generate`` with
+  ``cache_implementation="static"`` (transformers compiles the decode step), ``R / K`` prompts x
+  ``num_return_sequences=K`` = R rows, the same number of new tokens; the first call compiles
+  (``compile_s``), the second is timed. ``lt_over_static`` = lt's steady rate over it.
+* ``generate_loop``: one ``model.generate`` call per sample (bench/engine.py's naive loop).
+* ``hw_limit_R``: decoding is memory-bound, so a step can be no faster than reading every weight
+  matrix once plus each row's K/V cache, at the copy bandwidth the ceilings part measured. With R
+  rows per step and a mean context of (mean prompt tokens + half the new tokens), limit =
+  R / ((weight bytes + R x KV bytes per token x context) / bandwidth). It ignores prefill and
+  sampling, so it is an upper bound.
+* ``scoring``: ``HFBackend.score`` (what ``lt sample-thoughts`` and ``lt select --model`` call) on
+  the E-step's pattern, K sampled continuations per posterior prompt, against one bare packed
+  forward over the same token ids (bench/engine.py's baseline); ``ratio`` = bare time / score time.
 """
 
 from __future__ import annotations
@@ -25,19 +31,33 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import time
 
 from . import ceilings
-from .part import REPO, PartContext, significant
+from .part import REPO, PartContext, significant, synchronize
 from .shapes import model_folder
 
 NEEDS = ("torch", "transformers", "numpy", "tokenizers", "typer", "rich", "orjson", "punkt")
-FIELDS = (
-    "model", "docs", "chunks", "k", "max_new_tokens", "batch_size", "mean_prompt_tokens",
-    "lt.first_group_s", "lt.wall_s", "lt.samples", "lt.latent_tokens", "lt.tokens_per_s_wall", "lt.tokens_per_s",
-    "generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate",
-    "hw_limit.rows_per_step", "hw_limit.weight_bytes", "hw_limit.kv_bytes_per_token", "hw_limit.mean_context_tokens",
-    "hw_limit.bandwidth_gb_per_s", "hw_limit.tokens_per_s", "hw_limit.lt_fraction", "hw_limit.generate_loop_fraction",
-)
+LT_FIELDS = ("docs", "docs_per_call", "first_group_s", "wall_s", "samples", "latent_tokens", "tokens_per_s_wall", "tokens_per_s", "engine")
+STATIC_FIELDS = ("rows", "compile_s", "tokens", "seconds", "tokens_per_s", "lt_over_static")
+LIMIT_FIELDS = ("rows_per_step", "mean_context_tokens", "tokens_per_s", "lt_fraction", "static_fraction")
+SCORE_FIELDS = ("pairs", "tokens", "score_tokens_per_s", "bare_tokens_per_s", "ratio")
+
+
+ROWS = (64, 256)  # the profiles' estep_rows (field names carry them)
+
+
+def fields_for(rows: tuple[int, ...]) -> tuple[str, ...]:
+    per_rows = []
+    for r in rows:
+        per_rows += [f"lt_{r}.{f}" for f in LT_FIELDS] + [f"generate_static_{r}.{f}" for f in STATIC_FIELDS]
+        per_rows += [f"hw_limit_{r}.{f}" for f in LIMIT_FIELDS]
+    return ("model", "chunks_per_doc", "k", "max_new_tokens", "mean_prompt_tokens", "weight_bytes", "kv_bytes_per_token", "bandwidth_gb_per_s",
+            *per_rows, "generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate_loop",
+            *(f"scoring.{f}" for f in SCORE_FIELDS))
+
+
+FIELDS = fields_for(ROWS)
 
 
 def _bench_engine():
@@ -75,6 +95,7 @@ def _tokens_per_document(path) -> list[tuple[int, int]]:
 
 
 PROGRESS = re.compile(r"^sample-thoughts: ([\d,]+)(?:/[\d,]+)? docs")
+ENGINE = re.compile(r"transformers backend: (slot engine, .*)$")
 
 
 def group_times(lines: list[tuple[float, str]], n_docs: int, docs_per_call: int) -> tuple[float, float]:
@@ -91,99 +112,205 @@ def group_times(lines: list[tuple[float, str]], n_docs: int, docs_per_call: int)
     return first, last
 
 
+def static_generate(backend, prompts: list[str], k: int, max_new_tokens: int, seed: int) -> tuple[int, float]:
+    """transformers ``generate`` with the static cache: ``len(prompts)`` x ``k`` rows, sampled."""
+    import torch
+
+    tokenizer = backend.tokenizer
+    tokenizer.padding_side = "left"
+    encoded = [backend.encode(p) for p in prompts]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), backend.pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    ids, mask = ids.to(backend.device), mask.to(backend.device)
+    torch.manual_seed(seed)
+    synchronize(str(backend.device))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = backend.model.generate(
+            ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+            num_return_sequences=k, cache_implementation="static", pad_token_id=backend.pad_id,
+            eos_token_id=sorted(backend.eos_ids) or None,
+        )
+    synchronize(str(backend.device))
+    seconds = time.perf_counter() - start
+    new = out[:, width:]
+    eos = torch.tensor(sorted(backend.eos_ids) or [-1], device=new.device)
+    finished = torch.isin(new, eos).int().cumsum(dim=1)
+    tokens = int(((finished == 0) | ((finished == 1) & torch.isin(new, eos))).sum())  # up to and including the first EOS
+    return tokens, seconds
+
+
 def run(ctx: PartContext) -> None:
     p = ctx.profile
+    if p.estep_rows != ROWS:
+        raise ValueError(f"the profile's E-step rows {p.estep_rows} are not the declared {ROWS}")
     state: dict = {}
-    setup_fields = ("model", "docs", "chunks", "k", "max_new_tokens", "batch_size", "mean_prompt_tokens")
-    with ctx.step("setup", setup_fields):
+    with ctx.step("setup", ("model", "chunks_per_doc", "k", "max_new_tokens", "mean_prompt_tokens", "weight_bytes", "kv_bytes_per_token",
+                            "bandwidth_gb_per_s")):
         from lt_cli.models import load_tokenizer
 
         state["folder"] = model_folder(p.train_shape, ctx.work / "models", p.device, dtype="bfloat16")
+        n_docs = max(p.estep_docs.values())
         docs_path = ctx.work / "estep-docs.jsonl"
-        chunked = write_docs(docs_path, p.estep_docs)
+        chunked = write_docs(docs_path, n_docs)
         prompts = posterior_prompts(chunked)
         tokenizer = load_tokenizer(str(state["folder"]))
         lengths = [1 + len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompts]  # + BOS
-        state.update(docs=docs_path, prompts=prompts)
-        ctx.set("model", p.train_shape.name)
-        ctx.set("docs", p.estep_docs)
-        ctx.set("chunks", len(prompts))
+        state.update(chunked=chunked, prompts=prompts)
+        shape = p.train_shape
+        ctx.set("model", shape.name)
+        ctx.set("chunks_per_doc", round(len(prompts) / n_docs, 3))
         ctx.set("k", p.estep_k)
         ctx.set("max_new_tokens", p.estep_max_new_tokens)
-        ctx.set("batch_size", p.estep_batch_size)
         ctx.set("mean_prompt_tokens", round(sum(lengths) / len(lengths), 1))
+        ctx.set("weight_bytes", shape.decode_weight_bytes(2))
+        ctx.set("kv_bytes_per_token", shape.kv_bytes_per_token(2))
+        ctx.set("bandwidth_gb_per_s", significant(ceilings.load(ctx)["copy_gb_per_s"]))
 
-    def sample_args(docs, out, max_new_tokens):
-        return ["sample-thoughts", "--model", str(state["folder"]), "--k", str(p.estep_k), "--max-new-tokens", str(max_new_tokens),
-                "--batch-size", str(p.estep_batch_size), "--docs-per-call", str(p.estep_docs_per_call), "--no-score", "--no-cache",
-                str(docs), "-o", str(out)]
+    for rows in p.estep_rows:
+        run_lt(ctx, state, rows)
 
-    lt_fields = [f for f in FIELDS if f.startswith("lt.")]
-    with ctx.step("lt", lt_fields):
-        ctx.need(20)
-        ctx.require("model")
-        out = ctx.work / "estep-cand.jsonl"
-        for stale in (out, out.with_name(out.name + ".partial")):  # a killed earlier run would be resumed
-            stale.unlink(missing_ok=True)
-        lines: list = []
-        wall = ctx.lt(sample_args(state["docs"], out, p.estep_max_new_tokens), "estep-lt", env={"LT_PROGRESS_INTERVAL": "0"}, line_times=lines)
-        doc_tokens = _tokens_per_document(out)
-        samples = sum(n for n, _ in doc_tokens)
-        tokens = sum(t for _, t in doc_tokens)
-        first_group_s, end_s = group_times(lines, len(doc_tokens), p.estep_docs_per_call)
-        steady_tokens = sum(t for _, t in doc_tokens[p.estep_docs_per_call:])
-        ctx.set("lt.wall_s", round(wall, 2))
-        ctx.set("lt.first_group_s", round(first_group_s, 2))
-        ctx.set("lt.samples", samples)
-        ctx.set("lt.latent_tokens", tokens)
-        ctx.set("lt.tokens_per_s_wall", round(tokens / wall, 1))
-        ctx.set("lt.tokens_per_s", round(steady_tokens / (end_s - first_group_s), 1))
+    backend_holder: dict = {}
+    for rows in p.estep_rows:
+        with ctx.step(f"generate_static_{rows}", [f"generate_static_{rows}.{f}" for f in STATIC_FIELDS]):
+            ctx.need(40)
+            ctx.require("model")
+            backend = _backend(ctx, state, backend_holder)
+            n_prompts = max(1, rows // p.estep_k)
+            batch = state["prompts"][:n_prompts]
+            start = time.perf_counter()
+            static_generate(backend, batch, p.estep_k, p.estep_max_new_tokens, seed=0)  # compiles
+            compile_s = time.perf_counter() - start
+            tokens, seconds = static_generate(backend, batch, p.estep_k, p.estep_max_new_tokens, seed=1)
+            key = f"generate_static_{rows}"
+            ctx.set(f"{key}.rows", n_prompts * p.estep_k)
+            ctx.set(f"{key}.compile_s", round(compile_s, 1))
+            ctx.set(f"{key}.tokens", tokens)
+            ctx.set(f"{key}.seconds", round(seconds, 3))
+            ctx.set(f"{key}.tokens_per_s", round(tokens / seconds, 1))
+            lt_rate = ctx.get(f"lt_{rows}.tokens_per_s")
+            if lt_rate is not None:
+                ctx.set(f"{key}.lt_over_static", round(lt_rate / (tokens / seconds), 3))
+            else:
+                ctx.null(f"{key}.lt_over_static", f"lt sample-thoughts at {rows} rows did not run")
 
-    gen_fields = ("generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate")
+    for rows in p.estep_rows:
+        limit_fields = [f"hw_limit_{rows}.{f}" for f in LIMIT_FIELDS]
+        with ctx.step(f"hw_limit_{rows}", limit_fields):
+            ctx.require("mean_prompt_tokens", "bandwidth_gb_per_s")
+            samples = ctx.get(f"lt_{rows}.samples") or rows
+            step_rows = min(rows, samples)
+            context = ctx.get("mean_prompt_tokens") + (p.estep_max_new_tokens + 1) / 2
+            per_step_bytes = ctx.get("weight_bytes") + step_rows * ctx.get("kv_bytes_per_token") * context
+            limit = step_rows / (per_step_bytes / (ctx.get("bandwidth_gb_per_s") * 1e9))
+            ctx.set(f"hw_limit_{rows}.rows_per_step", step_rows)
+            ctx.set(f"hw_limit_{rows}.mean_context_tokens", round(context, 1))
+            ctx.set(f"hw_limit_{rows}.tokens_per_s", round(limit, 1))
+            for name, source in (("lt_fraction", f"lt_{rows}.tokens_per_s"), ("static_fraction", f"generate_static_{rows}.tokens_per_s")):
+                if ctx.get(source) is not None:
+                    ctx.set(f"hw_limit_{rows}.{name}", round(ctx.get(source) / limit, 4))
+                else:
+                    ctx.null(f"hw_limit_{rows}.{name}", f"{source} was not measured")
+
+    gen_fields = ("generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate_loop")
     with ctx.step("generate_loop", gen_fields):
         ctx.need(15)
         ctx.require("model")
-        from lt_cli.backends import load_backend
-        from lt_cli.backends.base import BackendConfig
-
-        backend = load_backend("transformers", BackendConfig(model=str(state["folder"]), device=p.device))
+        backend = _backend(ctx, state, backend_holder)
         engine = _bench_engine()
         engine.naive_sampling(backend, state["prompts"][:1], 1, 2)  # warm-up
         n_prompts = p.generate_prompts
         tokens, seconds = engine.naive_sampling(backend, state["prompts"][:n_prompts], p.estep_k, p.estep_max_new_tokens)
-        state["bytes_per_value"] = next(backend.model.parameters()).element_size()
         ctx.set("generate_loop.samples", n_prompts * p.estep_k)
         ctx.set("generate_loop.tokens", tokens)
         ctx.set("generate_loop.tokens_per_s", round(tokens / seconds, 2))
-        if ctx.get("lt.tokens_per_s") is not None:
-            ctx.set("speedup_vs_generate", round(ctx.get("lt.tokens_per_s") / (tokens / seconds), 2))
+        best = max((ctx.get(f"lt_{r}.tokens_per_s") or 0) for r in p.estep_rows)
+        if best:
+            ctx.set("speedup_vs_generate_loop", round(best / (tokens / seconds), 2))
         else:
-            ctx.null("speedup_vs_generate", "lt sample-thoughts did not run")
+            ctx.null("speedup_vs_generate_loop", "lt sample-thoughts did not run")
 
-    hw_fields = [f for f in FIELDS if f.startswith("hw_limit.")]
-    with ctx.step("hw_limit", hw_fields):
-        ctx.require("mean_prompt_tokens")
-        shape = p.train_shape
-        bytes_per_value = state.get("bytes_per_value") or (2 if p.device.startswith("cuda") else 4)
-        bandwidth = ceilings.load(ctx)["copy_gb_per_s"] * 1e9
-        samples = ctx.get("lt.samples") or ctx.get("chunks") * p.estep_k
-        rows = min(p.estep_batch_size, samples)
-        weight_bytes = shape.decode_weight_bytes(bytes_per_value)
-        kv = shape.kv_bytes_per_token(bytes_per_value)
-        context = ctx.get("mean_prompt_tokens") + (p.estep_max_new_tokens + 1) / 2
-        limit = rows / ((weight_bytes + rows * kv * context) / bandwidth)
-        single = 1 / ((weight_bytes + kv * context) / bandwidth)
-        ctx.set("hw_limit.rows_per_step", rows)
-        ctx.set("hw_limit.weight_bytes", weight_bytes)
-        ctx.set("hw_limit.kv_bytes_per_token", kv)
-        ctx.set("hw_limit.mean_context_tokens", round(context, 1))
-        ctx.set("hw_limit.bandwidth_gb_per_s", significant(bandwidth / 1e9))
-        ctx.set("hw_limit.tokens_per_s", round(limit, 1))
-        if ctx.get("lt.tokens_per_s") is not None:
-            ctx.set("hw_limit.lt_fraction", round(ctx.get("lt.tokens_per_s") / limit, 4))
-        else:
-            ctx.null("hw_limit.lt_fraction", "lt sample-thoughts did not run")
-        if ctx.get("generate_loop.tokens_per_s") is not None:
-            ctx.set("hw_limit.generate_loop_fraction", round(ctx.get("generate_loop.tokens_per_s") / single, 4))
-        else:
-            ctx.null("hw_limit.generate_loop_fraction", "the generate loop did not run")
+    with ctx.step("scoring", [f"scoring.{f}" for f in SCORE_FIELDS]):
+        ctx.need(20)
+        ctx.require("model")
+        measure_scoring(ctx, state, _backend(ctx, state, backend_holder))
+
+
+def run_lt(ctx: PartContext, state: dict, rows: int) -> None:
+    p = ctx.profile
+    key = f"lt_{rows}"
+    with ctx.step(key, [f"{key}.{f}" for f in LT_FIELDS]):
+        ctx.need(25)
+        ctx.require("model")
+        n_docs, per_call = p.estep_docs[rows], p.estep_docs_per_call[rows]
+        docs = ctx.work / f"estep-docs-{rows}.jsonl"
+        docs.write_text("".join(line + "\n" for line in (ctx.work / "estep-docs.jsonl").read_text().splitlines()[:n_docs]))
+        out = ctx.work / f"estep-cand-{rows}.jsonl"
+        for stale in (out, out.with_name(out.name + ".partial")):  # a killed earlier run would be resumed
+            stale.unlink(missing_ok=True)
+        args = ["sample-thoughts", "--model", str(state["folder"]), "--k", str(p.estep_k), "--max-new-tokens", str(p.estep_max_new_tokens),
+                "--batch-size", str(rows), "--docs-per-call", str(per_call), "--no-score", "--no-cache", str(docs), "-o", str(out)]
+        lines: list = []
+        wall = ctx.lt(args, f"estep-lt-{rows}", env={"LT_PROGRESS_INTERVAL": "0"}, line_times=lines)
+        doc_tokens = _tokens_per_document(out)
+        tokens = sum(t for _, t in doc_tokens)
+        first_group_s, end_s = group_times(lines, len(doc_tokens), per_call)
+        steady_tokens = sum(t for _, t in doc_tokens[per_call:])
+        engines = sorted({m.group(1).split(" rows x")[0] + ", " + m.group(1).rsplit(", ", 1)[-1] for _, line in lines if (m := ENGINE.search(line))})
+        ctx.set(f"{key}.docs", n_docs)
+        ctx.set(f"{key}.docs_per_call", per_call)
+        ctx.set(f"{key}.wall_s", round(wall, 2))
+        ctx.set(f"{key}.first_group_s", round(first_group_s, 2))
+        ctx.set(f"{key}.samples", sum(n for n, _ in doc_tokens))
+        ctx.set(f"{key}.latent_tokens", tokens)
+        ctx.set(f"{key}.tokens_per_s_wall", round(tokens / wall, 1))
+        ctx.set(f"{key}.tokens_per_s", round(steady_tokens / (end_s - first_group_s), 1))
+        ctx.set(f"{key}.engine", "; ".join(engines) if engines else "dynamic loop")
+
+
+def _backend(ctx: PartContext, state: dict, holder: dict):
+    if "backend" not in holder:
+        from lt_cli.backends import load_backend
+        from lt_cli.backends.base import BackendConfig
+
+        holder["backend"] = load_backend("transformers", BackendConfig(model=str(state["folder"]), device=ctx.profile.device,
+                                                                       batch_size=max(ctx.profile.estep_rows)))
+    return holder["backend"]
+
+
+def measure_scoring(ctx: PartContext, state: dict, backend) -> None:
+    """HFBackend.score on K continuations per posterior prompt against a bare packed forward."""
+    p = ctx.profile
+    engine = _bench_engine()
+    out = ctx.work / f"estep-cand-{min(p.estep_rows)}.jsonl"
+    if out.exists():
+        chunks = [c for line in out.read_text().splitlines() for c in json.loads(line)["chunks"]]
+        texts = [[cand["latent"] for cand in c.get("candidates", [])] for c in chunks]
+    else:  # the lt run failed: score the prompts' own text instead
+        texts = [[prompt[-200:]] * p.estep_k for prompt in state["prompts"]]
+    pairs = [(prompt, text) for prompt, cands in zip(state["prompts"], texts) for text in cands if text][: p.score_pairs]
+    encoded = [backend.encode(c) + backend.encode(x, add_bos=False) for c, x in pairs]
+    n_tokens = sum(len(e) for e in encoded)
+    backend.score(pairs[:8])  # warm-up
+    score_s = engine.best_of(2, lambda: _timed(ctx, lambda: backend.score(pairs)))
+    row_len = min(2048, backend.max_model_len)
+    rows_per_call = max(1, p.score_bare_tokens // row_len)
+    engine.bare_packed_forward(backend, encoded[:4], row_len, rows_per_call)  # warm-up
+    bare_s = engine.best_of(2, lambda: engine.bare_packed_forward(backend, encoded, row_len, rows_per_call))
+    ctx.set("scoring.pairs", len(pairs))
+    ctx.set("scoring.tokens", n_tokens)
+    ctx.set("scoring.score_tokens_per_s", round(n_tokens / score_s, 1))
+    ctx.set("scoring.bare_tokens_per_s", round(n_tokens / bare_s, 1))
+    ctx.set("scoring.ratio", round(bare_s / score_s, 3))
+
+
+def _timed(ctx: PartContext, fn) -> float:
+    synchronize(ctx.profile.device)
+    start = time.perf_counter()
+    fn()
+    synchronize(ctx.profile.device)
+    return time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""The sizes of one check: ``FULL`` for one H200 in at most 8 minutes, ``SMOKE`` for a CPU.
+"""The sizes of one check: ``FULL`` for one H200 in at most 9 minutes, ``SMOKE`` for a CPU.
 
 Both run exactly the same code; only the numbers differ. Budgets are wall seconds per part
 (``budget_s``: the part is stopped there; ``min_s``: a part is skipped, with the reason recorded,
@@ -41,30 +41,37 @@ class Profile:
     train_steps: int
     skip_steps: int  # first steps left out of steady-state rates
     train_dtype: str
-    # E-step
-    estep_docs: int
+    train_compile: bool  # bare loop and lt train with each transformer layer compiled (lt train --compile)
+    # E-step: rows per decode step (bench/gpucheck/estep.py names its fields after them), and per
+    # row count the documents and documents per backend call (3 calls: the first is start-up)
+    estep_docs: dict[int, int]
+    estep_docs_per_call: dict[int, int]
     estep_k: int
     estep_max_new_tokens: int
-    estep_batch_size: int
-    estep_docs_per_call: int
     generate_prompts: int  # the per-sample generate loop: prompts x K samples
+    score_pairs: int  # (posterior prompt, sampled thought) pairs scored
+    score_bare_tokens: int  # tokens per forward pass of the bare packed baseline
     # demo
     demo_args: tuple[str, ...] = field(default_factory=tuple)
 
     def budget(self, part: str) -> Budget:
         return self.budgets[part]
 
+    @property
+    def estep_rows(self) -> tuple[int, ...]:
+        return tuple(self.estep_docs)
+
 
 FULL = Profile(
     name="full",
     device="cuda",
-    budget_s=460.0,
+    budget_s=570.0,
     budgets={
         "ceilings": Budget(40, 15),
         "contract": Budget(70, 30),
-        "training": Budget(170, 80),
-        "estep": Budget(110, 45),
-        "demo": Budget(240, 60),
+        "training": Budget(200, 80),
+        "estep": Budget(220, 60),
+        "demo": Budget(150, 60),
     },
     copy_mib=1024,
     matmul_size=8192,
@@ -78,12 +85,14 @@ FULL = Profile(
     train_steps=14,
     skip_steps=4,
     train_dtype="bfloat16",
-    estep_docs=64,
+    train_compile=True,
+    estep_docs={64: 96, 256: 384},
+    estep_docs_per_call={64: 32, 256: 128},
     estep_k=4,
     estep_max_new_tokens=128,
-    estep_batch_size=64,
-    estep_docs_per_call=16,
     generate_prompts=1,
+    score_pairs=256,
+    score_bare_tokens=16384,
     demo_args=(),
 )
 
@@ -110,12 +119,14 @@ SMOKE = Profile(
     train_steps=6,
     skip_steps=2,
     train_dtype="bfloat16",
-    estep_docs=6,
+    train_compile=False,  # a CPU compile takes minutes; tests/test_train_speed.py covers --compile
+    estep_docs={64: 6, 256: 6},
+    estep_docs_per_call={64: 2, 256: 2},
     estep_k=2,
     estep_max_new_tokens=16,
-    estep_batch_size=8,
-    estep_docs_per_call=2,
     generate_prompts=1,
+    score_pairs=16,
+    score_bare_tokens=512,
     demo_args=("--demo-train", "24", "--demo-heldout", "8", "--demo-steps", "3", "--warm-steps", "2", "--steps", "2",
                "--batch-size", "4", "--seq-len", "64", "--warmup-steps", "1", "--save-every", "2", "--max-latent-tokens", "8",
                "--eval-max-new-tokens", "16"),

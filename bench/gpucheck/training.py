@@ -4,9 +4,11 @@ Three runs on the same model (the profile's training shape, built from its confi
 bf16) and the same batch shape (``batch_size`` x ``seq_len``, one micro-batch):
 
 * ``bare``: bench/train.py's bare loop in this process (fixed token tensors on the device, forward,
-  summed cross-entropy, backward, clip, AdamW), the least a training step can do;
-* ``lt``: ``python -m lt_cli train`` as a user runs it (data rendered, tokenized and packed on a
-  prefetch thread), rates read from its metrics.jsonl;
+  summed cross-entropy over the full logits, backward, clip, fused AdamW), the least a training step
+  can do, with the same compile setting as lt (``train_compile``: each layer compiled);
+* ``lt``: ``python -m lt_cli train [--compile]`` as a user runs it (data rendered, tokenized and
+  packed on a prefetch thread; the chunked loss, lt's default on a GPU), rates read from its
+  metrics.jsonl;
 * ``fsdp``: the same command under ``torchrun --nproc_per_node 1 ... --strategy fsdp``: FSDP2 over a
   one-rank process group (NCCL on a GPU, gloo on a CPU), so the sharded code path runs and is
   timed on one device.
@@ -31,9 +33,9 @@ from .shapes import model_folder
 
 NEEDS = ("torch", "transformers", "numpy", "tokenizers", "typer", "rich", "orjson", "safetensors", "punkt")
 RUN_FIELDS = ("tokens_per_s", "tokens_per_s_per_device", "mfu", "mfu_vs_measured_matmul", "peak_tflops", "peak_source",
-              "achieved_tflops", "ratio_to_bare", "first_loss", "strategy", "dtype", "wall_s")
+              "achieved_tflops", "ratio_to_bare", "first_loss", "strategy", "dtype", "loss", "compiled", "wall_s")
 FIELDS = (
-    "model", "params", "model_flops_per_token", "seq_len", "batch_size", "steps", "steady_steps",
+    "model", "params", "model_flops_per_token", "seq_len", "batch_size", "steps", "steady_steps", "compile",
     "bare.tokens_per_s", "bare.mfu_vs_measured_matmul", "bare.achieved_tflops", "bare.peak_memory_gib", "bare.first_loss", "bare.dtype",
     *(f"lt.{f}" for f in RUN_FIELDS), *(f"fsdp.{f}" for f in RUN_FIELDS), "fsdp.first_loss_abs_diff_vs_lt",
 )
@@ -77,13 +79,15 @@ def run(ctx: PartContext) -> None:
         ctx.set("batch_size", p.batch_size)
         ctx.set("steps", p.train_steps)
         ctx.set("steady_steps", p.train_steps - p.skip_steps)
+        ctx.set("compile", p.train_compile)
     measured_peak = (state.get("ceilings") or {}).get("matmul_bf16_tflops" if p.train_dtype == "bfloat16" else "matmul_fp32_tflops")
 
     bare_fields = [f for f in FIELDS if f.startswith("bare.")] + ["params", "model_flops_per_token"]
     with ctx.step("bare", bare_fields):
         ctx.need(20)
         ctx.require("model")
-        stats = _bench_train().bare_loop_stats({"model": str(state["folder"])}, p.seq_len, p.batch_size, p.train_steps, p.skip_steps, p.train_dtype)
+        stats = _bench_train().bare_loop_stats({"model": str(state["folder"])}, p.seq_len, p.batch_size, p.train_steps, p.skip_steps, p.train_dtype,
+                                               compile=p.train_compile)
         flops = stats["model_flops_per_token"]
         ctx.set("params", stats["params"])
         ctx.set("model_flops_per_token", flops)
@@ -107,7 +111,7 @@ def run(ctx: PartContext) -> None:
     table_peak = peak_tflops_for(device_name, p.train_dtype)
     base_args = ["train", "--model", str(state.get("folder")), "--data", str(state.get("corpus")), "--seq-len", str(p.seq_len),
                  "--batch-size", str(p.batch_size), "--steps", str(p.train_steps), "--log-every", "5", "--dtype", p.train_dtype,
-                 "--device", p.device, "--overwrite"]
+                 "--device", p.device, "--overwrite", *(["--compile"] if p.train_compile else [])]
     if table_peak is None and measured_peak:
         base_args += ["--peak-tflops", f"{measured_peak:.6g}"]
     for key, launcher in (("lt", None), ("fsdp", "torchrun")):
@@ -156,6 +160,8 @@ def record_run(ctx: PartContext, key: str, out: Path, wall: float, tokens_per_st
     ctx.set(f"{key}.first_loss", round(rates["first_loss"], 5))
     ctx.set(f"{key}.strategy", resolved["strategy"])
     ctx.set(f"{key}.dtype", resolved["dtype"])
+    ctx.set(f"{key}.loss", resolved["loss"])
+    ctx.set(f"{key}.compiled", resolved["compile"])
     ctx.set(f"{key}.wall_s", round(wall, 1))
     if key == "fsdp":
         if ctx.get("lt.first_loss") is not None:

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from ..console import warn
 from ..errors import LtError
 from .base import BackendConfig, Sample, SamplingParams, fit_prompt_warned, render_chat, resolve_max_model_len
-from .hf_sample import HFSampling
+from .hf_sample import ENGINES, HFSampling
 from .hf_score import DEFAULT_SCORE_BATCH_TOKENS, HFScoring
 
 
@@ -50,9 +50,11 @@ class HFBackend(HFSampling, HFScoring):
 
         self.config = config
         self.model_id = config.model
-        unknown = sorted(set(config.options) - {"score_batch_tokens"})
+        unknown = sorted(set(config.options) - {"score_batch_tokens", "engine", "cuda_graphs"})
         if unknown:
-            raise LtError(f"unknown transformers backend option(s): {', '.join(unknown)} (known: score_batch_tokens)")
+            raise LtError(f"unknown transformers backend option(s): {', '.join(unknown)} (known: score_batch_tokens, engine, cuda_graphs)")
+        if config.options.get("engine", "auto") not in ENGINES:
+            raise LtError(f"transformers backend option engine must be one of {', '.join(ENGINES)}, got {config.options['engine']!r}")
         self.score_batch_tokens = int(config.options.get("score_batch_tokens", DEFAULT_SCORE_BATCH_TOKENS))
         if config.batch_size < 1:
             raise LtError(f"batch_size must be at least 1, got {config.batch_size}")
@@ -196,6 +198,7 @@ class HFBackend(HFSampling, HFScoring):
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Release the model (the object is unusable afterwards)."""
+        self._decoder_cache = None
         self.model = None
         self._decoder = None
         self._head = None

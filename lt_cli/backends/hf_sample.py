@@ -1,12 +1,19 @@
-"""Sampling for the transformers backend (hf.py): prefill once, expand to K rows, decode together.
+"""Sampling for the transformers backend (hf.py): two engines behind one ``sample``.
 
-Why by hand rather than ``model.generate``: the E-step draws K short samples per chunk from one
-prompt. Here each prompt is prefilled once and its KV cache expanded to the K rows that sample from
-it; all rows of a batch decode together (left padding, explicit positions and mask); finished rows
-leave the batch and the cache at once. Each row has its own ``torch.Generator`` seeded by
-``seeds[i][j]`` and draws one uniform number per step, inverted through the row's CDF, so a sample
-depends only on its own seed, never on its batch. Reported log-probs are those of the distribution
-sampled from (after temperature and top-p); at temperature 0 those of the untempered model.
+* The slot engine (hf_engine.py, the default on CUDA for plain full-attention decoders): fixed KV
+  slots, the decode step captured as a CUDA graph, rows admitted as others finish.
+* The dynamic loop (below; the CPU default and the fallback for every other model): each prompt is
+  prefilled once and its KV cache expanded to the K rows that sample from it; all rows of a batch
+  decode together (left padding, explicit positions and mask); finished rows leave the batch and the
+  cache at once.
+
+Both draw with the same rule, so they give the same samples: row ``(i, j)`` takes its uniforms from
+its own ``torch.Generator`` seeded by ``seeds[i][j]``, one per generated token in order, inverted
+through the row's CDF (``hf_engine.draw_tokens``); a sample depends only on its own seed, never on
+its batch or engine. Reported log-probs are those of the distribution sampled from (after
+temperature and top-p); at temperature 0 those of the untempered model. ``options={"engine":
+"slots"|"dynamic"|"auto"}`` (or the environment variable ``LT_HF_ENGINE``) picks the engine
+(docs/backends.md).
 
 :class:`HFSampling` is a mixin: it uses the model calls and tokens of :class:`~lt_cli.backends.hf.HFBackend`.
 """
@@ -18,6 +25,12 @@ from typing import Sequence
 
 from ..errors import LtError
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
+from .hf_engine import SlotDecoder, draw_tokens, row_uniforms, sample_with_slots, unsupported_reason
+
+#: engines ``options["engine"]`` accepts; "auto" is the slot engine on CUDA when the model allows it
+ENGINES = ("auto", "slots", "dynamic")
+#: share of the free GPU memory the slot engine's KV buffers may take
+KV_MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -48,6 +61,10 @@ class HFSampling:
         return self._sample_ids(encoded, params, seed_rows)
 
     def _sample_ids(self, encoded: list[list[int]], params: SamplingParams, seed_rows: list[list[int]]) -> list[list[Sample]]:
+        if self.sampling_engine() == "slots":
+            slot_results: list[list[Sample | None]] = [[None] * params.n for _ in encoded]
+            sample_with_slots(self, encoded, params, seed_rows, slot_results)
+            return slot_results  # type: ignore[return-value]
         rows_per_batch = max(1, self.config.batch_size)
         units: list[_Unit] = []
         for i in sorted(range(len(encoded)), key=lambda k: len(encoded[k])):
@@ -83,14 +100,58 @@ class HFSampling:
             logprobs = torch.log_softmax(logprobs, dim=-1)
         return logprobs
 
-    def _draw(self, logprobs, generators):
-        """One token per row: inverse CDF with one uniform draw from the row's own generator."""
+    # ------------------------------------------------------------------ engines
+    def sampling_engine(self) -> str:
+        """"slots" or "dynamic": the engine ``sample`` uses for this model, device and options."""
+        if getattr(self, "_engine", None) is None:
+            import os
+
+            requested = self.config.options.get("engine") or os.environ.get("LT_HF_ENGINE") or "auto"
+            if requested not in ENGINES:
+                raise LtError(f"LT_HF_ENGINE must be one of {', '.join(ENGINES)}, got {requested!r}")
+            reason = unsupported_reason(self.model)
+            if requested == "slots" and reason is not None:
+                from ..console import warn
+
+                warn(f"transformers backend: the slot engine cannot run {self.model_id} ({reason}); using the dynamic loop")
+            if requested == "dynamic" or reason is not None:
+                self._engine = "dynamic"
+            else:
+                self._engine = "slots" if requested == "slots" or self.device.type == "cuda" else "dynamic"
+        return self._engine
+
+    def _slot_decoder(self, n_slots: int, capacity: int, params: SamplingParams) -> SlotDecoder:
+        """The slot engine's buffers (and CUDA graph) for these settings, reused across calls."""
+        key = (n_slots, params.max_new_tokens, params.temperature, params.top_p)
+        cached = getattr(self, "_decoder_cache", None)
+        if cached is not None and cached[0] == key and cached[1].capacity >= capacity:
+            return cached[1]
+        self._decoder_cache = None
         torch = self._torch
-        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(logprobs.device)
-        cdf = logprobs.exp().double().cumsum(dim=-1)
-        target = (u * cdf[:, -1]).unsqueeze(-1)
-        tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-        return tokens.clamp_(max=logprobs.shape[-1] - 1)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            config = self.model.config.get_text_config()
+            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+            per_slot = 2 * config.num_hidden_layers * (config.num_key_value_heads or config.num_attention_heads) * capacity * head_dim
+            per_slot *= next(self.model.parameters()).element_size()
+            fits = int(KV_MEMORY_SHARE * torch.cuda.mem_get_info(self.device)[0] // per_slot)
+            if fits < n_slots:
+                from ..console import warn
+
+                warn(f"transformers backend: {n_slots} rows x {capacity} KV columns do not fit in GPU memory; decoding {max(fits, 1)} rows at a time")
+                n_slots = max(fits, 1)
+        graphs = bool(self.config.options.get("cuda_graphs", True))
+        decoder = SlotDecoder(self, n_slots, capacity, params.max_new_tokens, params, graph=graphs)
+        self._decoder_cache = (key, decoder)
+        from ..console import log
+
+        log(f"transformers backend: slot engine, {decoder.n_slots} rows x {capacity} KV columns ({decoder.kv_bytes / 2**30:.2f} GiB), "
+            f"{decoder.mode} decode step")
+        return decoder
+
+    def _draw(self, logprobs, uniforms, step: int):
+        """One token per row: the row's ``step``-th uniform inverted through its CDF."""
+        return draw_tokens(self._torch, logprobs, uniforms[:, step].to(logprobs.device))
 
     def _run_sample_batch(self, units: list[_Unit], params, seed_rows, results) -> None:
         torch = self._torch
@@ -106,7 +167,8 @@ class HFSampling:
             next_pos = torch.tensor([len(u.ids) for u in units], device=self.device)[expand]
             row_keys = [(u.prompt_index, j) for u in units for j in u.slots]
             prompt_lengths = [len(u.ids) for u in units for _ in u.slots]
-            generators = [torch.Generator().manual_seed(seed_rows[i][j]) for i, j in row_keys]
+            uniforms = torch.stack([row_uniforms(torch, seed_rows[i][j], params.max_new_tokens) for i, j in row_keys])
+            step = 0
             tokens_out: list[list[int]] = [[] for _ in row_keys]
             logprobs_out: list[list[float]] = [[] for _ in row_keys]
             active = list(range(len(row_keys)))  # original row index of each live batch row
@@ -116,7 +178,7 @@ class HFSampling:
                 if params.temperature == 0:
                     chosen = logits.argmax(dim=-1)
                 else:
-                    chosen = self._draw(logprobs, [generators[r] for r in active])
+                    chosen = self._draw(logprobs, uniforms[active], step)
                 chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
                 chosen_list = chosen.tolist()
                 keep: list[int] = []
@@ -142,6 +204,7 @@ class HFSampling:
                 mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
                 logits = self._call_model(chosen.unsqueeze(-1), mask, next_pos.unsqueeze(-1), cache)[:, -1].float()
                 next_pos = next_pos + 1
+                step += 1
 
     def _trim_left_padding(self, cache, mask):
         """Drop KV columns that are padding for every remaining row (plain dynamic caches only)."""

@@ -81,6 +81,11 @@ def command(
         "rank: each rank tokenizes only its own documents (scales to many GPUs).",
     )] = "global",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass (less GPU memory, slower).")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile each transformer layer (faster steps on a GPU after a one-off compile).")] = False,
+    loss: Annotated[str, typer.Option(
+        help="Cross-entropy: full (all logits at once), chunked (never holds the batch's logits) or auto (chunked on GPU).",
+    )] = "auto",
+    loss_chunk_tokens: Annotated[int, typer.Option(help="Positions per chunk of the chunked loss.")] = 4096,
     save_every: Annotated[Optional[int], typer.Option(help="Save a resumable checkpoint every N steps.", show_default=False)] = None,
     keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.")] = 1,
     log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import UsageError
 from ..flags import flag
 from ..formats import LAYOUTS
+from .loss import LOSS_IMPLS
 
 LOSS_ON = ("all", "observed")
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -30,7 +31,8 @@ DTYPES = ("auto", "float32", "bfloat16")
 #: the order of floating-point reductions.)
 RESUME_FREE_FIELDS = frozenset(
     {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite",
-     "gradient_checkpointing", "peak_tflops", "val_data", "val_every", "val_limit", "val_batch_size", "val_elbo_n", "val_max_latent_tokens"}
+     "gradient_checkpointing", "compile", "loss", "loss_chunk_tokens", "peak_tflops",
+     "val_data", "val_every", "val_limit", "val_batch_size", "val_elbo_n", "val_max_latent_tokens"}
 )
 
 
@@ -101,6 +103,9 @@ class TrainConfig:
     strategy: str = "auto"
     data_sharding: str = "global"  # global: world-size-invariant batches; rank: each rank tokenizes only its documents
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    compile: bool = False  # torch.compile each transformer layer's forward (training/compiling.py)
+    loss: str = "auto"  # full | chunked | auto (chunked on GPU): training/loss.py
+    loss_chunk_tokens: int = 4096  # positions per chunk of the chunked loss
     save_every: int | None = None
     keep_checkpoints: int = 1
     log_every: int = 10
@@ -147,6 +152,10 @@ class TrainConfig:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.data_sharding not in DATA_SHARDING:
             raise UsageError(f"--data-sharding must be global or rank, got {self.data_sharding!r}")
+        if self.loss not in LOSS_IMPLS:
+            raise UsageError(f"--loss must be one of {', '.join(LOSS_IMPLS)}, got {self.loss!r}")
+        if self.loss_chunk_tokens < 1:
+            raise UsageError("--loss-chunk-tokens must be >= 1")
         if self.dtype not in DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in self.report_to:

@@ -38,7 +38,7 @@ from ..seeding import derive_seed
 from . import completion
 from .corpus import Document, LazyCorpus, load_documents, _to_document  # noqa: F401  (re-exported)
 
-IGNORE_INDEX = -100
+from .loss import IGNORE_INDEX  # noqa: E402  (one definition, with the loss)
 _ENCODE_BLOCK = 256  # documents tokenized per tokenizer call
 
 

@@ -129,8 +129,9 @@ def resolve_strategy(strategy: str, env: DistEnv, n_params: int) -> str:
     return "ddp"
 
 
-def _decoder_layers(model) -> list:
-    """The repeated blocks FSDP2 shards one by one (HF's ``_no_split_modules`` names them)."""
+def decoder_layers(model) -> list:
+    """The repeated transformer blocks (HF's ``_no_split_modules`` names them): FSDP2 shards them one by one,
+    --compile compiles them one by one."""
     names = set(getattr(model, "_no_split_modules", None) or [])
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
@@ -154,7 +155,7 @@ def wrap_model(model, strategy: str, env: DistEnv, *, bf16: bool):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
-        for layer in _decoder_layers(model):
+        for layer in decoder_layers(model):
             fully_shard(layer, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return model

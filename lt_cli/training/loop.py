@@ -34,6 +34,8 @@ from .throughput import ThroughputMeter, model_flops, resolve_peak
 from .distributed import DistEnv, all_reduce_sum, broadcast_object, gather_objects, init_distributed, resolve_strategy, shutdown, wrap_model
 from .model_io import count_params, load_model_and_tokenizer_for_training, save_final_model
 from .reporting import METRICS_FILE, MetricsReporter
+from .compiling import compile_layers
+from .loss import full_loss, head_computes_loss, resolve_loss_impl
 
 CONFIG_FILE = "train_config.json"  # models.LT_TRAINED_MARKER: its presence marks a model lt trained
 RESULT_FILE = "train_result.json"
@@ -145,7 +147,6 @@ def train(config: TrainConfig) -> TrainResult:
     config.validate()
     corpora = load_documents(config.sources, config.layout)  # bad records fail before torch loads
     import torch
-    import torch.nn.functional as F
 
     start_time = time.monotonic()
     output = Path(config.output)
@@ -201,11 +202,16 @@ def train(config: TrainConfig) -> TrainResult:
         validation.check_validation_settings(config, strategy)
         flops = model_flops(model, config.seq_len)
         peak_tflops, peak_source = resolve_peak(config.peak_tflops, env.device, dtype_name)
-        resolved = replace(config, micro_batch_size=micro, dtype=dtype_name, strategy=strategy if strategy != "none" else config.strategy,
+        loss_impl = resolve_loss_impl(config.loss, env.device.type, model)
+        resolved = replace(config, micro_batch_size=micro, dtype=dtype_name, loss=loss_impl, strategy=strategy if strategy != "none" else config.strategy,
                            device=str(env.device.type), overwrite=False)
         torch.manual_seed(config.seed)
         model.to(env.device)
         wrapped = wrap_model(model, strategy, env, bf16=use_bf16)
+        if config.compile:
+            n_compiled = compile_layers(model)
+            if env.is_main:
+                log(f"--compile: {n_compiled} transformer layers compiled (the first step includes the compile time)")
         optimizer = torch.optim.AdamW(
             wrapped.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
             weight_decay=config.weight_decay, fused=(env.device.type == "cuda" and strategy != "fsdp"),
@@ -240,7 +246,7 @@ def train(config: TrainConfig) -> TrainResult:
             log(
                 f"training {count_params(model) / 1e6:.2f}M params on {env.world_size} x {env.device.type} ({strategy}, {dtype_name}): "
                 f"{total_steps} steps x {config.batch_size} seqs x {config.seq_len} tokens, warmup {warmup}, "
-                f"accumulation {accumulation} x micro-batch {micro}"
+                f"accumulation {accumulation} x micro-batch {micro}, {loss_impl} loss"
             )
             log(f"MFU: {flops.per_token / 1e9:.3g} GFLOP per token against "
                 + (f"{peak_tflops:g} TFLOP/s per device ({peak_source})" if peak_tflops else f"no peak ({peak_source})"))
@@ -279,11 +285,11 @@ def train(config: TrainConfig) -> TrainResult:
                             wrapped.set_requires_gradient_sync(sync)
                         no_sync = wrapped.no_sync() if (strategy == "ddp" and not sync) else contextlib.nullcontext()
                         with no_sync, autocast:
-                            logits = wrapped(input_ids=local_ids[rows], use_cache=False).logits
-                            micro_loss = F.cross_entropy(
-                                logits.float().view(-1, logits.size(-1)), local_labels[rows].reshape(-1),
-                                ignore_index=IGNORE_INDEX, reduction="sum",
-                            )
+                            if loss_impl == "chunked":  # the LM head returns the summed loss (training/loss.py)
+                                with head_computes_loss(model, local_labels[rows], config.loss_chunk_tokens):
+                                    micro_loss = wrapped(input_ids=local_ids[rows], use_cache=False).logits
+                            else:
+                                micro_loss = full_loss(wrapped(input_ids=local_ids[rows], use_cache=False).logits, local_labels[rows])
                         (micro_loss * scale).backward()
                         loss_sum += micro_loss.detach()
                     grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip)

@@ -1,0 +1,440 @@
+"""The slot engine: continuous-batching sampling for the transformers backend, built for the GPU.
+
+Why: the E-step is BoLT's dominant cost (K samples for every chunk of the corpus, every iteration),
+and decoding is memory-bound: a step should cost one read of the weights plus each row's K/V. The
+dynamic loop (hf_sample.py) instead pays Python and kernel launches per layer per step, copies the
+whole KV cache whenever a row finishes, and repeats each K/V head for every query head it serves.
+This engine keeps a fixed set of buffers so the decode step can be captured once as a CUDA graph
+and replayed, and keeps the batch full by admitting waiting rows as others finish.
+
+Layout (``SlotDecoder``):
+
+* ``S`` slots (the backend's ``batch_size``). Per layer one K and one V buffer
+  ``[S, kv heads, C columns, head dim]``, ``C`` = the longest prompt plus ``max_new_tokens``. A
+  slot's row occupies columns ``[0, length)``: column = position, so RoPE positions, the write
+  index and the attention mask (columns up to the position) all follow from one per-slot counter,
+  and rows of any length and age share one step.
+* A decode step runs the model on ``S`` tokens (each slot writes its new key/value at its own
+  column), samples ``S`` tokens and advances the counters; attention uses each K/V head once for its
+  group of query heads (no repeated K/V), through SDPA.
+* A finished row frees its slot. Waiting rows are admitted in groups: their prompts are prefilled in
+  one left-padded forward (the dynamic path's prefill) and shifted into columns ``[0, prompt
+  length)`` of their slots; a prompt's K/V is computed once and copied to each of its rows.
+
+Randomness: at admission each row draws every uniform it can need, ``torch.rand(max_new_tokens)``
+from its own ``torch.Generator`` seeded by its seed. That is the same sequence, in the same order, as
+one ``torch.rand(1)`` per step (tests/test_backend_hf.py checks it), so a sample depends only on its
+own seed and equals the dynamic path's; the step reads ``u[slot, token index]`` on the device.
+
+Host work per step: one device-to-host copy of the ``S`` sampled tokens and their log-probs (the
+step after it is already running, so that copy overlaps the GPU), and per row an EOS, stop-string
+and length check. Stop strings are checked incrementally (:class:`StopWatch`). Admissions add one
+sync each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP
+
+#: the name the engine's attention function is registered under (transformers' AttentionInterface)
+ATTENTION_NAME = "lt_slots"
+#: KV columns are allocated in multiples of this (SDPA's masked kernels want aligned rows; fewer
+#: distinct sizes mean fewer new buffers and graph captures as longer prompts arrive)
+COLUMN_ALIGN = 128
+#: model types whose every layer is plain causal full attention through transformers' attention
+#: interface (others, e.g. sliding-window or soft-capped attention, use the dynamic loop)
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "granite", "smollm3"})
+#: padded prompt tokens per admission prefill forward
+PREFILL_TOKENS = 32768
+
+
+def draw_tokens(torch, logprobs, u):
+    """One token per row by inverse CDF: ``u`` holds one uniform per row (float64)."""
+    cdf = logprobs.exp().double().cumsum(dim=-1)
+    target = (u * cdf[:, -1]).unsqueeze(-1)
+    tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return tokens.clamp_(max=logprobs.shape[-1] - 1)
+
+
+def row_uniforms(torch, seed: int, n: int):
+    """The ``n`` uniforms a row uses, one per generated token, from its own generator."""
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def unsupported_reason(model) -> str | None:
+    """Why the slot engine cannot run ``model`` (None: it can)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        return f"model type {model_type!r} is not one the slot engine knows to be plain full attention"
+    if getattr(config, "use_sliding_window", False) or (model_type == "mistral" and getattr(config, "sliding_window", None)):
+        return "sliding-window attention"
+    if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+        return "layers other than full attention"
+    try:
+        from transformers import AttentionInterface  # noqa: F401
+    except ImportError:
+        return "this transformers has no AttentionInterface"
+    return None
+
+
+def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Decode attention over the slot buffers: each K/V head serves its query-head group at once.
+
+    ``query`` is ``[S, heads, 1, head dim]``; the G = heads / kv heads query heads of one group become
+    G queries against the group's K/V, so nothing is repeated; ``attention_mask`` is the engine's
+    ``[S, 1, 1, C]`` boolean mask. Returns ``[S, 1, heads, head dim]`` as transformers' SDPA does.
+    """
+    import torch.nn.functional as F
+
+    slots, heads, q_len, head_dim = query.shape
+    kv_heads = key.shape[1]
+    if q_len != 1:
+        raise RuntimeError("slot attention is for one-token decode steps")
+    grouped = query.reshape(slots, kv_heads, heads // kv_heads, head_dim)
+    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(slots, heads, 1, head_dim).transpose(1, 2), None
+
+
+_registered = False
+
+
+def _register_attention() -> None:
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(ATTENTION_NAME, slot_attention)
+        _registered = True
+
+
+class _SlotCache:
+    """What the model's attention layers see as their cache during a decode step: each slot's new
+    key and value go to its own column ``write_cols[slot]``; attention gets the whole buffer (masked)."""
+
+    is_compileable = False
+
+    def __init__(self, keys, values, slot_index, write_cols):
+        self.keys, self.values, self.slot_index, self.write_cols = keys, values, slot_index, write_cols
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[self.slot_index, :, self.write_cols] = key_states[:, :, 0]
+        values[self.slot_index, :, self.write_cols] = value_states[:, :, 0]
+        return keys, values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0  # positions are always given explicitly
+
+
+def _layer_kv(cache, layer: int):
+    """(keys, values) of one layer of a transformers DynamicCache, across cache API generations."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return layers[layer].keys, layers[layer].values
+    return cache.key_cache[layer], cache.value_cache[layer]
+
+
+class StopWatch:
+    """Stop strings checked incrementally, with the same answer as searching the whole decoded text.
+
+    A stop string can only newly appear where the latest token changed the text. So the text is
+    decoded only when the latest token could have completed one: its own text holds a stop's last
+    character, or is empty or a partial character (U+FFFD), or some stop ends in whitespace (a
+    SentencePiece token carries its leading space). Then a window of the last tokens (4 per
+    character of the longest stop, plus margin) is searched, and a hit is confirmed on the whole
+    text, as the dynamic loop decides it.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stops: tuple[str, ...]):
+        self.decode = decode
+        self.stops = tuple(stops)
+        self.window = 4 * max((len(s) for s in self.stops), default=0) + 8
+        self.last_chars = {s[-1] for s in self.stops}
+        self.always = any(c.isspace() for c in self.last_chars)
+        self._triggers: dict[int, bool] = {}
+
+    def _may_complete(self, token: int) -> bool:
+        hit = self._triggers.get(token)
+        if hit is None:
+            text = self.decode([token])
+            hit = self._triggers[token] = (not text) or "\ufffd" in text or any(c in text for c in self.last_chars)
+        return hit
+
+    def hit(self, tokens: list[int]) -> bool:
+        if not self.stops or not (self.always or self._may_complete(tokens[-1])):
+            return False
+        tail = self.decode(tokens[-self.window :])
+        if not any(s in tail for s in self.stops):
+            return False
+        text = self.decode(tokens)
+        return any(s in text for s in self.stops)
+
+
+@dataclass
+class _Row:
+    """One sample being generated: prompt ``prompt_index``, sample slot ``j``."""
+
+    prompt_index: int
+    j: int
+    prompt_len: int
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    done: bool = False
+
+
+def _align(n: int) -> int:
+    return -(-n // COLUMN_ALIGN) * COLUMN_ALIGN
+
+
+class SlotDecoder:
+    """The fixed buffers of ``n_slots`` slots x ``capacity`` columns and the decode step over them.
+
+    ``graph``: capture the step as a CUDA graph (CUDA only). Capture failures fall back to eager
+    steps with a warning; ``mode`` says which ran.
+    """
+
+    def __init__(self, backend, n_slots: int, capacity: int, max_new_tokens: int, params, *, graph: bool):
+        torch = backend._torch
+        _register_attention()
+        self.backend, self.torch, self.params = backend, torch, params
+        self.n_slots, self.capacity, self.max_new_tokens = n_slots, capacity, max_new_tokens
+        model = backend.model
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        kv_heads = config.num_key_value_heads or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        dtype = next(model.parameters()).dtype
+        device = backend.device
+        shape = (n_slots, kv_heads, capacity, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.columns = torch.arange(capacity, device=device)
+        self.slot_index = torch.arange(n_slots, device=device)
+        self.input_ids = torch.full((n_slots, 1), backend.pad_id, dtype=torch.long, device=device)
+        self.positions = torch.zeros((n_slots, 1), dtype=torch.long, device=device)  # = the column written next
+        self.write_cols = torch.zeros(n_slots, dtype=torch.long, device=device)
+        self.token_index = torch.zeros(n_slots, dtype=torch.long, device=device)
+        self.uniforms = torch.zeros((n_slots, max_new_tokens), dtype=torch.float64, device=device)
+        self.out_tokens = torch.zeros(n_slots, dtype=torch.long, device=device)
+        self.out_logprobs = torch.zeros(n_slots, dtype=torch.float32, device=device)
+        self.cache = _SlotCache(self.keys, self.values, self.slot_index, self.write_cols)
+        self._configs = [m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation_internal")]
+        self.kv_bytes = 2 * len(self.keys) * self.keys[0].numel() * self.keys[0].element_size()
+        self.graph = None
+        self.mode = "eager"
+        if graph and device.type == "cuda":
+            self._capture()
+
+    # ------------------------------------------------------------------ the step
+    @contextlib.contextmanager
+    def _slot_attention(self):
+        saved = [c._attn_implementation_internal for c in self._configs]
+        for c in self._configs:
+            c._attn_implementation_internal = ATTENTION_NAME
+        try:
+            yield
+        finally:
+            for c, value in zip(self._configs, saved):
+                c._attn_implementation_internal = value
+
+    def _step_ops(self) -> None:
+        torch, params = self.torch, self.params
+        # a free slot keeps stepping on junk: its column is clamped inside the buffer
+        torch.clamp(self.positions[:, 0], max=self.capacity - 1, out=self.write_cols)
+        mask = (self.columns <= self.write_cols.unsqueeze(1)).view(self.n_slots, 1, 1, self.capacity)
+        logits = self.backend._call_model(self.input_ids, mask, self.positions, self.cache)[:, -1].float()
+        logprobs = self.backend._process_logits(logits, params)
+        if params.temperature == 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            index = self.token_index.clamp(max=self.max_new_tokens - 1).unsqueeze(1)
+            chosen = draw_tokens(torch, logprobs, self.uniforms.gather(1, index).squeeze(1))
+        self.out_logprobs.copy_(logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1))
+        self.out_tokens.copy_(chosen)
+        self.input_ids.copy_(chosen.unsqueeze(1))
+        self.positions.add_(1)
+        self.token_index.add_(1)
+
+    def step(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            with self._slot_attention():
+                self._step_ops()
+
+    def _capture(self) -> None:
+        torch = self.torch
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), self._slot_attention():
+                for _ in range(2):  # warm-up: cuBLAS handles, allocator pools
+                    self._step_ops()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), self._slot_attention():
+                self._step_ops()
+            self.graph, self.mode = graph, "cuda-graph"
+        except Exception as exc:  # an op the graph cannot hold: run the same step eagerly
+            from ..console import warn
+
+            torch.cuda.synchronize()
+            warn(f"transformers backend: the decode step could not be captured as a CUDA graph ({type(exc).__name__}: {exc}); decoding eagerly")
+            self.graph, self.mode = None, "eager"
+        self.reset()
+
+    def reset(self) -> None:
+        """Every slot free (the state a new call starts from)."""
+        self.token_index.zero_()
+        self.positions.zero_()
+
+    # ------------------------------------------------------------------ admission
+    def admit(self, slots: list[int], rows: list[_Row], prompts: list[list[int]], seeds: list[int]) -> tuple[list[int], list[float]]:
+        """Prefill ``prompts`` (``rows[k]`` samples from ``prompts[rows[k].prompt_index]``) into
+        columns ``[0, prompt length)`` of ``slots`` and draw each row's first token. Returns the
+        first tokens and their log-probs (one host sync)."""
+        torch, backend, params = self.torch, self.backend, self.params
+        device = backend.device
+        slot_index = torch.tensor(slots, device=device)
+        uniforms = torch.stack([row_uniforms(torch, s, self.max_new_tokens) for s in seeds]).to(device)
+        self.uniforms.index_copy_(0, slot_index, uniforms)
+        lengths = torch.tensor([r.prompt_len for r in rows], device=device)
+        first_logits = []
+        for start, end in self._prefill_groups(prompts):
+            ids, mask, positions = backend._left_pad(prompts[start:end])
+            cache = backend._new_cache()
+            first_logits.append(backend._call_model(ids, mask, positions, cache)[:, -1].float())
+            width = ids.shape[1]
+            members = torch.tensor([k for k, r in enumerate(rows) if start <= r.prompt_index < end], device=device)
+            source = torch.tensor([r.prompt_index - start for r in rows if start <= r.prompt_index < end], device=device)
+            # prompt p sits in the last len(p) of ``width`` left-padded columns: shift it to column 0
+            shift = (self.columns[:width].unsqueeze(0) + (width - lengths[members]).unsqueeze(1)).clamp(max=width - 1)
+            for layer in range(len(self.keys)):
+                for buffer, states in zip((self.keys[layer], self.values[layer]), _layer_kv(cache, layer)):
+                    picked = states.index_select(0, source)
+                    index = shift.view(len(members), 1, width, 1).expand(-1, picked.shape[1], -1, picked.shape[3])
+                    buffer[:, :, :width].index_copy_(0, slot_index[members], torch.gather(picked, 2, index))
+            del cache
+        logits = torch.cat(first_logits)[torch.tensor([r.prompt_index for r in rows], device=device)]
+        logprobs = backend._process_logits(logits, params)
+        if params.temperature == 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            chosen = draw_tokens(torch, logprobs, uniforms[:, 0])
+        chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+        self.input_ids[slot_index] = chosen.unsqueeze(1)
+        self.positions[slot_index] = lengths.unsqueeze(1)
+        self.token_index[slot_index] = 1
+        return chosen.tolist(), chosen_lp.tolist()
+
+    def _prefill_groups(self, prompts: list[list[int]]):
+        start = 0
+        while start < len(prompts):
+            end, width = start, 0
+            while end < len(prompts) and (end == start or max(width, len(prompts[end])) * (end + 1 - start) <= PREFILL_TOKENS):
+                width = max(width, len(prompts[end]))
+                end += 1
+            yield start, end
+            start = end
+
+
+def sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: list[list[int]], results) -> None:
+    """Fill ``results[i][j]`` with sample ``j`` of prompt ``i`` (the engine's host loop)."""
+    with backend._torch.inference_mode():  # the buffers and the graph live in inference mode
+        _sample_with_slots(backend, encoded, params, seed_rows, results)
+
+
+def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: list[list[int]], results) -> None:
+    torch = backend._torch
+    n_slots = max(1, backend.config.batch_size)
+    max_new = params.max_new_tokens
+    decoder = backend._slot_decoder(n_slots, _align(max(len(ids) for ids in encoded) + max_new), params)
+    n_slots = decoder.n_slots
+    stops = StopWatch(backend.decode, tuple(params.stop))
+    queue = deque(_Row(i, j, len(encoded[i])) for i in range(len(encoded)) for j in range(params.n))
+    slot_row: list[_Row | None] = [None] * n_slots
+    decoder.reset()
+    pinned = decoder.backend.device.type == "cuda"
+    host = [(torch.empty(n_slots, dtype=torch.long, pin_memory=pinned), torch.empty(n_slots, dtype=torch.float32, pin_memory=pinned))
+            for _ in range(2)]
+    admit_min = max(1, n_slots // 8)
+    active = 0
+    step_no = 0
+    in_flight = None  # (step number, snapshot of slot rows, event)
+
+    def finish(row: _Row, reason: str) -> None:
+        row.done = True
+        results[row.prompt_index][row.j] = backend._make_sample(row.tokens, row.logprobs, reason, stops.stops, row.prompt_len)
+
+    def record(row: _Row, token: int, logprob: float) -> bool:
+        row.tokens.append(token)
+        row.logprobs.append(logprob)
+        if token in backend.eos_ids:
+            finish(row, FINISH_EOS)
+        elif stops.hit(row.tokens):
+            finish(row, FINISH_STOP)
+        elif len(row.tokens) >= max_new or row.prompt_len + len(row.tokens) >= backend.max_model_len:
+            finish(row, FINISH_LENGTH)
+        return row.done
+
+    def process(flight) -> None:
+        nonlocal active
+        number, snapshot, event = flight
+        if event is not None:
+            event.synchronize()
+        tokens, logprobs = host[number % 2]
+        tokens, logprobs = tokens.tolist(), logprobs.tolist()
+        for b, row in enumerate(snapshot):
+            if row is not None and not row.done and record(row, tokens[b], logprobs[b]):
+                slot_row[b] = None
+                active -= 1
+
+    def admit() -> None:
+        nonlocal active
+        free = [b for b in range(n_slots) if slot_row[b] is None]
+        while free and queue:
+            rows = [queue.popleft() for _ in range(min(len(free), len(queue)))]
+            slots = free[: len(rows)]
+            free = free[len(rows) :]
+            prompt_ids = sorted({r.prompt_index for r in rows})
+            local = {p: k for k, p in enumerate(prompt_ids)}
+            shadow = [_Row(local[r.prompt_index], r.j, r.prompt_len) for r in rows]
+            seeds = [seed_rows[r.prompt_index][r.j] for r in rows]
+            tokens, logprobs = decoder.admit(slots, shadow, [encoded[p] for p in prompt_ids], seeds)
+            for b, row, token, logprob in zip(slots, rows, tokens, logprobs):
+                if record(row, token, logprob):
+                    free.append(b)
+                else:
+                    slot_row[b] = row
+                    active += 1
+
+    admit()
+    while active or in_flight is not None:
+        flight = None
+        if active:
+            decoder.step()
+            tokens, logprobs = host[step_no % 2]
+            tokens.copy_(decoder.out_tokens, non_blocking=pinned)
+            logprobs.copy_(decoder.out_logprobs, non_blocking=pinned)
+            event = None
+            if pinned:
+                event = torch.cuda.Event()
+                event.record()
+            flight = (step_no, list(slot_row), event)
+            step_no += 1
+        if in_flight is not None:
+            process(in_flight)
+        in_flight = flight
+        if queue and (len([r for r in slot_row if r is None]) >= admit_min or not active):
+            if in_flight is not None:  # admission writes the slots the in-flight step used
+                process(in_flight)
+                in_flight = None
+            admit()
+
+
+__all__ = ["SlotDecoder", "StopWatch", "draw_tokens", "row_uniforms", "sample_with_slots", "unsupported_reason"]
