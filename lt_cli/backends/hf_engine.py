@@ -143,27 +143,31 @@ def _layer_kv(cache, layer: int):
 class StopWatch:
     """Stop strings checked incrementally, with the same answer as searching the whole decoded text.
 
-    A stop string can only newly appear where the latest token changed the text. So the text is
-    decoded only when the latest token could have completed one: its own text holds a stop's last
-    character, or is empty or a partial character (U+FFFD), or some stop ends in whitespace (a
-    SentencePiece token carries its leading space). Then a window of the last tokens (4 per
-    character of the longest stop, plus margin) is searched, and a hit is confirmed on the whole
-    text, as the dynamic loop decides it.
+    A stop string can only newly appear where the latest token changed the text, so it must end
+    inside the latest token's text ``t``: ``t`` holds the whole stop, or ``t`` begins with the stop's
+    last few characters. Only then (or when ``t`` is empty or a partial character, U+FFFD, whose text
+    depends on its neighbours) is a window of the last tokens decoded (4 per character of the longest
+    stop, plus margin) and searched, and a hit confirmed on the whole text, as the dynamic loop
+    decides it. A stop ending in whitespace is always checked: a SentencePiece token carries its
+    leading space only in context. Whether a token can complete a stop is cached per token id, so a
+    step costs a dictionary lookup per row unless a stop may have just been written.
     """
 
     def __init__(self, decode: Callable[[list[int]], str], stops: tuple[str, ...]):
         self.decode = decode
         self.stops = tuple(stops)
         self.window = 4 * max((len(s) for s in self.stops), default=0) + 8
-        self.last_chars = {s[-1] for s in self.stops}
-        self.always = any(c.isspace() for c in self.last_chars)
+        self.always = any(s[-1].isspace() for s in self.stops)
         self._triggers: dict[int, bool] = {}
 
     def _may_complete(self, token: int) -> bool:
         hit = self._triggers.get(token)
         if hit is None:
             text = self.decode([token])
-            hit = self._triggers[token] = (not text) or "\ufffd" in text or any(c in text for c in self.last_chars)
+            hit = (not text) or "\ufffd" in text or any(
+                s in text or any(text.startswith(s[-n:]) for n in range(1, min(len(s), len(text) + 1))) for s in self.stops
+            )
+            self._triggers[token] = hit
         return hit
 
     def hit(self, tokens: list[int]) -> bool:
@@ -333,6 +337,8 @@ class SlotDecoder:
         return chosen.tolist(), chosen_lp.tolist()
 
     def _prefill_groups(self, prompts: list[list[int]]):
+        """Consecutive groups of ``prompts`` within the token budget (the caller sorts them by length,
+        so a group's left padding stays small)."""
         start = 0
         while start < len(prompts):
             end, width = start, 0
@@ -401,7 +407,7 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
             rows = [queue.popleft() for _ in range(min(len(free), len(queue)))]
             slots = free[: len(rows)]
             free = free[len(rows) :]
-            prompt_ids = sorted({r.prompt_index for r in rows})
+            prompt_ids = sorted({r.prompt_index for r in rows}, key=lambda p: (len(encoded[p]), p))  # little padding per prefill
             local = {p: k for k, p in enumerate(prompt_ids)}
             shadow = [_Row(local[r.prompt_index], r.j, r.prompt_len) for r in rows]
             seeds = [seed_rows[r.prompt_index][r.j] for r in rows]

@@ -214,7 +214,7 @@ def train(config: TrainConfig) -> TrainResult:
                 log(f"--compile: {n_compiled} transformer layers compiled (the first step includes the compile time)")
         optimizer = torch.optim.AdamW(
             wrapped.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
-            weight_decay=config.weight_decay, fused=(env.device.type == "cuda" and strategy != "fsdp"),
+            weight_decay=config.weight_decay, fused=env.device.type == "cuda",  # FSDP2 too: fused AdamW takes DTensors
         )
 
         step, tokens_seen, last_loss, position = 0, 0, None, StreamPosition()
