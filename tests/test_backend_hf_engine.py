@@ -133,3 +133,18 @@ def test_unknown_engine_is_refused(tiny_model_dir):
 
     with pytest.raises(LtError, match="engine must be one of"):
         _backend(tiny_model_dir, "warp", 4)
+
+
+def test_equal_prompts_are_prefilled_once(tiny_model_dir, monkeypatch, capsys):
+    """The E-step asks for a chunk's K samples as K equal prompts with one seed each."""
+    prompts = [p for p in PROMPTS[:3] for _ in range(4)]
+    seeds = [[100 + i] for i in range(len(prompts))]
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=10)
+    prefilled = []
+    original = hf_engine.SlotDecoder.admit
+    monkeypatch.setattr(hf_engine.SlotDecoder, "admit", lambda self, slots, rows, ps, sd: (prefilled.append(len(ps)), original(self, slots, rows, ps, sd))[1])
+    monkeypatch.setenv("LT_ENGINE_PROFILE", "1")
+    slots = _backend(tiny_model_dir, "slots", 16).sample(prompts, params, seeds)
+    assert prefilled == [3]
+    assert "slot engine profile: 12 rows" in capsys.readouterr().err
+    _same(slots, _backend(tiny_model_dir, "dynamic", 16).sample(prompts, params, seeds))

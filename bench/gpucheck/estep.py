@@ -38,7 +38,8 @@ from .part import REPO, PartContext, significant, synchronize
 from .shapes import model_folder
 
 NEEDS = ("torch", "transformers", "numpy", "tokenizers", "typer", "rich", "orjson", "punkt")
-LT_FIELDS = ("docs", "docs_per_call", "first_group_s", "wall_s", "samples", "latent_tokens", "tokens_per_s_wall", "tokens_per_s", "engine")
+LT_FIELDS = ("docs", "docs_per_call", "first_group_s", "wall_s", "samples", "latent_tokens", "tokens_per_s_wall", "tokens_per_s", "engine",
+             "engine_profile")
 STATIC_FIELDS = ("rows", "compile_s", "tokens", "seconds", "tokens_per_s", "lt_over_static")
 LIMIT_FIELDS = ("rows_per_step", "mean_context_tokens", "tokens_per_s", "lt_fraction", "static_fraction")
 SCORE_FIELDS = ("pairs", "tokens", "score_tokens_per_s", "bare_tokens_per_s", "ratio")
@@ -54,7 +55,7 @@ def fields_for(rows: tuple[int, ...]) -> tuple[str, ...]:
         per_rows += [f"hw_limit_{r}.{f}" for f in LIMIT_FIELDS]
     return ("model", "chunks_per_doc", "k", "max_new_tokens", "mean_prompt_tokens", "weight_bytes", "kv_bytes_per_token", "bandwidth_gb_per_s",
             *per_rows, "generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate_loop",
-            *(f"scoring.{f}" for f in SCORE_FIELDS))
+            *(f"scoring.{f}" for f in SCORE_FIELDS), "decode_profile.kernels", "decode_profile.top")
 
 
 FIELDS = fields_for(ROWS)
@@ -96,6 +97,23 @@ def _tokens_per_document(path) -> list[tuple[int, int]]:
 
 PROGRESS = re.compile(r"^sample-thoughts: ([\d,]+)(?:/[\d,]+)? docs")
 ENGINE = re.compile(r"transformers backend: (slot engine, .*)$")
+ENGINE_PROFILE = re.compile(r"slot engine profile: \d+ rows, (\d+) steps, ([\d.]+) s: ([\d.]+) ms/step waiting for the GPU, ([\d.]+) ms/step host, "
+                            r"(\d+) admissions \((\d+) prompts prefilled\) ([\d.]+) s")
+
+
+def engine_profile(lines: list[tuple[float, str]]) -> str:
+    """The slot engine's own timing (LT_ENGINE_PROFILE=1) summed over the backend calls after the first."""
+    calls = [m for _, line in lines if (m := ENGINE_PROFILE.search(line))][1:]
+    if not calls:
+        return "no profile lines (dynamic loop, or a single call)"
+    steps = sum(int(m.group(1)) for m in calls)
+    wall = sum(float(m.group(2)) for m in calls)
+    wait = sum(float(m.group(3)) * int(m.group(1)) for m in calls) / 1e3
+    host = sum(float(m.group(4)) * int(m.group(1)) for m in calls) / 1e3
+    admit = sum(float(m.group(7)) for m in calls)
+    prompts = sum(int(m.group(6)) for m in calls)
+    return (f"{len(calls)} calls, {steps} steps in {wall:.2f} s = {1e3 * wall / max(steps, 1):.2f} ms/step: waiting for the GPU "
+            f"{1e3 * wait / max(steps, 1):.2f}, host {1e3 * host / max(steps, 1):.2f}, admissions {admit:.2f} s ({prompts} prompts prefilled)")
 
 
 def group_times(lines: list[tuple[float, str]], n_docs: int, docs_per_call: int) -> tuple[float, float]:
@@ -239,6 +257,37 @@ def run(ctx: PartContext) -> None:
         ctx.require("model")
         measure_scoring(ctx, state, _backend(ctx, state, backend_holder))
 
+    with ctx.step("decode_profile", ("decode_profile.kernels", "decode_profile.top")):
+        ctx.need(15)
+        ctx.require("model")
+        profile_decode(ctx, state, _backend(ctx, state, backend_holder))
+
+
+def profile_decode(ctx: PartContext, state: dict, backend) -> None:
+    """torch.profiler over one sampling call at the largest row count: the kernels a decode step
+    spends its time in (logs/decode-profile.txt holds the table), for whoever tunes the engine next."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from lt_cli.backends.base import SamplingParams
+
+    p = ctx.profile
+    rows = max(p.estep_rows)
+    prompts = [q for q in state["prompts"][: max(1, rows // p.estep_k)] for _ in range(p.estep_k)]
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=min(16, p.estep_max_new_tokens))
+    backend.sample(prompts[:8], params)  # buffers and graph for these settings
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if p.device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        backend.sample(prompts, params)
+        synchronize(p.device)
+    sort_key = "cuda_time_total" if p.device.startswith("cuda") else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_key, row_limit=30)
+    (ctx.logs / "decode-profile.txt").write_text(f"{len(prompts)} rows x {params.max_new_tokens} new tokens, {backend.sampling_engine()} engine\n{table}\n")
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, "device_time_total", 0) or getattr(e, "cpu_time_total", 0), reverse=True)
+    ctx.set("decode_profile.kernels", len(events))
+    ctx.set("decode_profile.top", "; ".join(e.key[:60] for e in events[:5]))
+    del torch
+
 
 def run_lt(ctx: PartContext, state: dict, rows: int) -> None:
     p = ctx.profile
@@ -255,7 +304,7 @@ def run_lt(ctx: PartContext, state: dict, rows: int) -> None:
         args = ["sample-thoughts", "--model", str(state["folder"]), "--k", str(p.estep_k), "--max-new-tokens", str(p.estep_max_new_tokens),
                 "--batch-size", str(rows), "--docs-per-call", str(per_call), "--no-score", "--no-cache", str(docs), "-o", str(out)]
         lines: list = []
-        wall = ctx.lt(args, f"estep-lt-{rows}", env={"LT_PROGRESS_INTERVAL": "0"}, line_times=lines)
+        wall = ctx.lt(args, f"estep-lt-{rows}", env={"LT_PROGRESS_INTERVAL": "0", "LT_ENGINE_PROFILE": "1"}, line_times=lines)
         doc_tokens = _tokens_per_document(out)
         tokens = sum(t for _, t in doc_tokens)
         first_group_s, end_s = group_times(lines, len(doc_tokens), per_call)
@@ -270,6 +319,7 @@ def run_lt(ctx: PartContext, state: dict, rows: int) -> None:
         ctx.set(f"{key}.tokens_per_s_wall", round(tokens / wall, 1))
         ctx.set(f"{key}.tokens_per_s", round(steady_tokens / (end_s - first_group_s), 1))
         ctx.set(f"{key}.engine", "; ".join(engines) if engines else "dynamic loop")
+        ctx.set(f"{key}.engine_profile", engine_profile(lines))
 
 
 def _backend(ctx: PartContext, state: dict, holder: dict):

@@ -29,7 +29,8 @@ own seed and equals the dynamic path's; the step reads ``u[slot, token index]`` 
 Host work per step: one device-to-host copy of the ``S`` sampled tokens and their log-probs (the
 step after it is already running, so that copy overlaps the GPU), and per row an EOS, stop-string
 and length check. Stop strings are checked incrementally (:class:`StopWatch`). Admissions add one
-sync each.
+sync each. ``LT_ENGINE_PROFILE=1`` logs, per call, the time spent waiting for the GPU, on the host
+and in admissions (bench/gpucheck/estep.py reads it).
 """
 
 from __future__ import annotations
@@ -356,13 +357,20 @@ def sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: list
 
 
 def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: list[list[int]], results) -> None:
+    import os
+    import time
+
     torch = backend._torch
+    clock = time.perf_counter
+    profile = {"steps": 0, "wait_s": 0.0, "host_s": 0.0, "admit_s": 0.0, "admissions": 0, "prefill_prompts": 0, "start": clock()}
     n_slots = max(1, backend.config.batch_size)
     max_new = params.max_new_tokens
     decoder = backend._slot_decoder(n_slots, _align(max(len(ids) for ids in encoded) + max_new), params)
     n_slots = decoder.n_slots
     stops = StopWatch(backend.decode, tuple(params.stop))
     queue = deque(_Row(i, j, len(encoded[i])) for i in range(len(encoded)) for j in range(params.n))
+    first_index: dict[tuple[int, ...], int] = {}
+    same_as = [first_index.setdefault(tuple(ids), i) for i, ids in enumerate(encoded)]  # prompt -> its first equal prompt
     slot_row: list[_Row | None] = [None] * n_slots
     decoder.reset()
     pinned = decoder.backend.device.type == "cuda"
@@ -391,39 +399,50 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
     def process(flight) -> None:
         nonlocal active
         number, snapshot, event = flight
+        waited = clock()
         if event is not None:
             event.synchronize()
+        started = clock()
+        profile["wait_s"] += started - waited
         tokens, logprobs = host[number % 2]
         tokens, logprobs = tokens.tolist(), logprobs.tolist()
         for b, row in enumerate(snapshot):
             if row is not None and not row.done and record(row, tokens[b], logprobs[b]):
                 slot_row[b] = None
                 active -= 1
+        profile["host_s"] += clock() - started
 
     def admit() -> None:
         nonlocal active
+        started = clock()
         free = [b for b in range(n_slots) if slot_row[b] is None]
         while free and queue:
             rows = [queue.popleft() for _ in range(min(len(free), len(queue)))]
             slots = free[: len(rows)]
             free = free[len(rows) :]
-            prompt_ids = sorted({r.prompt_index for r in rows}, key=lambda p: (len(encoded[p]), p))  # little padding per prefill
+            # one prefill per distinct prompt (the E-step sends a chunk's K samples as K equal prompts),
+            # sorted by length so each prefill forward carries little padding
+            prompt_ids = sorted({same_as[r.prompt_index] for r in rows}, key=lambda p: (len(encoded[p]), p))
             local = {p: k for k, p in enumerate(prompt_ids)}
-            shadow = [_Row(local[r.prompt_index], r.j, r.prompt_len) for r in rows]
+            shadow = [_Row(local[same_as[r.prompt_index]], r.j, r.prompt_len) for r in rows]
             seeds = [seed_rows[r.prompt_index][r.j] for r in rows]
             tokens, logprobs = decoder.admit(slots, shadow, [encoded[p] for p in prompt_ids], seeds)
+            profile["admissions"] += 1
+            profile["prefill_prompts"] += len(prompt_ids)
             for b, row, token, logprob in zip(slots, rows, tokens, logprobs):
                 if record(row, token, logprob):
                     free.append(b)
                 else:
                     slot_row[b] = row
                     active += 1
+        profile["admit_s"] += clock() - started
 
     admit()
     while active or in_flight is not None:
         flight = None
         if active:
             decoder.step()
+            profile["steps"] += 1
             tokens, logprobs = host[step_no % 2]
             tokens.copy_(decoder.out_tokens, non_blocking=pinned)
             logprobs.copy_(decoder.out_logprobs, non_blocking=pinned)
@@ -441,6 +460,14 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
                 process(in_flight)
                 in_flight = None
             admit()
+    if os.environ.get("LT_ENGINE_PROFILE"):
+        from ..console import log
+
+        wall = clock() - profile["start"]
+        steps = max(profile["steps"], 1)
+        log(f"slot engine profile: {len(encoded) * params.n} rows, {profile['steps']} steps, {wall:.3f} s: "
+            f"{1e3 * profile['wait_s'] / steps:.3f} ms/step waiting for the GPU, {1e3 * profile['host_s'] / steps:.3f} ms/step host, "
+            f"{profile['admissions']} admissions ({profile['prefill_prompts']} prompts prefilled) {profile['admit_s']:.3f} s")
 
 
 __all__ = ["SlotDecoder", "StopWatch", "draw_tokens", "row_uniforms", "sample_with_slots", "unsupported_reason"]
