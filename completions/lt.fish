@@ -141,6 +141,8 @@ complete -c lt -n '__fish_seen_subcommand_from train' -l val-limit -r -d 'Valida
 complete -c lt -n '__fish_seen_subcommand_from train' -l val-batch-size -r -d 'Documents per scoring call during validation'
 complete -c lt -n '__fish_seen_subcommand_from train' -l val-elbo-n -r -d 'ELBO_n values for layout random, comma-separated ( skips the ELBO)'
 complete -c lt -n '__fish_seen_subcommand_from train' -l val-max-latent-tokens -r -d 'Max tokens per sampled latent for the ELBO (the reference: 1024)'
+complete -c lt -n '__fish_seen_subcommand_from train' -l val-reference-quirks -d 'Compute the validation ELBO as the reference does (lt eval --task elbo --reference-quirks), logged as val_reference_elbo_N_per_token: the figure that compares with the papers elbo_4_per_token'
+complete -c lt -n '__fish_seen_subcommand_from train' -l no-val-reference-quirks -d 'Compute the validation ELBO as the reference does (lt eval --task elbo --reference-quirks), logged as val_reference_elbo_N_per_token: the figure that compares with the papers elbo_4_per_token'
 complete -c lt -n '__fish_seen_subcommand_from train' -l help -d 'Show help and exit'
 complete -c lt -n 'not __fish_seen_subcommand_from chunk synthesize sample-thoughts select train eval finetune-eval bootstrap merge' -a eval -d 'Evaluate a model: GSM8K/MATH few-shot accuracy (latent or raw prompts), NLL, ELBO_n.'
 complete -c lt -n '__fish_seen_subcommand_from eval' -l model -r -d 'Model folder or hub id (not needed with --grade)'
