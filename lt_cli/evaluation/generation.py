@@ -11,7 +11,10 @@ limits apply.
 
 Raw variant: the four special tokens are banned when the backend's SamplingParams can express it;
 otherwise they are added as stop strings, so a raw model that emits one stops there (reported as
-``special_tokens: "stop"`` instead of ``"banned"``).
+``special_tokens: "stop"`` instead of ``"banned"``). Exception: a checkpoint lt trained with a
+latent layout (the ``prior``/``posterior`` ablations evaluated raw, as the reference does) learned
+to write them: it generates through them (``"allowed"``) and the graders drop their strings, which
+is what the reference's raw lm-eval tasks get from vLLM (special tokens are left out of the text).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def _record_validator(task: GenerationTask, grader: Grader, *, need_inputs: bool
     return validate
 
 
-def _sampling_params(config, stops: list[str], ban_special: bool):
+def _sampling_params(config, stops: list[str], ban_special: bool, allow_special: bool = False):
     from ..backends.base import SamplingParams
 
     names = {f.name for f in dataclasses.fields(SamplingParams)}
@@ -114,8 +117,8 @@ def _sampling_params(config, stops: list[str], ban_special: bool):
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
     )
-    mode = "none"
-    if ban_special:
+    mode = "allowed" if allow_special else "none"
+    if ban_special and not allow_special:
         for name in ("bad_words", "banned_strings", "ban_strings"):
             if name in names:
                 kwargs[name] = tuple(formats.SPECIAL_TOKENS)
@@ -211,7 +214,8 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
                 ProblemResult(index, record, _gold(grader, record, source, index), prompt.text, prompt.n_shots if prompt.text is not None else None, [], [])
             )
 
-        params, special_mode = _sampling_params(config, task.stop_strings(latent), ban_special=not latent)
+        params, special_mode = _sampling_params(config, task.stop_strings(latent), ban_special=not latent,
+                                                allow_special=not latent and trained.emits_latent_tokens)
         todo = [r for r in results if r.prompt is not None]
         log(f"eval {task.name} ({variant}): {len(records)} problems from {source}, {max_shots}-shot, "
             f"{config.samples} sample(s) each, temperature {config.temperature:g}")
