@@ -11,10 +11,7 @@ limits apply.
 
 Raw variant: the four special tokens are banned when the backend's SamplingParams can express it;
 otherwise they are added as stop strings, so a raw model that emits one stops there (reported as
-``special_tokens: "stop"`` instead of ``"banned"``). Exception: a checkpoint lt trained with a
-latent layout (the ``prior``/``posterior`` ablations evaluated raw, as the reference does) learned
-to write them: it generates through them (``"allowed"``) and the graders drop their strings, which
-is what the reference's raw lm-eval tasks get from vLLM (special tokens are left out of the text).
+``special_tokens: "stop"`` instead of ``"banned"``).
 """
 
 from __future__ import annotations
@@ -107,7 +104,7 @@ def _record_validator(task: GenerationTask, grader: Grader, *, need_inputs: bool
     return validate
 
 
-def _sampling_params(config, stops: list[str], ban_special: bool, allow_special: bool = False):
+def _sampling_params(config, stops: list[str], ban_special: bool):
     from ..backends.base import SamplingParams
 
     names = {f.name for f in dataclasses.fields(SamplingParams)}
@@ -117,8 +114,8 @@ def _sampling_params(config, stops: list[str], ban_special: bool, allow_special:
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
     )
-    mode = "allowed" if allow_special else "none"
-    if ban_special and not allow_special:
+    mode = "none"
+    if ban_special:
         for name in ("bad_words", "banned_strings", "ban_strings"):
             if name in names:
                 kwargs[name] = tuple(formats.SPECIAL_TOKENS)
@@ -214,8 +211,7 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
                 ProblemResult(index, record, _gold(grader, record, source, index), prompt.text, prompt.n_shots if prompt.text is not None else None, [], [])
             )
 
-        params, special_mode = _sampling_params(config, task.stop_strings(latent), ban_special=not latent,
-                                                allow_special=not latent and trained.emits_latent_tokens)
+        params, special_mode = _sampling_params(config, task.stop_strings(latent), ban_special=not latent)
         todo = [r for r in results if r.prompt is not None]
         log(f"eval {task.name} ({variant}): {len(records)} problems from {source}, {max_shots}-shot, "
             f"{config.samples} sample(s) each, temperature {config.temperature:g}")

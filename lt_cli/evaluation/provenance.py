@@ -33,9 +33,6 @@ from .. import formats
 
 LATENT_LAYOUTS = frozenset({"random", "prior-tagged"})
 RAW_LAYOUTS = frozenset({"raw", "pure", "prior", "posterior", "posterior-tagged"})
-#: layouts whose training strings hold the four special tokens around real latents (the rest never
-#: trained their rows); training/corpus.py LATENT_LAYOUTS, tested equal
-TOKEN_TRAINED_LAYOUTS = frozenset({"random", "prior", "posterior", "prior-tagged", "posterior-tagged"})
 TRAIN_CONFIG_FILE = "train_config.json"
 
 
@@ -46,13 +43,6 @@ class TrainedFor:
     variant: str | None
     layout: str | None = None
     source: str = "none"
-
-    @property
-    def emits_latent_tokens(self) -> bool:
-        """The model learned to write the special tokens (a latent layout). Its raw-variant
-        generations run through them, as the reference's raw lm-eval tasks do (vLLM leaves special
-        tokens out of the text); graders ignore their strings. Other models stop at them."""
-        return self.layout in TOKEN_TRAINED_LAYOUTS
 
 
 def _read_json(path: Path) -> dict | None:
