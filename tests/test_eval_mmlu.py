@@ -68,7 +68,7 @@ def test_task_file_checks_for_choices_and_exemplar_sets():
     assert task.build_prompt({"question": "2+2?", "choices": ["4", "5"], "answer": 0}, latent=False) == (
         "Q: 1+1?\nA) 1; B) 2\nA: It is 2. The answer is (B).\n\nQ: 2+2?\nA) 4; B) 5\nA:")
     with pytest.raises(ValueError, match="list of strings or string field 'choices'"):
-        task.check_record({"question": "q", "choices": "not used", "answer": 0} | {"choices": 3})
+        task.check_record({"question": "q", "choices": 3, "answer": 0})
     sets = {"by": "subject", "sets": {"a": {"preamble": "About a.", "exemplars": []}}}
     with_sets = parse_task_file({**base, "exemplar_sets": sets})
     with pytest.raises(ValueError, match="'subject' = 'b' names no exemplar set"):
