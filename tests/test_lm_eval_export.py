@@ -114,8 +114,13 @@ def test_export_utils_hook_grades_like_lt(tmp_path):
 def test_export_bad_inputs(tmp_path):
     with pytest.raises(UsageError, match="generation task"):
         evaluate(EvalConfig(task="nll", export_lm_eval=str(tmp_path)))
-    with pytest.raises(UsageError, match="several dataset configs"):
-        evaluate(EvalConfig(task="math", export_lm_eval=str(tmp_path)))  # 7 subjects: needs --data
+    # MATH reads 7 Hub configs: without --data, one YAML per config and a group over them
+    hub = evaluate(EvalConfig(task="math", export_lm_eval=str(tmp_path / "math"), variant="raw"))
+    assert hub["lm_eval_tasks"] == ["lt_math_raw"]
+    group = _load_yaml(tmp_path / "math" / "lt_math_raw.yaml")
+    assert group["task"] == [f"lt_math_raw_{c}" for c in get_task("math").data["hf_configs"]]
+    part = _load_yaml(tmp_path / "math" / "lt_math_raw_algebra.yaml")
+    assert (part["dataset_path"], part["dataset_name"]) == ("EleutherAI/hendrycks_math", "algebra")
     with pytest.raises(UsageError, match="no such file"):
         evaluate(EvalConfig(task="gsm8k", data=str(tmp_path / "missing.jsonl"), export_lm_eval=str(tmp_path)))
     hub = task_spec(get_task("gsm8k"), "raw")  # one dataset config: the hub path is kept
@@ -173,3 +178,83 @@ def test_lm_eval_renders_the_same_prompts_and_token_ids(tiny_model_dir, tmp_path
     for sample in results["samples"]["lt_gsm8k_latent"]:
         graded = grader.grade(sample["filtered_resps"][0], grader.gold(sample["doc"]), latent=True)
         assert sample["flexible"] == float(graded.correct["flexible"])
+
+
+# ------------------------------------------------------------------ checkpoints lt trained
+@pytest.fixture(scope="module")
+def lt_trained_no_bos(tmp_path_factory) -> Path:
+    """An lt-trained checkpoint whose base tokenizer adds no BOS by itself (like SmolLM2's, GPT-2's,
+    Qwen's): lt gives it a BOS before every prompt (models.bos_policy); the saved tokenizer must too."""
+    from tokenizers import processors
+
+    from lt_cli.models import save_model_folder
+    from lt_cli.tiny import build_byte_tokenizer, build_tiny_llama
+    from lt_cli.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("no-bos")
+    tokenizer = build_byte_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+    save_model_folder(build_tiny_llama(len(tokenizer)), tokenizer, root / "base")
+    train(TrainConfig(output=str(root / "ckpt"), data=[str(FIXTURES / "math_docs.jsonl")], model=str(root / "base"), layout="raw",
+                      steps=1, seq_len=64, batch_size=1, log_every=1))
+    return root
+
+
+def test_lt_trained_checkpoint_tokenizer_adds_the_bos_lt_sends(lt_trained_no_bos):
+    """Any program that tokenizes text with the checkpoint's own tokenizer (vLLM, lm-eval's default,
+    transformers) gets the ids lt eval sends: BOS first."""
+    from transformers import AutoTokenizer
+
+    from lt_cli.backends import load_backend
+    from lt_cli.backends.base import BackendConfig
+    from lt_cli.models import tokenizer_adds_bos
+
+    base = AutoTokenizer.from_pretrained(lt_trained_no_bos / "base")
+    saved = AutoTokenizer.from_pretrained(lt_trained_no_bos / "ckpt")
+    assert not tokenizer_adds_bos(base) and tokenizer_adds_bos(saved)
+    backend = load_backend("transformers", BackendConfig(model=str(lt_trained_no_bos / "ckpt")))
+    try:
+        for prompt in [task.build_prompt(r, False) for task, r in [(get_task("gsm8k"), _records(GSM)[0]), (get_task("math"), _records(MATH)[0])]]:
+            assert backend.encode(prompt) == saved.encode(prompt) == [saved.bos_token_id] + base.encode(prompt)
+            assert saved(prompt, add_special_tokens=False)["input_ids"] == base.encode(prompt)  # lt's own encoding is unchanged
+    finally:
+        backend.close()
+
+
+def test_lm_eval_and_lt_eval_agree_on_an_lt_trained_checkpoint(lt_trained_no_bos, tmp_path, monkeypatch):
+    """lm-eval (when installed), default model arguments, on the exported task: the same prompt ids
+    as lt eval and the same greedy generations, so the same accuracy."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("accelerate")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from lt_cli.backends import load_backend
+    from lt_cli.backends.base import BackendConfig
+
+    ckpt = str(lt_trained_no_bos / "ckpt")
+    out = tmp_path / "lt_tasks"
+    evaluate(EvalConfig(task="gsm8k", data=str(GSM), export_lm_eval=str(out), variant="raw", num_fewshot=2, max_new_tokens=12))
+    manager = TaskManager(include_path=str(out), include_defaults=False)
+    lm = HFLM(pretrained=ckpt, batch_size=1, device="cpu")
+    backend = load_backend("transformers", BackendConfig(model=ckpt))
+    task = get_task("gsm8k")
+    try:
+        (lm_task,) = manager.load(["lt_gsm8k_raw"])["tasks"].values() if hasattr(manager, "load") else [None]
+        lm_task.build_all_requests(limit=None, rank=0, world_size=1)
+        for instance in lm_task.instances:
+            prompt = task.build_prompt(instance.doc, False, 2)
+            assert instance.args[0] == prompt
+            assert lm.tok_batch_encode([prompt])[0][0].tolist() == backend.encode(prompt)  # BOS included on both sides
+    finally:
+        backend.close()
+    results = lm_eval.simple_evaluate(model=lm, tasks=["lt_gsm8k_raw"], task_manager=manager, log_samples=True)
+    ours = evaluate(EvalConfig(task="gsm8k", model=ckpt, data=str(GSM), variant="raw", num_fewshot=2, max_new_tokens=12, device="cpu",
+                               log_samples=str(tmp_path / "lt.jsonl")))
+    lt_outputs = [json.loads(line)["output"] for line in (tmp_path / "lt.jsonl").read_text().splitlines()]
+    lm_outputs = {s["doc_id"]: s["resps"][0][0] for s in results["samples"]["lt_gsm8k_raw"]}
+    assert [lm_outputs[i] for i in range(len(lt_outputs))] == lt_outputs
+    assert results["results"]["lt_gsm8k_raw"]["flexible,none"] == pytest.approx(ours["metrics"]["flexible"])

@@ -74,6 +74,38 @@ def test_validation_records_equal_lt_eval_and_leave_training_unchanged(tmp_path,
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
+def test_val_reference_quirks_logs_what_lt_eval_reference_quirks_gives(tmp_path, files):
+    """--val-reference-quirks: the paper-comparable ELBO under its own name, equal to
+    `lt eval --task elbo --reference-quirks` on the saved model (one implementation, run twice)."""
+    from typer.testing import CliRunner
+
+    from lt_cli import console
+    from lt_cli.cli import app
+
+    result = train(_config(tmp_path / "ref", files, steps=3, **{**VAL, "val_every": None, "val_reference_quirks": True}))
+    (final,) = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines() if "val_nll_per_token" in line]
+    assert final["step"] == 3 and not any(key.startswith("val_elbo") for key in final)  # lt's ELBO is not computed too
+    assert final["val_n_posterior_prompts_over_1024_tokens"] == 0
+    console.reset_record_stream()
+    cli = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "ref"), "--task", "elbo", "--reference-quirks", "--data", str(RAW_DOCS),
+                                   "--limit", "3", "--seed", "42", "--elbo-n", "1,2", "--max-latent-tokens", "8", "--device", "cpu"])
+    assert cli.exit_code == 0, cli.output
+    metrics = json.loads(cli.stdout)
+    assert metrics["reference_quirks"] is True
+    for key in ("elbo_1_per_token", "elbo_2_per_token", "no_latent_log_p_per_token"):
+        assert final[f"val_reference_{key}"] == pytest.approx(metrics[key], abs=1e-4)
+    lt_own = evaluate_elbo(tmp_path / "ref")  # lt's definition gives another number on the same model
+    assert abs(lt_own["elbo_2_per_token"] - final["val_reference_elbo_2_per_token"]) > 1e-3
+    with pytest.raises(UsageError, match="--val-reference-quirks needs --val-data"):
+        _config(tmp_path / "x", files, val_reference_quirks=True).validate()
+
+
+def evaluate_elbo(model: Path) -> dict:
+    from lt_cli.evaluation import EvalConfig, evaluate
+
+    return evaluate(EvalConfig(task="elbo", model=str(model), data=str(RAW_DOCS), limit=3, seed=42, elbo_n=(1, 2), max_latent_tokens=8, device="cpu"))
+
+
 def test_raw_layout_validates_nll_only_after_the_last_step(tmp_path, files):
     result = train(_config(tmp_path / "raw", files, layout="raw", steps=2, val_data=str(RAW_DOCS), val_limit=2))
     val = [json.loads(line) for line in Path(result.metrics_path).read_text().splitlines() if "val_nll_per_token" in line]

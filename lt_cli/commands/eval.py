@@ -1,4 +1,4 @@
-"""`lt eval`: few-shot GSM8K/MATH accuracy, held-out NLL and ELBO, or grading of saved outputs."""
+"""`lt eval`: few-shot GSM8K/MATH/MMLU-STEM accuracy, held-out NLL and ELBO, or grading of saved outputs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import typer
 
 from .common import SeedOpt, run_command
 
-HELP = "Evaluate a model: GSM8K/MATH few-shot accuracy (latent or raw prompts), NLL, ELBO_n."
+HELP = "Evaluate a model: GSM8K/MATH/MMLU-STEM few-shot accuracy (latent or raw prompts), NLL, ELBO_n."
 EXAMPLES = """\
 lt eval --model ckpt/ --task gsm8k --limit 50 --log-samples gsm8k.samples.jsonl
 lt eval --model ckpt/ --task math --data math_test.jsonl --variant latent -o math.json
 lt eval --model ckpt/ --task gsm8k --samples 8 --temperature 0.6     # maj@k, pass@k
+lt eval --model ckpt/ --task mmlu_stem_cot_synthetic --limit 200       # MMLU-STEM CoT (also mmlu_stem_cot_flan)
 lt eval --task gsm8k --grade gsm8k.samples.jsonl                      # regrade, no model
 lt eval --model ckpt/ --task elbo --data val.jsonl --limit 100        # ELBO_1,2,4 per token
 lt eval --model ckpt/ --task elbo --data val.jsonl --reference-quirks  # the paper's elbo_4_per_token
@@ -20,13 +21,16 @@ lt eval --model ckpt/ --task-file my_task.json --data my_problems.jsonl
 lt eval --task gsm8k --data test.jsonl --export-lm-eval lt_tasks/    # lm-eval YAMLs, same prompts
 """
 DETAILS = """Metrics go to stdout as one JSON object (or -o FILE); a table goes to stderr. Generation tasks
-report a top-level "accuracy" (GSM8K: flexible = last number; MATH: math-verify). See docs/eval.md."""
+report a top-level "accuracy" (GSM8K: flexible = last number; MATH: math-verify; MMLU: flexible = last
+"(X)"). See docs/eval.md."""
 
 
 @run_command
 def command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model folder or hub id (not needed with --grade).", show_default=False)] = None,
-    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, math, nll, elbo, or a task file (.json).")] = "gsm8k",
+    task: Annotated[str, typer.Option(
+        "--task", "-t", help="gsm8k, math, mmlu_stem_cot_synthetic, mmlu_stem_cot_flan, nll, elbo, or a task file (.json).",
+    )] = "gsm8k",
     task_file: Annotated[Optional[str], typer.Option("--task-file", help="Your own task file (JSON; see docs/eval.md).", show_default=False)] = None,
     variant: Annotated[str, typer.Option(
         help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; "
@@ -45,7 +49,7 @@ def command(
         "--max-prompt-tokens", help="Cap on prompt tokens (reference setup: 1024); exemplars are dropped to fit, never cut.", show_default=False,
     )] = None,
     num_fewshot: Annotated[Optional[int], typer.Option(
-        "--num-fewshot", help="Exemplars to use (default: all in the task file: 8 GSM8K, 4 MATH).", show_default=False,
+        "--num-fewshot", help="Exemplars to use (default: the task file's: 8 GSM8K, 4 MATH, 4 MMLU).", show_default=False,
     )] = None,
     grade: Annotated[Optional[str], typer.Option(
         "--grade", help="Grade this predictions JSONL (field 'output' + the problem's fields) without a model.", show_default=False,

@@ -14,6 +14,7 @@ lt train --model M --data augmented.jsonl --output ckpt/ --tokens 13e9 --batch-s
 lt train --init-config tiny.json --data aug.jsonl --output ckpt/ --seq-len 256 --batch-size 8 --epochs 3
 lt train --model M --data aug.jsonl --data raw.jsonl:0.5 --layout random --output ckpt/ --save-every 1000
 lt train --model M --data aug.jsonl --val-data val.jsonl --val-every 5000 --val-limit 1000 --output ckpt/
+lt train --model M --data aug.jsonl --val-data val.jsonl --val-limit 1000 --val-reference-quirks --output ckpt/
 torchrun --nproc_per_node 8 -m lt_cli train --model M --data aug.jsonl --output ckpt/ --micro-batch-size 8
 """
 DETAILS = """\
@@ -22,7 +23,8 @@ and posterior (the reference's untagged ablations, <SoL>z<EoL>x and x<SoL>z<EoL>
 and posterior-tagged (every chunk in one of random's two forms); pure (synthetic text only:
 'latent' or chunk latents); raw ('text'). The final model is written to OUTPUT/ in Hugging Face
 format; rerunning the same command resumes from OUTPUT/checkpoints/. --val-data adds held-out
-NLL (and ELBO_1,2,4 for layout random) per token to metrics.jsonl. See docs/training.md.
+NLL (and ELBO_1,2,4 for layout random) per token to metrics.jsonl; --val-reference-quirks computes
+the reference's ELBO (the paper's figure) instead of lt's. See docs/training.md.
 """
 NO_ARGS_IS_HELP = True
 
@@ -107,6 +109,10 @@ def command(
     val_batch_size: Annotated[int, typer.Option(help="Documents per scoring call during validation.")] = 16,
     val_elbo_n: Annotated[str, typer.Option(help="ELBO_n values for layout random, comma-separated ('' skips the ELBO).")] = "1,2,4",
     val_max_latent_tokens: Annotated[int, typer.Option(help="Max tokens per sampled latent for the ELBO (the reference: 1024).")] = 1024,
+    val_reference_quirks: Annotated[bool, typer.Option(
+        help="Compute the validation ELBO as the reference does (lt eval --task elbo --reference-quirks), logged as "
+        "val_reference_elbo_N_per_token: the figure that compares with the paper's elbo_4_per_token.",
+    )] = False,
 ) -> int:
     flags = dict(locals())
     import os

@@ -1,6 +1,8 @@
 """``lt eval`` as a library: ``evaluate(EvalConfig(...)) -> dict`` of metrics.
 
 Tasks: ``gsm8k`` and ``math`` (few-shot generation, lt's own exemplars in ``tasks/*.json``),
+``mmlu_stem_cot_flan`` and ``mmlu_stem_cot_synthetic`` (MMLU-STEM chain of thought with the
+reference's exemplars),
 ``nll`` and ``elbo`` (held-out likelihoods on raw documents), plus any task file passed with
 ``task_file`` / ``--task-file``. A new generation task is one JSON file (see
 :mod:`lt_cli.evaluation.registry`); a new Python task is one module calling :func:`register_task`.
@@ -48,7 +50,7 @@ def evaluate(config: EvalConfig, backend=None) -> dict:
 
         variants = (config.variant,) if config.variant in ("latent", "raw") else ("latent", "raw")
         return export_lm_eval(task, config.export_lm_eval, variants=variants, data=config.data, split=config.split,
-                              max_new_tokens=config.max_new_tokens)
+                              max_new_tokens=config.max_new_tokens, num_fewshot=config.num_fewshot)
     if config.reference_quirks and config.task not in ("elbo", "nll"):
         raise UsageError("--reference-quirks applies to --task elbo (and nll, where it changes nothing)")
     metrics = task.evaluate(config, backend=backend)

@@ -17,7 +17,8 @@ Two modes, because lt's E-step fixes two reference quirks:
   tokenization as the log-probabilities it divides.
 * ``reference_quirks``: the reference's numbers exactly (``apps/main/eval.py``, ``compute_elbo``):
   the E-step with its quirks (first chunk prompted as ``text <SoL><POST>``, log p skips the first
-  ``<SoL>``), and the count is the whole cut document's token count minus the cut suffix tokens.
+  ``<SoL>``, posterior prompts cut to their last 1,024 tokens), and the count is the whole cut
+  document's token count minus the cut suffix tokens.
 
 Reported: the mean over documents of the per-document value per token (the headline, in nats;
 higher is better; ``elbo_4_per_token`` is the paper's plotted figure), the token-weighted value
@@ -37,7 +38,10 @@ from .likelihood import backend_name, cut_documents, print_rows, read_documents,
 Record = dict[str, Any]
 
 #: the reference's posterior prompts are left-truncated to this many tokens (vLLM
-#: ``truncate_prompt_tokens`` = 2048 - 1024); lt's backends keep more (counted, not reproduced)
+#: ``truncate_prompt_tokens`` = 2048 - 1024). ``reference_quirks`` reproduces the cut (the E-step's
+#: prompt budget, ``estep.SampleConfig.prompt_budget``), except that lt keeps BOS as the first of the
+#: 1,024 tokens where vLLM drops it; the prompts that were cut are counted
+#: (``n_posterior_prompts_over_1024_tokens``: with none, the numbers are exactly the reference's)
 REFERENCE_POSTERIOR_PROMPT_TOKENS = 1024
 
 

@@ -91,7 +91,7 @@ def _problem_id(record: Record, index: int) -> str:
 def _record_validator(task: GenerationTask, grader: Grader, *, need_inputs: bool, need_output: bool):
     def validate(record: Record) -> None:
         if need_inputs:
-            task._render_input(record)
+            task.check_record(record)
         grader.check(record)
         if need_output:
             output, outputs = record.get("output"), record.get("outputs")
@@ -188,7 +188,7 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
 
             warn("--variant latent, but the tokenizer lacks the four special tokens: they are encoded as ordinary text")
         available = task.max_shots(latent)
-        max_shots = available if config.num_fewshot is None else min(config.num_fewshot, available)
+        max_shots = task.default_shots(latent) if config.num_fewshot is None else min(config.num_fewshot, available)
         if config.num_fewshot is not None and config.num_fewshot > available:
             raise UsageError(f"--num-fewshot {config.num_fewshot}: task {task.name} has only {available} {variant} exemplars")
         budget = None

@@ -9,6 +9,8 @@ Two graders ship with ``lt``:
   lm-evaluation-harness setup. There is no numeric tolerance: ``18.0`` and ``18`` differ.
 * ``math`` (math-verify): the gold solution's last ``\\boxed{}`` and the generation are parsed by
   ``math_verify.parse`` and compared by ``math_verify.verify`` (symbolic equivalence).
+* ``multiple_choice`` (MMLU chain of thought): ``strict`` takes the letter of the first "answer is
+  (X)", ``flexible`` the last "(X)" (then the reference's fallbacks: a choice's text, "Answer: X").
 
 Latent-variant outputs look like ``thought <EoL> stated answer``. Every grader also grades the two
 parts separately (prefixes ``thought_`` and ``answer_``): the text before the first ``<EoL>``
@@ -222,7 +224,101 @@ class MathVerifyGrader(Grader):
         return GradeResult(extracted={"math_verify": extracted}, correct={"math_verify": correct})
 
 
-GRADERS: dict[str, Callable[[], Grader]] = {"gsm8k": NumberGrader, "number": NumberGrader, "math": MathVerifyGrader}
+# ----------------------------------------------------------------------------- multiple choice
+_STATED_LETTER = re.compile(r"answer is \(([A-Z])\)")  # the reference's strict filter: case as written
+_LETTER = re.compile(r"\(([A-Z])\)")
+_COLON_LETTER = ":[\\s]*({letters})"
+_PUNCTUATION = None
+
+
+def _without_punctuation(text: str) -> str:
+    """``text`` without Unicode punctuation (categories P*), as lm-eval's ``ignore_punctuation``."""
+    global _PUNCTUATION
+    if _PUNCTUATION is None:
+        import sys
+        import unicodedata
+
+        _PUNCTUATION = dict.fromkeys(i for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P"))
+    return text.translate(_PUNCTUATION)
+
+
+def choice_letter(index: int) -> str:
+    return chr(ord("A") + index)
+
+
+def extract_stated_letter(text: str) -> str | None:
+    """``strict``: the letter of the first "answer is (X)" (case-sensitive), or None."""
+    match = _STATED_LETTER.search(text)
+    return match.group(1) if match else None
+
+
+def extract_choice(text: str, choices: list[str]) -> str | None:
+    """``flexible``: the letter of the LAST "(X)" in ``text``; failing that, the last choice whose
+    text appears in the output (case and punctuation ignored); failing that, the last letter after
+    a colon ("Answer: B"). The reference's lm-eval ``multi_choice_regex`` filter, in that order."""
+    found = _LETTER.findall(text)
+    if found:
+        return found[-1]
+    normalized = {_without_punctuation(c.strip().lower()): choice_letter(i) for i, c in enumerate(choices)}
+    normalized.pop("", None)  # an empty choice would match everywhere
+    if normalized:
+        pattern = re.compile("|".join(re.escape(c) for c in normalized))
+        hits = pattern.findall(_without_punctuation(text.lower()))
+        if hits:
+            return normalized[hits[-1]]
+    if choices:
+        letters = "|".join(choice_letter(i) for i in range(len(choices)))
+        hits = re.findall(_COLON_LETTER.format(letters=letters), text)
+        if hits:
+            return hits[-1]
+    return None
+
+
+def multiple_choice_gold(record: Record) -> tuple[str, list[str]]:
+    """(gold letter, choices) of an MMLU-style record: ``choices`` a list of strings, ``answer`` the
+    index of the right one (Hugging Face MMLU) or its letter (``"B"`` or ``"(B)"``)."""
+    choices = record.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+        raise ValueError("missing field 'choices' (a list of strings)")
+    answer = record.get("answer")
+    if isinstance(answer, bool) or answer is None:
+        raise ValueError("missing field 'answer' (the index or letter of the right choice)")
+    if isinstance(answer, int):
+        index = answer
+    elif isinstance(answer, str) and re.fullmatch(r"\(?[A-Z]\)?", answer.strip()):
+        index = ord(answer.strip().strip("()")) - ord("A")
+    else:
+        raise ValueError(f"field 'answer' must be a choice index or letter, got {answer!r}")
+    if not 0 <= index < len(choices):
+        raise ValueError(f"field 'answer' {answer!r} is not one of the {len(choices)} choices")
+    return choice_letter(index), list(choices)
+
+
+class MultipleChoiceGrader(Grader):
+    """MMLU chain-of-thought grading (the reference's two filters): ``flexible`` (headline; the last
+    "(X)", with the reference's fallbacks) and ``strict`` (the first "answer is (X)")."""
+
+    name = "multiple_choice"
+    base_metrics = ("flexible", "strict")
+
+    def gold(self, record: Record) -> tuple[str, list[str]]:
+        return multiple_choice_gold(record)
+
+    def gold_display(self, gold: Any) -> str:
+        return f"({gold[0]})"
+
+    def grade_text(self, text: str, gold: tuple[str, list[str]]) -> GradeResult:
+        letter, choices = gold
+        flexible = extract_choice(text, choices)
+        strict = extract_stated_letter(text)
+        return GradeResult(
+            extracted={"flexible": f"({flexible})" if flexible else None, "strict": f"({strict})" if strict else None},
+            correct={"flexible": flexible == letter, "strict": strict == letter},
+        )
+
+
+GRADERS: dict[str, Callable[[], Grader]] = {"gsm8k": NumberGrader, "number": NumberGrader, "math": MathVerifyGrader,
+                                            "multiple_choice": MultipleChoiceGrader}
 
 
 def register_grader(name: str, factory: Callable[[], Grader]) -> None:

@@ -12,11 +12,21 @@ is ``fewshot_delimiter.join(exemplars) + fewshot_delimiter + question``, so the 
   with its rendered answer in ``lt_target`` (raw: ``target``; latent: thought ``<EoL>`` answer),
   ``doc_to_target: "{{lt_target}}"``, and the task's delimiters (latent: an empty target
   delimiter, the thought follows ``<PRIOR>`` directly);
-* ``num_fewshot``: all exemplars; ``generation_kwargs``: greedy, lt's stop strings;
+* ``num_fewshot``: the task's default (``--num-fewshot`` when given); ``generation_kwargs``: greedy,
+  lt's stop strings;
 * ``process_results``: lt's own grader (``utils.py`` next to the YAMLs imports ``lt_cli``), with
   one metric per grader metric (``flexible``, ``strict``, ... as in ``lt eval``).
 
 Files: ``DIR/lt_<task>_<variant>.yaml`` (variant latent and/or raw) and ``DIR/utils.py``.
+
+Tasks that are several lm-eval tasks: a task with ``exemplar_sets`` (MMLU: the FLAN exemplars of
+each subject) becomes one YAML per set, ``lt_<task>_<variant>_<set>``, with that set's exemplars
+and preamble (as lm-eval's ``description``, which lm-eval puts right before the first exemplar);
+its documents are the set's rows of ``--data`` (a ``process_docs`` filter on the set field) or,
+from the Hub, the dataset config of the same name. A task read from several Hub configs without
+``--data`` (MATH's subjects, MMLU's) becomes one YAML per config. Either way
+``lt_<task>_<variant>.yaml`` is then an lm-eval group over them whose metrics are the means over
+all documents (``weight_by_size``), which is ``lt eval``'s number.
 """
 
 from __future__ import annotations
@@ -29,12 +39,38 @@ from .. import formats
 from ..errors import UsageError
 
 #: the record field whose value lm-eval logs as the target of a test document, per grader
-GOLD_FIELD = {"gsm8k": "answer", "number": "answer", "math": "solution"}
+GOLD_FIELD = {"gsm8k": "answer", "number": "answer", "math": "solution", "multiple_choice": "answer"}
 
 
-def jinja_template(template: str) -> str:
-    """A ``str.format`` template (``{field}``, ``{{``/``}}`` for braces) as an equivalent Jinja one."""
+def _jinja_literal(text: str) -> str:
+    if any(c in text for c in "{}") or "{%" in text or "{#" in text:
+        return "{% raw %}" + text + "{% endraw %}"
+    return text
+
+
+def _choices_jinja(field: str, item: str, separator: str) -> str:
+    """lt's choice rendering (``GenerationTask.render_choices``) in Jinja: a list of texts with
+    labels A, B, ...; a string (an exemplar's choices as written) as is."""
+    labels = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    body = []
+    for literal, name, _, _ in string.Formatter().parse(item):
+        if literal:
+            body.append(_jinja_literal(literal))
+        if name == "label":
+            body.append("{{ '" + labels + "'[loop.index0] }}")
+        elif name == "text":
+            body.append("{{ c }}")
+    sep = "{% if not loop.first %}" + _jinja_literal(separator) + "{% endif %}" if separator else ""
+    return ("{% if " + field + " is string %}{{ " + field + " }}{% else %}{% for c in " + field + " %}" + sep
+            + "".join(body) + "{% endfor %}{% endif %}")
+
+
+def jinja_template(template: str, *, strip: bool = False, choices: dict | None = None) -> str:
+    """A ``str.format`` template (``{field}``, ``{{``/``}}`` for braces) as an equivalent Jinja one;
+    ``strip``: fields are stripped (``GenerationTask.strip_inputs``); ``choices``: the task's choice
+    rendering for its ``field``."""
     parts = []
+    choices = choices or {}
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -48,39 +84,94 @@ def jinja_template(template: str) -> str:
         if field is not None:
             if spec or conversion or not field.isidentifier():
                 raise UsageError(f"prompt field {{{field}}}: only plain {{name}} fields can be exported to lm-eval")
-            parts.append("{{" + field + "}}")
+            if field == choices.get("field"):
+                parts.append(_choices_jinja(field, choices.get("item", "({label}) {text}"), choices.get("separator", " ")))
+            elif strip:
+                parts.append("{{" + field + ".strip()}}")
+            else:
+                parts.append("{{" + field + "}}")
     return "".join(parts)
 
 
-def task_name(task, variant: str) -> str:
-    return f"lt_{task.name}_{variant}"
+def task_name(task, variant: str, part: str | None = None) -> str:
+    return f"lt_{task.name}_{variant}" + (f"_{part}" if part else "")
 
 
-def _dataset_section(task, data: str | None, split: str | None) -> dict[str, Any]:
+def _local_data(task, data: str | None, split: str | None) -> str | None:
     if data:
         from .data import resolve_data_path
 
-        path = resolve_data_path(data, split)
-        return {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(Path(path).resolve())}}, "test_split": "test"}
+        return str(Path(resolve_data_path(data, split)).resolve())
+    return str((task.data or {}).get("file") or "") or None
+
+
+def _hub_section(task, split: str | None, config: str | None) -> dict[str, Any]:
     spec = task.data or {}
-    if spec.get("file"):
-        return {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(spec["file"])}}, "test_split": "test"}
+    out: dict[str, Any] = {"dataset_path": spec["hf_path"]}
+    if config:
+        out["dataset_name"] = config
+    out["test_split"] = split or spec.get("split") or "test"
+    return out
+
+
+def _dataset_section(task, data: str | None, split: str | None) -> dict[str, Any]:
+    local = _local_data(task, data, split)
+    if local:
+        return {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": local}}, "test_split": "test"}
+    spec = task.data or {}
     if spec.get("hf_path") and not spec.get("hf_configs"):
-        out = {"dataset_path": spec["hf_path"]}
-        if spec.get("hf_name"):
-            out["dataset_name"] = spec["hf_name"]
-        out["test_split"] = split or spec.get("split") or "test"
-        return out
+        return _hub_section(task, split, spec.get("hf_name"))
     raise UsageError(f"task {task.name} reads several dataset configs; pass --data FILE.jsonl to export it")
 
 
-def task_spec(task, variant: str, *, data: str | None = None, split: str | None = None, max_new_tokens: int = 1024) -> dict[str, Any]:
-    """The YAML mapping of one variant (without ``process_results``, which needs a YAML tag)."""
+def parts_of(task, data: str | None, split: str | None) -> list[tuple[str | None, dict[str, Any]]]:
+    """The lm-eval tasks one lt task becomes: [(part name or None, dataset section + filter)]."""
+    local = _local_data(task, data, split)
+    spec = task.data or {}
+    if task.exemplars_by:
+        configs = set(spec.get("hf_configs") or [spec.get("hf_name")])
+        keys = list(task.exemplar_sets)
+        if local:  # only the sets the file uses: lm-eval refuses a task without documents
+            from .data import read_jsonl
+
+            used = {record.get(task.exemplars_by) for record in read_jsonl(local, None, task.check_record)}
+            keys = [key for key in keys if key in used]
+        parts = []
+        for key in keys:
+            if local:
+                section = {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": local}}, "test_split": "test",
+                           "lt_filter": (task.exemplars_by, key)}
+            elif spec.get("hf_path") and key in configs:
+                section = _hub_section(task, split, key)
+            else:
+                raise UsageError(f"task {task.name}: exemplar set {key!r} is no dataset config of {spec.get('hf_path')}; pass --data FILE.jsonl")
+            parts.append((key, section))
+        return parts
+    if not local and spec.get("hf_path") and spec.get("hf_configs"):
+        return [(config, _hub_section(task, split, config)) for config in spec["hf_configs"]]
+    return [(None, _dataset_section(task, data, split))]
+
+
+def task_spec(task, variant: str, *, data: str | None = None, split: str | None = None, max_new_tokens: int = 1024,
+              part: str | None = None, dataset: dict[str, Any] | None = None, num_fewshot: int | None = None) -> dict[str, Any]:
+    """The YAML mapping of one variant (without ``process_results``, which needs a YAML tag); for a
+    task with exemplar sets, of the set ``part``."""
     latent = variant == "latent"
-    prompt = jinja_template(task.prompt)
+    prompt = jinja_template(task.prompt, strip=task.strip_inputs, choices=task.choices)
     if latent:
         prompt += jinja_template(task.latent_target_delimiter.replace("{", "{{").replace("}", "}}")) + formats.latent_eval_suffix()
-    pool = task.latent_exemplars if latent else task.exemplars
+    if task.exemplars_by:
+        if part is None:
+            raise UsageError(f"task {task.name} has one exemplar set per {task.exemplars_by}: export it with export_lm_eval")
+        chosen = task.exemplar_sets[part]
+    else:
+        from .registry import ExemplarSet
+
+        chosen = ExemplarSet(task.preamble, task.exemplars, task.latent_exemplars)
+    available = task.max_shots(latent)
+    if num_fewshot is not None and num_fewshot > available:
+        raise UsageError(f"--num-fewshot {num_fewshot}: task {task.name} has only {available} {variant} exemplars")
+    pool = chosen.pool(latent)[: task.default_shots(latent) if num_fewshot is None else num_fewshot]
     samples = []
     for exemplar in pool:
         sample = {field: exemplar[field] for field in task.input_fields}
@@ -95,8 +186,10 @@ def task_spec(task, variant: str, *, data: str | None = None, split: str | None 
     from .graders import get_grader
 
     grader = get_grader(task.grader)
-    spec: dict[str, Any] = {"task": task_name(task, variant)}
-    spec.update(_dataset_section(task, data, split))
+    spec: dict[str, Any] = {"task": task_name(task, variant, part)}
+    spec.update(dataset if dataset is not None else _dataset_section(task, data, split))
+    if chosen.preamble:
+        spec["description"] = chosen.preamble
     spec.update(
         {
             "output_type": "generate_until",
@@ -120,20 +213,23 @@ def task_spec(task, variant: str, *, data: str | None = None, split: str | None 
     return spec
 
 
-def _process_results_name(task, variant: str) -> str:
+def _python_name(text: str) -> str:
     import re
 
-    return re.sub(r"\W", "_", f"process_{task.name}_{variant}")
+    return re.sub(r"\W", "_", text)
 
 
-def render_yaml(task, variant: str, spec: dict[str, Any]) -> str:
+def _process_results_name(task, variant: str) -> str:
+    return _python_name(f"process_{task.name}_{variant}")
+
+
+def _filter_name(field: str, value: str) -> str:
+    return _python_name(f"docs_{field}_{value}")
+
+
+def _dump(data: dict[str, Any]) -> str:
     import yaml
 
-    header = (
-        f"# Generated by `lt eval --export-lm-eval` from task {task.name} v{task.version} ({task.source or 'built in'}).\n"
-        "# Do not edit: regenerate it. Prompts equal `lt eval --variant "
-        f"{variant}`; grading is lt's (utils.py imports lt_cli).\n"
-    )
     class Dumper(yaml.SafeDumper):
         pass
 
@@ -142,15 +238,45 @@ def render_yaml(task, variant: str, spec: dict[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, text)
-    body = yaml.dump(spec, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1_000_000, default_flow_style=False)
-    return header + body + f"process_results: !function utils.{_process_results_name(task, variant)}\n"
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1_000_000, default_flow_style=False)
+
+
+def _header(task, variant: str) -> str:
+    return (
+        f"# Generated by `lt eval --export-lm-eval` from task {task.name} v{task.version} ({task.source or 'built in'}).\n"
+        "# Do not edit: regenerate it. Prompts equal `lt eval --variant "
+        f"{variant}`; grading is lt's (utils.py imports lt_cli).\n"
+    )
+
+
+def render_yaml(task, variant: str, spec: dict[str, Any]) -> str:
+    spec = dict(spec)
+    doc_filter = spec.pop("lt_filter", None)
+    tail = f"process_results: !function utils.{_process_results_name(task, variant)}\n"
+    if doc_filter:
+        tail += f"process_docs: !function utils.{_filter_name(*doc_filter)}\n"
+    return _header(task, variant) + _dump(spec) + tail
+
+
+def render_group_yaml(task, variant: str, names: list[str]) -> str:
+    """An lm-eval group over the parts: means over all their documents, as ``lt eval`` reports."""
+    from .graders import get_grader
+
+    metrics = get_grader(task.grader).metrics(variant == "latent")
+    group = {
+        "group": task_name(task, variant),
+        "task": names,
+        "aggregate_metric_list": [{"metric": m, "aggregation": "mean", "weight_by_size": True} for m in metrics],
+        "metadata": {"version": task.version, "lt_task": task.name, "lt_variant": variant},
+    }
+    return _header(task, variant) + _dump(group)
 
 
 def _utils_source(lines: list[str]) -> str:
     head = [
         '"""lm-eval hooks generated by `lt eval --export-lm-eval`: grade with lt\'s own graders."""',
         "",
-        "from lt_cli.evaluation.lmeval_hooks import make_process_results",
+        "from lt_cli.evaluation.lmeval_hooks import make_docs_filter, make_process_results  # noqa: F401",
         "",
     ]
     return "\n".join(head + sorted(lines)) + "\n"
@@ -165,27 +291,40 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def export_lm_eval(task, out_dir: str, *, variants: tuple[str, ...] = ("latent", "raw"), data: str | None = None,
-                   split: str | None = None, max_new_tokens: int = 1024) -> dict[str, Any]:
+                   split: str | None = None, max_new_tokens: int = 1024, num_fewshot: int | None = None) -> dict[str, Any]:
     """Write the YAMLs and ``utils.py``; returns the lm-eval task names, the files and the include path."""
     if getattr(task, "kind", None) != "generation":
         raise UsageError(f"--export-lm-eval needs a generation task (gsm8k, math or a task file), not {task.name!r}")
     for variant in variants:
         if variant not in ("latent", "raw"):
             raise UsageError(f"--variant must be latent, raw or auto (both), got {variant!r}")
+    parts = parts_of(task, data, split)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    files, names, entries = [], [], []
+    files, names, hooks = [], [], set()
     for variant in variants:
-        spec = task_spec(task, variant, data=data, split=split, max_new_tokens=max_new_tokens)
-        path = folder / f"{spec['task']}.yaml"
-        _write_text(path, render_yaml(task, variant, spec))
-        files.append(str(path))
-        names.append(spec["task"])
-        entries.append((_process_results_name(task, variant), task.grader, variant == "latent"))
+        part_names = []
+        for part, dataset in parts:
+            spec = task_spec(task, variant, data=data, split=split, max_new_tokens=max_new_tokens, part=part, dataset=dataset,
+                             num_fewshot=num_fewshot)
+            path = folder / f"{spec['task']}.yaml"
+            _write_text(path, render_yaml(task, variant, spec))
+            files.append(str(path))
+            part_names.append(spec["task"])
+            if dataset.get("lt_filter"):
+                field, value = dataset["lt_filter"]
+                hooks.add(f"{_filter_name(field, value)} = make_docs_filter({field!r}, {value!r})")
+        if part_names == [task_name(task, variant)]:
+            names.append(part_names[0])
+        else:  # several lm-eval tasks: one group under the variant's name
+            path = folder / f"{task_name(task, variant)}.yaml"
+            _write_text(path, render_group_yaml(task, variant, part_names))
+            files.append(str(path))
+            names.append(task_name(task, variant))
+        hooks.add(f"{_process_results_name(task, variant)} = make_process_results({task.grader!r}, latent={variant == 'latent'!r})")
     # utils.py keeps the hooks of earlier exports into the same folder (gsm8k, then math, ...)
     utils = folder / "utils.py"
-    lines = {line for line in (utils.read_text().splitlines() if utils.exists() else []) if " = make_process_results(" in line}
-    lines |= {f"{name} = make_process_results({grader!r}, latent={latent!r})" for name, grader, latent in entries}
-    _write_text(utils, _utils_source(sorted(lines)))
+    kept = {line for line in (utils.read_text().splitlines() if utils.exists() else []) if " = make_" in line and not line.startswith("from ")}
+    _write_text(utils, _utils_source(sorted(kept | hooks)))
     files.append(str(utils))
     return {"lm_eval_tasks": names, "files": files, "include_path": str(folder)}

@@ -28,3 +28,13 @@ def make_process_results(grader_name: str, *, latent: bool) -> Callable[[dict, l
         return {name: float(result.correct[name]) for name in names}
 
     return process_results
+
+
+def make_docs_filter(field: str, value: Any) -> Callable:
+    """lm-eval's ``process_docs`` hook keeping the documents whose ``field`` is ``value`` (one
+    exemplar set of a task, e.g. one MMLU subject, out of a file holding several)."""
+
+    def process_docs(dataset):
+        return dataset.filter(lambda doc: doc.get(field) == value)
+
+    return process_docs

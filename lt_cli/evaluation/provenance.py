@@ -4,12 +4,19 @@ Why not the tokenizer: ``lt train`` adds the four latent special tokens to every
 ``--layout raw`` included, so "the tokenizer has the tokens" cannot tell a raw baseline from a
 latent model; scoring a raw baseline with ``<SoL><PRIOR>`` prompts measures untrained tokens.
 
-What decides: the training layout, as in the reference (``apps/main/eval.py`` evaluates the latent
-task variants exactly when the model's ``latent_type`` is ``random`` or ``prior``). Every lt
-checkpoint folder holds ``train_config.json`` with its ``layout``, so nothing else needs recording:
+What decides: the training layout, as in the reference. Its ``apps/main/eval.py`` evaluates the
+latent task variants exactly when the model's ``latent_type`` is in ``["random", "prior"]``; its
+data loader (``lingua/data.py``) knows ``random``, ``prior_only``, ``posterior_only``, ``pure`` and
+None (raw), so of the layouts it can train only ``random`` gets latent prompts, and the
+``prior_only``/``posterior_only`` ablations get the raw ones. Every lt checkpoint folder holds
+``train_config.json`` with its ``layout``, so nothing else needs recording:
 
-* ``random``, ``prior``: the model learned ``<SoL><PRIOR> thought <EoL> text`` -> ``latent``.
-* ``raw``, ``pure``, ``posterior``: it never learned to start a prior latent -> ``raw``.
+* ``random``: the model learned ``<SoL><PRIOR> thought <EoL> text`` -> ``latent``.
+* ``prior-tagged`` (lt-only; the prior half of ``random`` alone): the latent prompts are exactly its
+  training strings -> ``latent`` (the reference's list also names ``"prior"``, a type its loader
+  does not accept at this commit; the tagged prior form is the one it can mean).
+* ``prior`` and ``posterior`` (the reference's ``prior_only``/``posterior_only``), ``posterior-tagged``
+  (lt-only), ``pure``, ``raw``: never trained on ``<SoL><PRIOR>`` -> ``raw``.
 * ``completion`` (a fine-tuned model from ``lt finetune-eval``): the prompt variant of its
   fine-tuning data, read from the first record of the data file the config names (its prompt ends
   with ``<SoL><PRIOR>`` for latent models and ``<SoL>`` for raw ones).
@@ -24,8 +31,8 @@ from pathlib import Path
 
 from .. import formats
 
-LATENT_LAYOUTS = frozenset({"random", "prior"})
-RAW_LAYOUTS = frozenset({"raw", "pure", "posterior"})
+LATENT_LAYOUTS = frozenset({"random", "prior-tagged"})
+RAW_LAYOUTS = frozenset({"raw", "pure", "prior", "posterior", "posterior-tagged"})
 TRAIN_CONFIG_FILE = "train_config.json"
 
 

@@ -29,6 +29,16 @@ Task file schema (``"format": "lt-eval-task"``)::
     finetune           optional, for ``lt finetune-eval``: {"answer_text": template of the stated
                        answer after the thought, with an {answer} field, "samples": samples per
                        test problem}
+    choices            optional, multiple-choice tasks: {"field": "choices", "item": "({label}) {text}",
+                       "separator": " "}; a record's list of choice texts becomes one string (labels
+                       A, B, C, ...) for the prompt's {choices} field; an exemplar may give that
+                       string as written instead of a list
+    strip_inputs       optional bool: strip the other input strings before formatting
+    num_fewshot        optional default number of exemplars (the first N; --num-fewshot overrides)
+    preamble           optional text before the first exemplar (no separator after it)
+    exemplar_sets      optional, exemplars chosen per record: {"by": FIELD, "sets": {VALUE:
+                       {"preamble", "exemplars", "latent_exemplars"}}}; a record uses the set named
+                       by its FIELD (MMLU: one set per subject); replaces the top-level lists
 
 Task files never contain special-token strings: the latent suffix, ``<EoL>`` and the ``<SoL>``
 stop come from :mod:`lt_cli.formats`, so task files cannot drift from the training format.
@@ -87,15 +97,58 @@ class GenerationTask:
     source: str = ""
     #: ``lt finetune-eval`` settings ({"answer_text", "samples"}); empty: not supported
     finetune: dict = field(default_factory=dict)
+    #: multiple-choice rendering ({"field", "item", "separator"}); empty: none
+    choices: dict = field(default_factory=dict)
+    strip_inputs: bool = False
+    #: exemplars used by default (None: all)
+    num_fewshot: int | None = None
+    preamble: str = ""
+    #: field whose value picks an exemplar set ("" = one set for every record)
+    exemplars_by: str = ""
+    #: {value: ExemplarSet} when ``exemplars_by`` is set
+    exemplar_sets: dict = field(default_factory=dict)
 
     kind = "generation"
 
     # ------------------------------------------------------------------ prompts
+    def render_choices(self, value: Any) -> str:
+        """A record's choices (a list of texts) as the prompt shows them; a string is kept as is."""
+        if isinstance(value, str):
+            return value
+        item, separator = self.choices.get("item", "({label}) {text}"), self.choices.get("separator", " ")
+        return separator.join(item.format(label=chr(ord("A") + i), text=text) for i, text in enumerate(value))
+
     def _render_input(self, record: Record) -> str:
-        missing = [f for f in self.input_fields if not isinstance(record.get(f), str)]
+        choices_field = self.choices.get("field")
+        values, missing = {}, []
+        for f in self.input_fields:
+            value = record.get(f)
+            if f == choices_field and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                values[f] = self.render_choices(value)
+            elif isinstance(value, str):
+                values[f] = value.strip() if self.strip_inputs and f != choices_field else value
+            else:
+                missing.append(f)
         if missing:
-            raise ValueError(f"missing string field(s) {', '.join(repr(f) for f in missing)} for task {self.name}")
-        return self.prompt.format_map({f: record[f] for f in self.input_fields})
+            kind = lambda f: "list of strings or string" if f == choices_field else "string"  # noqa: E731
+            raise ValueError(f"missing {', '.join(f'{kind(f)} field {f!r}' for f in missing)} for task {self.name}")
+        return self.prompt.format_map(values)
+
+    def exemplar_set(self, record: Record) -> "ExemplarSet":
+        """The exemplars (and preamble) for ``record``."""
+        if not self.exemplars_by:
+            return ExemplarSet(self.preamble, self.exemplars, self.latent_exemplars)
+        key = record.get(self.exemplars_by)
+        found = self.exemplar_sets.get(key) if isinstance(key, str) else None
+        if found is None:
+            raise ValueError(f"field {self.exemplars_by!r} = {key!r} names no exemplar set of task {self.name} "
+                             f"(known: {', '.join(sorted(self.exemplar_sets))})")
+        return found
+
+    def check_record(self, record: Record) -> None:
+        """Raise ValueError when ``record`` cannot be prompted (missing inputs or exemplar set)."""
+        self._render_input(record)
+        self.exemplar_set(record)
 
     def question_prompt(self, record: Record, latent: bool) -> str:
         """The prompt for one problem, without exemplars; the latent variant ends with <SoL><PRIOR>."""
@@ -116,15 +169,24 @@ class GenerationTask:
         return self.question_prompt(exemplar, latent=False) + self.target_delimiter + exemplar["target"]
 
     def max_shots(self, latent: bool) -> int:
-        return len(self.latent_exemplars if latent else self.exemplars)
+        """Exemplars every record can get (the smallest set's size with ``exemplar_sets``)."""
+        sets = list(self.exemplar_sets.values()) if self.exemplars_by else [ExemplarSet(self.preamble, self.exemplars, self.latent_exemplars)]
+        return min(len(s.pool(latent)) for s in sets) if sets else 0
+
+    def default_shots(self, latent: bool) -> int:
+        """Exemplars used when ``--num-fewshot`` is not given: the task's ``num_fewshot``, else all."""
+        available = self.max_shots(latent)
+        return available if self.num_fewshot is None else min(self.num_fewshot, available)
 
     def build_prompt(self, record: Record, latent: bool, n_shots: int | None = None) -> str:
-        """``n_shots`` exemplars (all when None), in file order, then the problem's prompt."""
-        pool = self.latent_exemplars if latent else self.exemplars
-        n = len(pool) if n_shots is None else max(0, min(n_shots, len(pool)))
+        """The preamble, ``n_shots`` exemplars (the default number when None) in file order, then
+        the problem's prompt."""
+        chosen = self.exemplar_set(record)
+        pool = chosen.pool(latent)
+        n = min(self.default_shots(latent), len(pool)) if n_shots is None else max(0, min(n_shots, len(pool)))
         parts = [self.exemplar_text(ex, latent) for ex in pool[:n]]
         parts.append(self.question_prompt(record, latent))
-        return self.fewshot_delimiter.join(parts)
+        return chosen.preamble + self.fewshot_delimiter.join(parts)
 
     def stop_strings(self, latent: bool) -> list[str]:
         stops = list(self.stops)
@@ -136,6 +198,18 @@ class GenerationTask:
         from .generation import run_generation_task
 
         return run_generation_task(self, config, backend)
+
+
+@dataclass(frozen=True)
+class ExemplarSet:
+    """The exemplars one record gets: raw and latent lists and the text before them."""
+
+    preamble: str
+    exemplars: list
+    latent_exemplars: list
+
+    def pool(self, latent: bool) -> list:
+        return self.latent_exemplars if latent else self.exemplars
 
 
 def parse_task_file(obj: dict, source: str = "<dict>", base_dir: Path | None = None) -> GenerationTask:
@@ -177,24 +251,67 @@ def parse_task_file(obj: dict, source: str = "<dict>", base_dir: Path | None = N
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise bad("'stops' must be a list of non-empty strings")
 
-    exemplars = obj.get("exemplars", [])
-    if not isinstance(exemplars, list):
-        raise bad("'exemplars' must be a list")
-    latent_exemplars = obj.get("latent_exemplars")
-    if latent_exemplars is None:
-        latent_exemplars = [ex for ex in exemplars if isinstance(ex, dict) and "thought" in ex]
-    elif not isinstance(latent_exemplars, list):
-        raise bad("'latent_exemplars' must be a list")
-    raw_exemplars = [ex for ex in exemplars if isinstance(ex, dict) and "target" in ex]
-    for label, pool, needed in (("exemplars", raw_exemplars, ("target",)), ("latent_exemplars", latent_exemplars, ("thought", "answer_text"))):
-        for i, ex in enumerate(pool):
-            if not isinstance(ex, dict):
-                raise bad(f"{label}[{i}] must be an object")
-            for key in list(input_fields) + list(needed):
-                if not isinstance(ex.get(key), str):
-                    raise bad(f"{label}[{i}] has no string field {key!r}")
-                if formats.contains_special_token(ex[key]):
-                    raise bad(f"{label}[{i}].{key} contains a special-token string; lt adds those itself")
+    choices = obj.get("choices") or {}
+    if not isinstance(choices, dict) or (choices and not (isinstance(choices.get("field"), str) and choices["field"] in input_fields)):
+        raise bad("'choices' must be an object whose 'field' is one of 'input_fields'")
+    for key in ("item", "separator"):
+        if key in choices and (not isinstance(choices[key], str) or formats.contains_special_token(choices[key])):
+            raise bad(f"choices.{key} must be a string without special tokens")
+    if "item" in choices:
+        try:
+            choices["item"].format(label="A", text="t")
+        except (KeyError, IndexError, ValueError):
+            raise bad("choices.item may only use the fields {label} and {text}") from None
+    choices_field = choices.get("field")
+
+    def parse_exemplars(where: dict, prefix: str) -> tuple[list, list]:
+        exemplars = where.get("exemplars", [])
+        if not isinstance(exemplars, list):
+            raise bad(f"'{prefix}exemplars' must be a list")
+        latent_exemplars = where.get("latent_exemplars")
+        if latent_exemplars is None:
+            latent_exemplars = [ex for ex in exemplars if isinstance(ex, dict) and "thought" in ex]
+        elif not isinstance(latent_exemplars, list):
+            raise bad(f"'{prefix}latent_exemplars' must be a list")
+        raw_exemplars = [ex for ex in exemplars if isinstance(ex, dict) and "target" in ex]
+        for label, pool, needed in (("exemplars", raw_exemplars, ("target",)), ("latent_exemplars", latent_exemplars, ("thought", "answer_text"))):
+            for i, ex in enumerate(pool):
+                if not isinstance(ex, dict):
+                    raise bad(f"{prefix}{label}[{i}] must be an object")
+                for key in list(input_fields) + list(needed):
+                    value = ex.get(key)
+                    if key == choices_field and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                        value = "".join(value)
+                    if not isinstance(value, str):
+                        raise bad(f"{prefix}{label}[{i}] has no string field {key!r}")
+                    if formats.contains_special_token(value):
+                        raise bad(f"{prefix}{label}[{i}].{key} contains a special-token string; lt adds those itself")
+        return raw_exemplars, list(latent_exemplars)
+
+    raw_exemplars, latent_exemplars = parse_exemplars(obj, "")
+    preamble = obj.get("preamble", "")
+    sets_spec = obj.get("exemplar_sets")
+    exemplars_by, exemplar_sets = "", {}
+    if sets_spec is not None:
+        if not isinstance(sets_spec, dict) or not isinstance(sets_spec.get("by"), str) or not isinstance(sets_spec.get("sets"), dict) or not sets_spec["sets"]:
+            raise bad("'exemplar_sets' must be {\"by\": FIELD, \"sets\": {VALUE: {...}, ...}}")
+        if raw_exemplars or latent_exemplars:
+            raise bad("give either 'exemplars' or 'exemplar_sets', not both")
+        exemplars_by = sets_spec["by"]
+        for key, entry in sets_spec["sets"].items():
+            if not isinstance(entry, dict):
+                raise bad(f"exemplar_sets.sets.{key} must be an object")
+            set_preamble = entry.get("preamble", preamble)
+            if not isinstance(set_preamble, str) or formats.contains_special_token(set_preamble):
+                raise bad(f"exemplar_sets.sets.{key}.preamble must be a string without special tokens")
+            exemplar_sets[key] = ExemplarSet(set_preamble, *parse_exemplars(entry, f"exemplar_sets.sets.{key}."))
+    if not isinstance(preamble, str) or formats.contains_special_token(preamble):
+        raise bad("'preamble' must be a string without special tokens")
+    if not isinstance(obj.get("strip_inputs", False), bool):
+        raise bad("'strip_inputs' must be true or false")
+    num_fewshot = obj.get("num_fewshot")
+    if num_fewshot is not None and (not isinstance(num_fewshot, int) or isinstance(num_fewshot, bool) or num_fewshot < 0):
+        raise bad("'num_fewshot' must be a non-negative integer")
     finetune = obj.get("finetune") or {}
     if not isinstance(finetune, dict):
         raise bad("'finetune' must be an object")
@@ -224,6 +341,12 @@ def parse_task_file(obj: dict, source: str = "<dict>", base_dir: Path | None = N
         description=obj.get("description", ""),
         source=source,
         finetune=dict(finetune),
+        choices=dict(choices),
+        strip_inputs=obj.get("strip_inputs", False),
+        num_fewshot=num_fewshot,
+        preamble=preamble,
+        exemplars_by=exemplars_by,
+        exemplar_sets=exemplar_sets,
     )
 
 

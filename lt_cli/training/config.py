@@ -32,7 +32,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 RESUME_FREE_FIELDS = frozenset(
     {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite",
      "gradient_checkpointing", "compile", "loss", "loss_chunk_tokens", "peak_tflops",
-     "val_data", "val_every", "val_limit", "val_batch_size", "val_elbo_n", "val_max_latent_tokens"}
+     "val_data", "val_every", "val_limit", "val_batch_size", "val_elbo_n", "val_max_latent_tokens", "val_reference_quirks"}
 )
 
 
@@ -120,6 +120,9 @@ class TrainConfig:
     val_batch_size: int = 16
     val_elbo_n: list[int] = field(default_factory=lambda: [1, 2, 4], metadata=flag(csv=True))  # ELBO_n for --layout random; [] skips it
     val_max_latent_tokens: int = 1024
+    #: the ELBO as the reference computes it (``lt eval --task elbo --reference-quirks``), logged as
+    #: ``val_reference_elbo_N_per_token``: the figure that compares with the paper's ``elbo_4_per_token``
+    val_reference_quirks: bool = False
 
     def __post_init__(self) -> None:
         self.data = [str(d) for d in self.data]
@@ -195,6 +198,8 @@ class TrainConfig:
             raise UsageError(f"--val-data {self.val_data}: no such file")
         if self.val_data is None and self.val_every is not None:
             raise UsageError("--val-every needs --val-data")
+        if self.val_data is None and self.val_reference_quirks:
+            raise UsageError("--val-reference-quirks needs --val-data")
         for name in ("val_every", "val_limit", "val_batch_size", "val_max_latent_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:

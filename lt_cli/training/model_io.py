@@ -13,7 +13,7 @@ from pathlib import Path
 from ..console import log
 from ..errors import UsageError
 from ..io import read_json
-from ..models import save_model_folder
+from ..models import save_model_folder, tokenizer_with_bos
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv
@@ -72,7 +72,7 @@ def save_final_model(output: Path, base_model, model, tokenizer, strategy: str, 
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # the "Writing model shards" bar; lt prints its own line
     try:
-        save_model_folder(base_model, tokenizer, output, state_dict=state)
+        save_model_folder(base_model, tokenizer_with_bos(tokenizer), output, state_dict=state)
     finally:
         if bar_was_enabled:
             hf_logging.enable_progress_bar()
