@@ -27,7 +27,8 @@ from .io import display_name, file_sha256, is_std
 
 #: flags that cannot change the bytes of a stream command's output
 FREE_FLAGS = frozenset(
-    {"input", "output", "cache", "no_cache", "skip_bad", "rejects", "restart", "batch_size", "max_concurrency", "batch_poll_interval", "batch"}
+    {"input", "output", "cache", "no_cache", "skip_bad", "rejects", "restart", "batch_size", "max_concurrency", "batch_poll_interval", "batch",
+     "report_to", "wandb_project", "wandb_entity", "run_name", "tracking_dir"}
 )
 #: bump when the identity's layout changes (an older partial is then refused)
 IDENTITY_VERSION = 1

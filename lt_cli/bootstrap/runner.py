@@ -83,7 +83,9 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
     """Everything that can be checked before the first stage: input files, eval tasks, and every
     stage's settings (files that earlier stages will write cannot be checked yet)."""
     from ..evaluation import get_task
+    from ..tracking import check_installed
 
+    check_installed(config.tracking)
     finetune = (("--finetune-train-data", config.finetune.train_data), ("--finetune-data", config.finetune.data)) if config.finetune_eval else ()
     for label, path in (
         ("--data", config.data), ("--synthesize", config.synthesize), ("--teacher-data", config.teacher_data), ("--eval-data", config.eval.data), *finetune
@@ -188,21 +190,38 @@ def _run_plan(config: BootstrapConfig, run_dir: Path, plan: list[Stage], ctx: Ru
     n_done = sum(1 for s in plan if manifest.is_done(s.key))
     if n_done:
         log(f"resuming {run_dir}: {n_done}/{len(plan)} stages already done")
-    for index, stage in enumerate(plan, start=1):
-        if manifest.is_done(stage.key):
-            continue
-        log(f"[bold]stage {index}/{len(plan)}: {stage.key}[/bold]")
-        manifest.start(stage.key)
-        started = time.monotonic()
-        try:
-            result = run_stage(stage, ctx, launcher)
-        except BaseException as exc:
-            manifest.fail(stage.key, f"{type(exc).__name__}: {exc}")
-            raise
-        seconds = time.monotonic() - started
-        manifest.finish(stage.key, result, seconds)
-        ctx.results[stage.key] = result
-        log(f"stage {stage.key} done in {seconds:.1f}s" + (f": accuracy {result['accuracy']:.3f}" if result.get("accuracy") is not None else ""))
+    tracker = None
+    if config.tracking.enabled:
+        from .tracking import LoopTracker
+
+        tracker = LoopTracker(config)
+    try:
+        for index, stage in enumerate(plan, start=1):
+            if manifest.is_done(stage.key):
+                if tracker is not None:  # finished in an earlier run: logged then, unless that run had no tracker
+                    tracker.log_stage(stage.key, ctx)
+                continue
+            log(f"[bold]stage {index}/{len(plan)}: {stage.key}[/bold]")
+            manifest.start(stage.key)
+            started = time.monotonic()
+            try:
+                result = run_stage(stage, ctx, launcher)
+            except BaseException as exc:
+                manifest.fail(stage.key, f"{type(exc).__name__}: {exc}")
+                raise
+            seconds = time.monotonic() - started
+            manifest.finish(stage.key, result, seconds)
+            ctx.results[stage.key] = result
+            accuracy = result.get("accuracy")
+            if accuracy is not None:
+                stderr = result.get("accuracy_stderr")
+                accuracy_text = f": accuracy {accuracy:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
+            log(f"stage {stage.key} done in {seconds:.1f}s" + (accuracy_text if accuracy is not None else ""))
+            if tracker is not None:
+                tracker.log_stage(stage.key, ctx)
+    finally:
+        if tracker is not None:
+            tracker.close()
     report = build_report(config, manifest)
     write_report(report, run_dir)
     print_report(report)
