@@ -40,6 +40,7 @@ COMMANDS = [
     ("finetune-eval", "finetune_eval"),
     ("bootstrap", "bootstrap"),
     ("merge", "merge"),
+    ("push", "push"),
     ("env", "env"),
 ]
 

@@ -207,11 +207,24 @@ def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
     for steps_key, tokens_key in (("warm_steps", "warm_tokens"), ("mstep_steps", "mstep_tokens")):
         if tokens_key in given and steps_key not in given:
             values[steps_key] = None  # an explicit token budget replaces the default step budget
-    values["name"] = values.get("name") or ("demo" if demo else Path(str(values.get("data"))).stem)
+    values["name"] = values.get("name") or ("demo" if demo else _data_name(str(values.get("data"))))
     values.setdefault("run_dir", str((Path("lt-runs") / values["name"]).absolute()))
     config = build(BootstrapConfig, values)
     config.validate()
     return config
+
+
+def _data_name(data: str) -> str:
+    """A run's default name: the --data file's stem, or a Hub dataset's name."""
+    from pathlib import Path
+
+    from ..io import is_hub
+
+    if is_hub(data):
+        from ..hub import HubSpec
+
+        return HubSpec.parse(data).name
+    return Path(data).stem
 
 
 def _absolute(spec: str) -> str:

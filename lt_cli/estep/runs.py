@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
+from .. import __version__
 from ..errors import LtError, UsageError
 from ..io import write_json
 from ..provenance import run_identity
@@ -155,7 +156,7 @@ def _write_stats(path: str | None, command: str, stats: dict[str, Any], run: Any
     the same for a resumed and an uninterrupted run, the seconds are not) and the config that
     produced it (written after the output exists)."""
     if path is not None:
-        write_json(path, {"command": command, "stats": stats, "seconds": round(seconds, 3), "config": asdict(run)})
+        write_json(path, {"command": command, "stats": stats, "seconds": round(seconds, 3), "config": asdict(run), "lt_version": __version__})
 
 
 def read_stats(output: str) -> dict[str, Any]:

@@ -61,6 +61,18 @@ def _dataset_section(task, data: str | None, split: str | None) -> dict[str, Any
         from .data import resolve_data_path
 
         path = resolve_data_path(data, split)
+        from ..io import is_hub
+
+        if is_hub(path):  # lm-eval loads the same Hub dataset itself
+            from ..hub import HubSpec
+
+            hub = HubSpec.parse(str(path))
+            section: dict[str, Any] = {"dataset_path": hub.repo, "test_split": hub.split}
+            if hub.config:
+                section["dataset_name"] = hub.config
+            if hub.revision:
+                section["dataset_kwargs"] = {"revision": hub.revision}
+            return section
         return {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(Path(path).resolve())}}, "test_split": "test"}
     spec = task.data or {}
     if spec.get("file"):

@@ -56,7 +56,13 @@ class DataSource:
         return cls(spec, 1.0)
 
     def check_exists(self, flag: str) -> None:
-        """A missing file, or a ``FILE:WEIGHT`` whose weight is not a number, as one error line."""
+        """A missing file, or a ``FILE:WEIGHT`` whose weight is not a number, as one error line
+        (a Hub dataset, ``hf://...``, is only checked for its form: it is read when training starts)."""
+        from ..io import input_exists, is_hub
+
+        if is_hub(self.path):
+            input_exists(self.path)
+            return
         path = Path(self.path)
         if path.is_file():
             return
@@ -179,9 +185,11 @@ class TrainConfig:
             raise UsageError("--keep-checkpoints must be >= 1")
         if self.log_every < 1:
             raise UsageError("--log-every must be >= 1")
+        from ..io import input_exists
+
         if self.peak_tflops is not None and not (math.isfinite(self.peak_tflops) and self.peak_tflops > 0):
             raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s per device, got {self.peak_tflops}")
-        if check_paths and self.val_data is not None and not Path(self.val_data).exists():
+        if check_paths and self.val_data is not None and not input_exists(self.val_data):
             raise UsageError(f"--val-data {self.val_data}: no such file")
         if self.val_data is None and self.val_every is not None:
             raise UsageError("--val-every needs --val-data")
