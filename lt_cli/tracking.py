@@ -8,7 +8,8 @@ and ``lt bootstrap`` logs every stage of the loop into ONE tracker run. They sha
 * ``tensorboard``: event files in ``DIR/tensorboard`` (``torch.utils.tensorboard``; needs the
   ``tensorboard`` package: ``pip install 'lt-cli[tensorboard]'``);
 * ``wandb``: one W&B run (``pip install 'lt-cli[wandb]'``; ``WANDB_MODE=offline`` works without an
-  account). Its id is kept in ``DIR/wandb-run-id`` so a resumed run continues the same W&B run.
+  account). For ``lt train`` and ``lt bootstrap`` its id is kept in ``DIR/wandb-run-id``, so a
+  resumed run continues the same W&B run; the other commands start a new run each time.
   Project, entity and name come from the flags, else W&B's own variables (``WANDB_PROJECT``,
   ``WANDB_ENTITY``, ``WANDB_NAME``), else lt's defaults (project ``lt``, the stage's name): a
   variable is never overridden by a default (:func:`wandb_settings`);
@@ -111,18 +112,18 @@ class _TensorBoard:
 class _WandB:
     name = "wandb"
 
-    def __init__(self, folder: Path, settings: dict[str, str | None], run_config: dict[str, Any] | None):
+    def __init__(self, folder: Path, settings: dict[str, str | None], run_config: dict[str, Any] | None, resume: bool):
         import wandb
 
         folder.mkdir(parents=True, exist_ok=True)
-        id_file = folder / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else None
+        id_file = folder / WANDB_ID_FILE if resume else None
+        run_id = id_file.read_text().strip() if id_file is not None and id_file.exists() else None
         # console="off": W&B must not wrap stdout, which carries lt's records
         self.run = wandb.init(
             project=settings["project"], entity=settings["entity"], name=settings["name"], config=run_config, dir=str(folder),
             id=run_id, resume="allow", settings=wandb.Settings(console="off"),
         )
-        if run_id is None:
+        if id_file is not None and run_id is None:
             id_file.write_text(self.run.id + "\n", encoding="utf-8")
         self._defined: set[str] = set()
 
@@ -192,12 +193,14 @@ class Tracker:
 
 def open_tracker(
     config: TrackingConfig, *, folder: str | os.PathLike, name: str | None, run_config: dict[str, Any] | None = None,
-    exclude: tuple[str, ...] = (), purge_step: int | None = None,
+    exclude: tuple[str, ...] = (), purge_step: int | None = None, resume: bool = True,
 ) -> Tracker:
     """The trackers ``config`` asks for, writing under ``config.tracking_dir`` or else ``folder``.
 
     ``exclude`` leaves sinks out (``lt train`` writes its own metrics.jsonl); ``purge_step``: a
-    resumed training run drops TensorBoard events at or after the step it resumes from.
+    resumed training run drops TensorBoard events at or after the step it resumes from; ``resume``:
+    continue the W&B run whose id ``folder`` keeps (runs that resume: train, bootstrap), or start a
+    new one every time (a stage's one-off summary).
     """
     check_installed(config)
     root = Path(config.tracking_dir or folder)
@@ -208,7 +211,7 @@ def open_tracker(
         if kind == "tensorboard":
             sinks.append(_TensorBoard(root / "tensorboard", purge_step))
         elif kind == "wandb":
-            sinks.append(_WandB(root, wandb_settings(config, name), run_config))
+            sinks.append(_WandB(root, wandb_settings(config, name), run_config, resume))
         elif kind == "jsonl":
             sinks.append(_Jsonl(root / JSONL_FILE))
     return Tracker(sinks)
@@ -245,5 +248,5 @@ def log_summary(config: TrackingConfig, *, output: str | None, prefix: str, summ
     from .io import to_jsonable
 
     folder, name = output_folder(output)
-    with open_tracker(config, folder=folder, name=name, run_config=to_jsonable(run_config)) as tracker:
+    with open_tracker(config, folder=folder, name=name, run_config=to_jsonable(run_config), resume=False) as tracker:
         tracker.log(flat_metrics(prefix, summary), axis=f"{prefix}/step", step=0)

@@ -82,6 +82,10 @@ def test_any_jsonl_input_streams_from_a_dataset_repository(hub, tmp_path):
     missing = run_lt(["chunk", "hf://datasets/owner/nothing:train"], env)
     err = missing.stderr.decode().strip()
     assert missing.returncode != 0 and err.startswith("lt: error: hf://datasets/owner/nothing:train: cannot read it from the Hub") and err.count("\n") == 0
+    # a resumable output identifies a Hub input by the commit its revision resolves to
+    code = "import json; from lt_cli.provenance import file_identity; print(json.dumps(file_identity('hf://datasets/owner/corpus:train')))"
+    identity = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, env={**os.environ, **env}, cwd=REPO, check=True).stdout)
+    assert identity["hub"] == {"repo": "owner/corpus", "config": None, "split": "train", "commit": hub.hub.sha("datasets", "owner/corpus")}
     # a bad record names the spec and the row
     hub.add_file("datasets", "owner/bad", "data/train.jsonl", b'{"id": "a", "text": "fine"}\n{"id": "b", "text": 7}\n')
     bad = run_lt(["chunk", "hf://datasets/owner/bad:train"], env)
