@@ -63,3 +63,14 @@ def test_absent_and_broken_optional_packages_are_reported_not_raised(monkeypatch
     # a torch that fails to import is reported, not raised
     monkeypatch.setitem(sys.modules, "torch", None)
     assert envinfo.device_info()["error"].startswith("import torch failed")
+
+
+def test_a_gpu_machine_is_described_on_one_line():
+    """The CUDA branch's formatting (this machine has no GPU; device_info itself runs in the test above)."""
+    from lt_cli import envinfo
+
+    info = envinfo.collect(device=False)
+    info["device"] = {"torch_cuda_build": "12.8", "cuda_available": True, "cpu_count": 16, "mps_available": False, "cudnn": 91000,
+                      "bf16_supported": True, "gpus": [{"name": "NVIDIA H200", "memory_gib": 139.8, "capability": "9.0"}] * 2}
+    line = next(line for line in envinfo.lines(info) if line.startswith("device: "))
+    assert line == "device: 2 x NVIDIA H200 (139.8 GiB, sm 9.0); torch CUDA 12.8 build, cuDNN 91000, bf16 True"
