@@ -163,6 +163,8 @@ def _run_upload(folder: Path, repo_id: str) -> Upload:
         settings = settings_of(BootstrapConfig.from_dict(config))
     except Exception:  # noqa: BLE001 - a config.json lt cannot read back: list every difference
         settings = {}
+    if config.get("eval_tasks"):  # the eval items depend on the task (the first one leads the report)
+        settings["task"] = config["eval_tasks"][0]
     commands = []
     if (folder / "commands.jsonl").exists():
         from .io import read_all
