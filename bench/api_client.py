@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--fail-first", type=int, default=40, help="requests the server answers 429/500 before succeeding")
+    parser.add_argument("--fail-first", type=int, default=16, help="requests the server answers 429/500 before succeeding")
     args = parser.parse_args()
     from servers.openai_server import run_openai_server
 
