@@ -40,6 +40,8 @@ COMMANDS = [
     ("finetune-eval", "finetune_eval"),
     ("bootstrap", "bootstrap"),
     ("merge", "merge"),
+    ("push", "push"),
+    ("env", "env"),
 ]
 
 app = typer.Typer(

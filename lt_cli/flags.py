@@ -12,7 +12,8 @@ The rules, the same for every command:
   ``_`` (``max_new_tokens`` -> ``--max-new-tokens``). A field holding another dataclass is a
   *group*: its leaves are promoted (no prefix), unless the field says otherwise with
   :func:`group` (``prefix="select_"`` turns ``method`` into ``--select-method``; ``include``
-  exposes a subset, the rest keep their defaults).
+  exposes a subset, the rest keep their defaults, groups nested in it included: ``lt bootstrap``'s
+  ``train`` template does not expose the ``tracking`` group of ``lt train``).
 * Leaf names are unique in a config (checked by :func:`leaves`).
 * :func:`to_argv` leaves out a leaf equal to its default; it renders ``True``/``False`` as
   ``--name``/``--no-name``, a list as a repeated flag (or one comma-separated value with
@@ -110,12 +111,12 @@ def leaves(cls: type) -> tuple[Leaf, ...]:
     def walk(kind: type, path: tuple[str, ...], prefix: str, include: tuple[str, ...] | None, instance: Any) -> None:
         for f in dataclasses.fields(kind):
             sub = _group_type(kind, f)
+            if include is not None and f.name not in include:
+                continue  # not exposed (a nested group too: it keeps its default)
             if sub is not None:
                 spec = f.metadata.get("lt_group", {})
                 default = getattr(instance, f.name) if instance is not None else _field_default(f)
                 walk(sub, path + (f.name,), prefix + spec.get("prefix", ""), spec.get("include"), None if default is NO_DEFAULT else default)
-                continue
-            if include is not None and f.name not in include:
                 continue
             spec = f.metadata.get("lt_flag", {})
             default = getattr(instance, f.name) if instance is not None else _field_default(f)
@@ -143,11 +144,13 @@ def build(cls: type, values: dict[str, Any]):
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(kind):
             sub = _group_type(kind, f)
+            if include is not None and f.name not in include:
+                continue  # not exposed: keeps the template's value
             if sub is not None:
                 spec = f.metadata.get("lt_group", {})
                 default = f.default_factory() if f.default_factory is not MISSING else None  # type: ignore[misc]
                 kwargs[f.name] = make(sub, prefix + spec.get("prefix", ""), spec.get("include"), default)
-            elif (include is None or f.name in include) and prefix + f.name in values:
+            elif prefix + f.name in values:
                 kwargs[f.name] = values[prefix + f.name]
         # a group starts from its field's default (a template such as TrainConfig(output=""))
         return dataclasses.replace(base, **kwargs) if base is not None else kind(**kwargs)

@@ -2,6 +2,8 @@
 
 * ``None`` or ``"-"`` means stdin/stdout; ``.gz`` paths are (de)compressed transparently (written
   with mtime 0, so equal records give equal bytes).
+* ``hf://datasets/OWNER/NAME[/CONFIG][@REVISION][:SPLIT]`` reads a Hugging Face Hub dataset split
+  as a stream, one row per record (:mod:`lt_cli.hub`), wherever a JSONL input is taken.
 * Records are dicts; unknown fields pass through untouched; blank lines are skipped.
 * A malformed line raises :class:`~lt_cli.errors.RecordError` (``FILE:LINE: reason``, exit 2), or
   with ``skip_bad`` is counted and appended to a rejects file.
@@ -98,8 +100,27 @@ def parse_shard(value: str | None) -> Shard | None:
 
 
 # --------------------------------------------------------------------------------------- reading
-def check_input_file(path: str | os.PathLike) -> Path:
-    """A readable file, or one error line naming it (no such file, a directory: exit 2)."""
+def is_hub(path: str | os.PathLike | None) -> bool:
+    """``hf://datasets/...``: a Hugging Face Hub dataset split, streamed (:mod:`lt_cli.hub`)."""
+    return isinstance(path, str) and path.startswith("hf://")
+
+
+def input_exists(path: str | os.PathLike) -> bool:
+    """An input that can be read: an existing file, or a well-formed Hub spec (not checked online)."""
+    if is_hub(path):
+        from .hub import HubSpec
+
+        HubSpec.parse(str(path))
+        return True
+    return Path(path).exists()
+
+
+def check_input_file(path: str | os.PathLike) -> Path | str:
+    """A readable file (or a well-formed Hub spec, returned as given), or one error line naming it
+    (no such file, a directory: exit 2)."""
+    if is_hub(path):
+        input_exists(path)
+        return str(path)
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file")
@@ -113,6 +134,10 @@ def _open_binary_input(path: str | os.PathLike | None) -> BinaryIO:
         if sys.stdin is None:
             raise UsageError("stdin is closed: pass the input file as an argument")
         return sys.stdin.buffer
+    if is_hub(path):
+        from .hub import open_lines
+
+        return open_lines(str(path))  # type: ignore[return-value]
     path = check_input_file(path)
     try:
         raw = open(path, "rb")
@@ -246,6 +271,8 @@ def index_records(path: str | os.PathLike, *, validate: Validator | None = None)
     like :func:`read_records` (a bad line raises ``FILE:LINE: reason``). Callers keep the offsets and
     drop the records, then fetch records on demand with :func:`read_record_at` (large corpora that
     should not live in memory, read in shuffled order)."""
+    if is_hub(path):
+        raise UsageError(f"{path}: random access needs a local file (lt reads Hub datasets as a stream)")
     path = check_input_file(path)
     if path.suffix == ".gz":
         raise UsageError(f"{path}: random access needs an uncompressed file")

@@ -27,7 +27,8 @@ from .io import display_name, file_sha256, is_std
 
 #: flags that cannot change the bytes of a stream command's output
 FREE_FLAGS = frozenset(
-    {"input", "output", "cache", "no_cache", "skip_bad", "rejects", "restart", "batch_size", "max_concurrency", "batch_poll_interval", "batch"}
+    {"input", "output", "cache", "no_cache", "skip_bad", "rejects", "restart", "batch_size", "max_concurrency", "batch_poll_interval", "batch",
+     "report_to", "wandb_project", "wandb_entity", "run_name", "tracking_dir"}
 )
 #: bump when the identity's layout changes (an older partial is then refused)
 IDENTITY_VERSION = 1
@@ -35,7 +36,14 @@ IDENTITY_VERSION = 1
 
 def file_identity(path: str | os.PathLike | None) -> dict[str, Any]:
     """``{"path", "bytes", "sha256"}`` of a file; stdin and other streams (a pipe, ``<(...)``) get
-    ``sha256: None``: they cannot be hashed ahead of reading without consuming them."""
+    ``sha256: None``: they cannot be hashed ahead of reading without consuming them. A Hub dataset
+    (``hf://``) is identified by its repository, config, split and resolved commit (``hub``)."""
+    from .io import is_hub
+
+    if is_hub(path):
+        from .hub import hub_identity
+
+        return hub_identity(str(path))
     if is_std(path) or not stat.S_ISREG(os.stat(path).st_mode):
         return {"path": display_name(path), "bytes": None, "sha256": None}
     return {"path": str(path), "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
@@ -65,7 +73,20 @@ def stream_identity(command: str, config: Any, input_path: str | os.PathLike | N
     return {**run_identity(command, config), "input": file_identity(input_path)}
 
 
-def _input_words(identity: dict[str, Any]) -> str:
+def content_key(identity: dict[str, Any]) -> tuple | None:
+    """What must be equal for two inputs to hold the same records (None: cannot be known)."""
+    if identity.get("sha256") is not None:
+        return ("file", identity["sha256"], identity.get("bytes"))
+    hub = identity.get("hub") or {}
+    if hub.get("commit"):
+        return ("hub", hub.get("repo"), hub.get("config"), hub.get("split"), hub["commit"])
+    return None
+
+
+def describe_input(identity: dict[str, Any]) -> str:
+    hub = identity.get("hub") or {}
+    if hub.get("commit"):
+        return f"{identity['path']} (commit {hub['commit'][:12]})"
     if identity.get("sha256") is None:
         return f"{identity.get('path', '?')} (not identifiable)"
     return f"{identity['path']} (sha256 {identity['sha256'][:12]}, {identity['bytes']:,} bytes)"
@@ -92,10 +113,12 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     old_input, new_input = saved.get("input"), current.get("input")
     if old_input is not None or new_input is not None:
         old_input, new_input = old_input or {}, new_input or {}
-        if old_input.get("sha256") is None or new_input.get("sha256") is None:
-            found.append(f"input {_input_words(old_input)} there, {_input_words(new_input)} now: records read from stdin cannot be checked")
-        elif (old_input["sha256"], old_input["bytes"]) != (new_input["sha256"], new_input["bytes"]):
-            found.append(f"input {_input_words(old_input)} there, {_input_words(new_input)} now")
+        old_key, new_key = content_key(old_input), content_key(new_input)
+        if old_key is None or new_key is None:
+            why = "a Hub dataset whose commit is unknown" if (old_input.get("hub") or new_input.get("hub")) else "records read from stdin"
+            found.append(f"input {describe_input(old_input)} there, {describe_input(new_input)} now: {why} cannot be checked")
+        elif old_key != new_key:
+            found.append(f"input {describe_input(old_input)} there, {describe_input(new_input)} now")
     return found
 
 

@@ -100,6 +100,9 @@ def test_greedy_raw_run_with_scripted_backend(tmp_path):
     metrics = evaluate(config, backend=backend)
     assert not backend.closed  # a caller's backend stays open
     assert metrics["accuracy"] == 0.5 and metrics["n_problems"] == 8
+    # 4 of 8 right: the binomial standard error with Bessel's correction, sqrt(p (1 - p) / (n - 1))
+    assert metrics["accuracy_stderr"] == pytest.approx((0.5 * 0.5 / 7) ** 0.5)
+    assert set(metrics["metrics_stderr"]) == set(metrics["metrics"]) and "binomial" in metrics["stderr_method"]
     assert metrics["variant"] == "raw" and metrics["prompts"]["n_prompts_skipped"] == 0
     assert metrics["prompts"]["prompt_check"] is True and metrics["prompts"]["n_shots"] == 8
     prompts = [p for call in backend.calls for p in call[0]]
@@ -171,6 +174,9 @@ def test_sampling_reports_maj_and_pass():
     assert metrics["accuracy"] == pytest.approx(2 / 8)
     assert metrics["sampling"]["maj@4"] == 0.5 and metrics["sampling"]["maj@1"] == 0.5
     assert metrics["sampling"]["pass@4"] == 0.5 and metrics["sampling"]["pass@1"] == pytest.approx(0.25)
+    # several samples per problem: the problem is the unit (per-problem accuracies 0.5 and 0)
+    assert metrics["accuracy_stderr"] == pytest.approx(0.25)
+    assert metrics["sampling_stderr"]["maj@4"] == pytest.approx(0.5) and metrics["sampling_stderr"]["pass@1"] == pytest.approx(0.25)
     with pytest.raises(UsageError, match="temperature"):
         evaluate(EvalConfig(task="gsm8k", data=str(GSM_FIXTURE), samples=2), backend=ScriptedBackend(_gold_reply))
 

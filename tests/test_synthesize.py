@@ -184,6 +184,30 @@ def test_synthesize_against_openai_compatible_server(tmp_path):
         assert [r["pass"] for r in lines] == [0, 1] * 3 and all(len(r["latent"]) == 5 for r in lines)
 
 
+def test_rate_limits_are_retried_shown_and_counted(tmp_path):
+    """The server answers 429, 500, 429, then 200s: the progress (stderr) shows the retries, the
+    stats sidecar counts them by cause, and the billed usage is still exact."""
+    from servers.openai_server import run_openai_server
+
+    source = tmp_path / "docs.jsonl"
+    write_docs(source, docs(2))
+    with run_openai_server(faults={"fail_first": 3}, api_key="sk-test-secret-key") as server:
+        env = {**server.client_env(), "LT_API_BACKOFF_BASE_S": "0.01", "LT_API_BACKOFF_MAX_S": "0.01"}
+        out = tmp_path / "teacher.jsonl"
+        result = run_lt(["synthesize", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "6"], env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        stderr = result.stderr.decode()
+        assert "api: POST /chat/completions: HTTP 429" in stderr and "retrying in" in stderr
+        assert "3 retries (HTTP 429: 2, HTTP 5xx: 1, timeouts: 0, connection errors: 0), 0 requests given up" in stderr
+        assert "sk-test-secret-key" not in stderr
+        usage = orjson.loads((tmp_path / "teacher.jsonl.stats.json").read_bytes())["stats"]["usage"]
+        n_requests = len(server.requests("/v1/chat/completions"))
+        assert usage["http"]["retries"] == 3 and usage["http"]["rate_limited"] == 2 and usage["http"]["server_errors"] == 1
+        assert usage["http"]["attempts"] == n_requests == usage["requests_sent"] + 3 and usage["http"]["failed_requests"] == 0
+        billed = server.usage()
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == (billed["prompt_tokens"], billed["completion_tokens"])
+
+
 def test_synthesize_batch_api_against_server(tmp_path):
     from servers.openai_server import run_openai_server
 

@@ -120,6 +120,35 @@ class APIOptions:
         return opts
 
 
+@dataclass
+class RetryStats:
+    """What the HTTP layer went through, for the stats sidecar and the progress lines.
+
+    ``attempts`` counts every HTTP request sent; ``retries`` the attempts repeated after a 429, a
+    5xx, a timeout or a connection error (by cause below: a cause counts every failed attempt,
+    the last one included); ``failed_requests`` the logical requests given up (a status that is
+    not retried, or retries exhausted); ``retry_wait_s`` the seconds slept before retrying.
+    """
+
+    attempts: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+    connection_errors: int = 0
+    other_retryable: int = 0
+    failed_requests: int = 0
+    retry_wait_s: float = 0.0
+
+    def cause_text(self) -> str:
+        return (f"HTTP 429: {self.rate_limited:,}, HTTP 5xx: {self.server_errors:,}, timeouts: {self.timeouts:,}, "
+                f"connection errors: {self.connection_errors:,}")
+
+
+#: at most one retry line per this many seconds (the first one always shows); the totals follow at the end
+RETRY_LOG_INTERVAL_S = 2.0
+
+
 class _Secrets:
     """Holds the key and base URL and scrubs them out of any text shown to the user or stored.
 
@@ -213,6 +242,8 @@ class OpenAIBackend:
         self._sleep: Callable[[float], None] = time.sleep
         self._usage = Usage()
         self._usage_lock = threading.Lock()
+        self._retries = RetryStats()
+        self._retry_logged_at: float | None = None
 
     # ------------------------------------------------------------------ public client methods
     def request(self, method: str, path: str, *, json_body: Any = None, files: Any = None, data: Any = None, parse_json: bool = True) -> Any:
@@ -226,6 +257,9 @@ class OpenAIBackend:
         last_problem = ""
         for attempt in range(attempts):
             wait = None
+            cause = None
+            with self._usage_lock:
+                self._retries.attempts += 1
             try:
                 kwargs: dict[str, Any] = {}
                 if json_body is not None:
@@ -238,9 +272,11 @@ class OpenAIBackend:
             except httpx.TimeoutException:
                 self.attempt_log.append((method, path, "timeout"))
                 last_problem = f"timed out after {self.options.timeout_s:g} s"
+                cause = "timeouts"
             except httpx.TransportError as exc:
                 self.attempt_log.append((method, path, type(exc).__name__))
                 last_problem = f"connection failed ({type(exc).__name__})"
+                cause = "connection_errors"
             else:
                 status = response.status_code
                 self.attempt_log.append((method, path, str(status)))
@@ -254,13 +290,46 @@ class OpenAIBackend:
                 detail = self._error_detail(response)
                 last_problem = f"HTTP {status}" + (f": {detail}" if detail else "")
                 if status not in _RETRY_STATUS:
+                    with self._usage_lock:
+                        self._retries.failed_requests += 1
                     raise APIRequestError(f"{method} {path} failed: {last_problem}")
+                cause = "rate_limited" if status == 429 else "server_errors" if status >= 500 else "other_retryable"
                 retry_after = _retry_after_seconds(response.headers.get("retry-after"))
                 if retry_after is not None:
                     wait = min(retry_after, self.options.retry_after_max_s)
-            if attempt + 1 < attempts:
-                self._sleep(self._backoff(attempt) if wait is None else wait)
+            retrying = attempt + 1 < attempts
+            if retrying and wait is None:
+                wait = self._backoff(attempt)
+            self._count_failure(cause, method, path, last_problem, attempt, attempts, wait if retrying else None)
+            if retrying:
+                self._sleep(wait)
         raise APIRequestError(f"{method} {path} failed after {attempts} attempts: {last_problem}")
+
+    def _count_failure(self, cause: str, method: str, path: str, problem: str, attempt: int, attempts: int, wait: float | None) -> None:
+        """Count a failed attempt by cause and show it on stderr (the first at once, then at most one
+        line every RETRY_LOG_INTERVAL_S seconds with the totals so far). ``wait`` None: given up."""
+        from ..console import warn
+
+        with self._usage_lock:
+            stats = self._retries
+            setattr(stats, cause, getattr(stats, cause) + 1)
+            if wait is None:
+                stats.failed_requests += 1
+                return
+            stats.retries += 1
+            stats.retry_wait_s += wait
+            now = time.monotonic()
+            if self._retry_logged_at is not None and now - self._retry_logged_at < RETRY_LOG_INTERVAL_S:
+                return
+            self._retry_logged_at = now
+            totals = f"{stats.retries:,} retries so far ({stats.cause_text()})"
+        warn(f"api: {method} {path}: {problem} (attempt {attempt + 1} of {attempts}), retrying in {wait:.1f} s; {totals}")
+
+    @property
+    def http_stats(self) -> RetryStats:
+        """Attempts, retries by cause and requests given up so far (a copy)."""
+        with self._usage_lock:
+            return RetryStats(**asdict(self._retries))
 
     def generate(self, endpoint: str, body: dict) -> dict:
         """One synchronous generation request (``/completions`` or ``/chat/completions``), usage recorded."""
@@ -394,6 +463,14 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._client.close()
+        stats = self.http_stats
+        if stats.retries or stats.failed_requests:
+            from ..console import warn
+
+            warn(f"api: {stats.attempts:,} HTTP attempts, {stats.retries:,} retries ({stats.cause_text()}), "
+                 f"{stats.retry_wait_s:.1f} s waited, {stats.failed_requests:,} requests given up")
 
 
-__all__ = ["APIOptions", "APIRequestError", "BatchRecord", "BatchRunner", "DEFAULT_BASE_URL", "OpenAIBackend", "api_settings_from_env"]
+__all__ = [
+    "APIOptions", "APIRequestError", "BatchRecord", "BatchRunner", "DEFAULT_BASE_URL", "OpenAIBackend", "RetryStats", "api_settings_from_env",
+]

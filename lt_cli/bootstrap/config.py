@@ -12,8 +12,8 @@ seeds, paths, models, budgets). The bootstrap flags are the exposed leaves (:mod
 A rerun of the same command compares its resolved config with the saved one: fields that change
 results (:meth:`BootstrapConfig.result_fields`) must match, or the run refuses to mix the two in
 one folder. ``iters`` and ``ks`` may grow and an adaptive arm may be added (new stages are appended to the
-plan, finished ones are kept); ``launcher``, ``dry_run`` and ``nproc_per_node`` only decide how
-stages run.
+plan, finished ones are kept); ``launcher``, ``dry_run``, ``nproc_per_node`` and ``tracking`` only
+decide how stages run and where their numbers are logged.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..estep.config import SampleConfig, SelectConfig
 from ..evaluation.config import EvalConfig
 from ..evaluation.finetune import FinetuneConfig
 from ..flags import from_json, group, json_paths
+from ..tracking import TrackingConfig
 from ..training.config import TrainConfig
 
 #: Fields that do not change any number of the run (a resumed run may differ in them).
@@ -118,6 +119,8 @@ class BootstrapConfig:
     launcher: str | None = None  # None: stages run in this process
     nproc_per_node: int = 1
     dry_run: bool = False
+    #: one tracker run for the loop: --report-to, --wandb-project, --run-name... (bootstrap/tracking.py)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
         if not self.run_dir:
@@ -174,7 +177,7 @@ class BootstrapConfig:
         import orjson
 
         data = orjson.loads(orjson.dumps(self.to_dict()))
-        return {path: value for path, value in json_paths(data).items() if path not in RUN_ONLY_FIELDS}
+        return {path: value for path, value in json_paths(data).items() if path not in RUN_ONLY_FIELDS and not path.startswith("tracking.")}
 
 
 # ------------------------------------------------------------------------------------ resolution
@@ -204,11 +207,24 @@ def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
     for steps_key, tokens_key in (("warm_steps", "warm_tokens"), ("mstep_steps", "mstep_tokens")):
         if tokens_key in given and steps_key not in given:
             values[steps_key] = None  # an explicit token budget replaces the default step budget
-    values["name"] = values.get("name") or ("demo" if demo else Path(str(values.get("data"))).stem)
+    values["name"] = values.get("name") or ("demo" if demo else _data_name(str(values.get("data"))))
     values.setdefault("run_dir", str((Path("lt-runs") / values["name"]).absolute()))
     config = build(BootstrapConfig, values)
     config.validate()
     return config
+
+
+def _data_name(data: str) -> str:
+    """A run's default name: the --data file's stem, or a Hub dataset's name."""
+    from pathlib import Path
+
+    from ..io import is_hub
+
+    if is_hub(data):
+        from ..hub import HubSpec
+
+        return HubSpec.parse(data).name
+    return Path(data).stem
 
 
 def _absolute(spec: str) -> str:

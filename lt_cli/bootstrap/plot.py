@@ -15,7 +15,7 @@ from .report import arm_label, arm_order
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
-    """Held-out accuracy per iteration, one line per arm, baselines as horizontal lines; with more
+    """Held-out accuracy per iteration (± one standard error), one line per arm, baselines as horizontal lines; with more
     than one arm a second panel: accuracy against the E-step compute spent so far (Agg, no display)."""
     import matplotlib
 
@@ -31,9 +31,9 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     ax = axes[0][0]
     for label in arms:
         rows = sorted(by_arm[label], key=lambda r: r["iter"])
-        xs = [r["iter"] for r in rows if r.get("accuracy") is not None]
-        ys = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
-        ax.plot(xs, ys, marker="o", label=_arm_name(label, rows))
+        rows = [r for r in rows if r.get("accuracy") is not None]
+        errors = [r.get("accuracy_stderr") or 0.0 for r in rows]  # error bars: one standard error
+        ax.errorbar([r["iter"] for r in rows], [r["accuracy"] for r in rows], yerr=errors, marker="o", capsize=3, label=_arm_name(label, rows))
     styles = {"raw": ":", "teacher": "--"}
     for name, data in report.get("baselines", {}).items():
         if data.get("accuracy") is not None:

@@ -42,6 +42,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+#: what the "± s.e." columns are (lt_cli/evaluation/metrics.py, stderr_over_problems)
+STDERR_NOTE = "standard error of the accuracy over the held-out problems (sample std / sqrt(n): binomial, one greedy answer per problem)"
+
 TEACHER_MARGIN = 0.2
 #: claim 4: the adaptive arm's accuracy may trail the K = k_max arm's by this much ...
 ADAPTIVE_TOLERANCE = 0.01
@@ -52,6 +55,7 @@ COLUMNS = [
     ("iter", "iter", "{}"),
     ("k", "K", "{}"),
     ("accuracy", "held-out acc", "{:.3f}"),
+    ("accuracy_stderr", "± s.e.", "{:.3f}"),
     ("elbo_per_document", "ELBO_n/doc", "{:.2f}"),
     ("log_w_per_candidate", "log w/cand", "{:.2f}"),
     ("ess_per_chunk", "ESS/chunk", "{:.2f}"),
@@ -61,6 +65,9 @@ COLUMNS = [
     ("n_tokens", "train tokens", "{:,}"),
     ("seconds", "time s", "{:.0f}"),
 ]
+
+#: the columns before the other eval tasks' (iter, K, held-out accuracy and its standard error)
+HEAD = 4
 
 #: the demo's column (after ESS): share of sampled chunks whose selected thought is the true one
 TRUE_THOUGHT_COLUMN = ("true_thought_rate", "true thoughts", "{:.3f}")
@@ -190,13 +197,18 @@ def _cell(row: dict[str, Any], key: str, pattern: str) -> str:
 def _cells(report: dict[str, Any], row: dict[str, Any]) -> list[str]:
     tasks = row.get("tasks") or {}
     columns = _columns(report)
-    head = [_cell(row, key, pattern) for key, _, pattern in columns[:3]]
-    metrics = [_fmt((tasks.get(task) or {}).get("value"), "{:.3f}" if metric == "accuracy" else "{:.4f}") for task, metric in _task_columns(report)]
+    head = [_cell(row, key, pattern) for key, _, pattern in columns[:HEAD]]
+    metrics = [_task_cell(tasks.get(task) or {}, metric) for task, metric in _task_columns(report)]
     if _has_finetune(report):
         ft = row.get("finetune") or {}
         spread = ft.get("accuracy_std_over_seeds")
         metrics.append(_fmt(ft.get("accuracy"), "{:.3f}") + (f" ± {spread:.3f}" if spread else ""))
-    return head + metrics + [_cell(row, key, pattern) for key, _, pattern in columns[3:]]
+    return head + metrics + [_cell(row, key, pattern) for key, _, pattern in columns[HEAD:]]
+
+
+def _task_cell(value: dict[str, Any], metric: str) -> str:
+    text = _fmt(value.get("value"), "{:.3f}" if metric == "accuracy" else "{:.4f}")
+    return text + (f" ± {value['stderr']:.3f}" if value.get("stderr") is not None else "")
 
 
 def _header(report: dict[str, Any]) -> list[str]:
@@ -204,7 +216,7 @@ def _header(report: dict[str, Any]) -> list[str]:
     tasks = [f"{task} {'acc' if metric == 'accuracy' else metric}" for task, metric in _task_columns(report)]
     if _has_finetune(report):
         tasks.append("finetune acc")
-    return titles[:3] + tasks + titles[3:]
+    return titles[:HEAD] + tasks + titles[HEAD:]
 
 
 def table_lines(report: dict[str, Any]) -> list[str]:
@@ -219,7 +231,10 @@ def table_lines(report: dict[str, Any]) -> list[str]:
 def baseline_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for name, data in report.get("baselines", {}).items():
-        figures = ", ".join(f"{task} {value['metric']} {value['value']:.4g}" for task, value in (data.get("tasks") or {}).items() if value)
+        figures = ", ".join(
+            f"{task} {value['metric']} {value['value']:.4g}" + (f" ± {value['stderr']:.3f}" if value.get("stderr") is not None else "")
+            for task, value in (data.get("tasks") or {}).items() if value
+        )
         tokens = _fmt(data.get("n_tokens"), "{:,}")
         lines.append(
             f"baseline {name}: {figures or 'held-out acc ' + _fmt(data.get('accuracy'), '{:.3f}')}, train tokens {tokens}"
@@ -272,16 +287,19 @@ def print_report(report: dict[str, Any]) -> None:
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [f"# lt bootstrap report: {report.get('name', '')}", ""]
-    lines += ["## Baselines", "", "| baseline | held-out accuracy | train tokens | note |", "|---|---|---|---|"]
+    lines += ["## Baselines", "", "| baseline | held-out accuracy | ± s.e. | train tokens | note |", "|---|---|---|---|---|"]
     for name, data in report.get("baselines", {}).items():
-        lines.append(f"| {name} | {_fmt(data.get('accuracy'), '{:.3f}')} | {_fmt(data.get('n_tokens'), '{:,}')} | {data.get('note', '')} |")
+        lines.append(
+            f"| {name} | {_fmt(data.get('accuracy'), '{:.3f}')} | {_fmt(data.get('accuracy_stderr'), '{:.3f}')} | {_fmt(data.get('n_tokens'), '{:,}')} "
+            f"| {data.get('note', '')} |"
+        )
     lines += ["", "## Iterations (iteration 0 is the warm start)", ""]
     header = _header(report)
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in report.get("iterations", []):
         lines.append("| " + " | ".join(_cells(report, row)) + " |")
-    lines += ["", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
+    lines += ["", f"± s.e.: the {STDERR_NOTE}.", "", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
     lines += ["", "![accuracy per iteration](report.png)", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -302,6 +320,7 @@ def build_report(config, manifest) -> dict[str, Any]:
     if config.raw_baseline:
         baselines["raw"] = {
             "accuracy": result("baseline-raw/eval").get("accuracy"),
+            "accuracy_stderr": result("baseline-raw/eval").get("accuracy_stderr"),
             "n_tokens": result("baseline-raw/train").get("n_tokens"),
             "note": "raw documents, same tokens and start as an M-step",
             "tasks": result("baseline-raw/eval").get("tasks", {}),
@@ -310,15 +329,18 @@ def build_report(config, manifest) -> dict[str, Any]:
     if config.raw_token_matched_tokens:
         baselines["raw_token_matched"] = {
             "accuracy": result("baseline-raw-tokens/eval").get("accuracy"),
+            "accuracy_stderr": result("baseline-raw-tokens/eval").get("accuracy_stderr"),
             "n_tokens": result("baseline-raw-tokens/train").get("n_tokens"),
             "note": "raw documents, as many tokens as --raw-token-matched-tokens",
             "tasks": result("baseline-raw-tokens/eval").get("tasks", {}),
             "finetune": result("baseline-raw-tokens/finetune") or None,
         }
     warm_acc = result("warm/eval").get("accuracy")
+    warm_stderr = result("warm/eval").get("accuracy_stderr")
     if "baseline-teacher/eval" in manifest.stages:
         baselines["teacher"] = {
             "accuracy": result("baseline-teacher/eval").get("accuracy"),
+            "accuracy_stderr": result("baseline-teacher/eval").get("accuracy_stderr"),
             "n_tokens": result("baseline-teacher/train").get("n_tokens"),
             "note": "teacher thoughts on every raw document, same tokens and start as an M-step",
             "tasks": result("baseline-teacher/eval").get("tasks", {}),
@@ -326,7 +348,8 @@ def build_report(config, manifest) -> dict[str, Any]:
         }
     else:
         baselines["teacher"] = {
-            "accuracy": warm_acc, "n_tokens": result("warm/train").get("n_tokens"), "note": "the warm start (teacher-thought data)",
+            "accuracy": warm_acc, "accuracy_stderr": warm_stderr, "n_tokens": result("warm/train").get("n_tokens"),
+            "note": "the warm start (teacher-thought data)",
             "tasks": result("warm/eval").get("tasks", {}),
             "finetune": result("warm/finetune") or None,
         }
@@ -336,7 +359,8 @@ def build_report(config, manifest) -> dict[str, Any]:
         k = None if arm == "adaptive" else int(arm[1:])
         identity = {"arm": arm, "k": k, **({"k_max": config.k_max} if arm == "adaptive" else {})}
         iterations.append({
-            "iter": 0, **identity, "accuracy": warm_acc, "elbo_per_document": None, "log_w_per_candidate": None, "ess_per_chunk": None,
+            "iter": 0, **identity, "accuracy": warm_acc, "accuracy_stderr": warm_stderr,
+            "elbo_per_document": None, "log_w_per_candidate": None, "ess_per_chunk": None,
             "n_tokens": result("warm/train").get("n_tokens"), "seconds": seconds("warm/train", "warm/eval"), "tasks": result("warm/eval").get("tasks", {}),
             "finetune": result("warm/finetune") or None,
         })
@@ -349,6 +373,7 @@ def build_report(config, manifest) -> dict[str, Any]:
                 "iter": t,
                 **identity,
                 "accuracy": result(f"{prefix}/eval").get("accuracy"),
+                "accuracy_stderr": result(f"{prefix}/eval").get("accuracy_stderr"),
                 "elbo_per_document": _tightest(select.get("elbo_n_per_document")),
                 "log_w_per_candidate": select.get("log_w_per_candidate"),
                 "ess_per_chunk": select.get("ess_per_chunk"),

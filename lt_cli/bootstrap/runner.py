@@ -43,15 +43,16 @@ def check_inputs(run_dir: Path, config: BootstrapConfig) -> None:
     """Refuse to resume a run folder whose input files changed content (same paths, other data:
     the finished stages were computed from the old content)."""
     from ..io import read_json, write_json
+    from ..provenance import describe_input, content_key
 
     current = input_identity(config)
     path = run_dir / INPUTS_FILE
     if path.exists() and (run_dir / "config.json").exists():
         saved = read_json(path)
         changed = [
-            f"{flag} {new['path']} (sha256 {saved[flag]['sha256'][:12]} there, {new['sha256'][:12]} now)"
+            f"{flag} {describe_input(saved[flag])} there, {describe_input(new)} now"
             for flag, new in current.items()
-            if flag in saved and (saved[flag].get("sha256"), saved[flag].get("bytes")) != (new["sha256"], new["bytes"])
+            if flag in saved and content_key(saved[flag]) != content_key(new)
         ]
         if changed:
             raise UsageError(
@@ -83,12 +84,15 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
     """Everything that can be checked before the first stage: input files, eval tasks, and every
     stage's settings (files that earlier stages will write cannot be checked yet)."""
     from ..evaluation import get_task
+    from ..io import input_exists
+    from ..tracking import check_installed
 
+    check_installed(config.tracking)
     finetune = (("--finetune-train-data", config.finetune.train_data), ("--finetune-data", config.finetune.data)) if config.finetune_eval else ()
     for label, path in (
         ("--data", config.data), ("--synthesize", config.synthesize), ("--teacher-data", config.teacher_data), ("--eval-data", config.eval.data), *finetune
     ):
-        if path and not Path(path).exists():
+        if path and not input_exists(path):
             raise UsageError(f"{label} {path}: no such file")
     for spec in config.warm_data:
         from ..training.config import DataSource
@@ -102,6 +106,21 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
         if stage.command == "train":
             for train in stage.configs(ctx):
                 train.validate(check_paths=False)
+
+
+COMMANDS_FILE = "commands.jsonl"
+
+
+def record_invocation(run_dir: Path) -> None:
+    """Append this ``lt bootstrap`` command line to ``RUN/commands.jsonl`` (what ``lt push`` cards
+    name); a run started from Python (no ``lt bootstrap`` argv) records nothing."""
+    if sys.argv[1:2] != ["bootstrap"]:
+        return
+    from .. import __version__
+    from ..io import dumps
+
+    with open(run_dir / COMMANDS_FILE, "ab") as f:
+        f.write(dumps({"argv": ["lt", *sys.argv[1:]], "lt_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
 
 def format_command(argv: list[str]) -> str:
@@ -181,6 +200,7 @@ def _run_plan(config: BootstrapConfig, run_dir: Path, plan: list[Stage], ctx: Ru
 
     run_dir.mkdir(parents=True, exist_ok=True)
     check_config(run_dir, config)
+    record_invocation(run_dir)
     manifest = Manifest(run_dir / "manifest.json")
     manifest.plan([stage.key for stage in plan])
     ctx.results = {k: r.result for k, r in manifest.stages.items() if r.status == "done"}
@@ -188,21 +208,38 @@ def _run_plan(config: BootstrapConfig, run_dir: Path, plan: list[Stage], ctx: Ru
     n_done = sum(1 for s in plan if manifest.is_done(s.key))
     if n_done:
         log(f"resuming {run_dir}: {n_done}/{len(plan)} stages already done")
-    for index, stage in enumerate(plan, start=1):
-        if manifest.is_done(stage.key):
-            continue
-        log(f"[bold]stage {index}/{len(plan)}: {stage.key}[/bold]")
-        manifest.start(stage.key)
-        started = time.monotonic()
-        try:
-            result = run_stage(stage, ctx, launcher)
-        except BaseException as exc:
-            manifest.fail(stage.key, f"{type(exc).__name__}: {exc}")
-            raise
-        seconds = time.monotonic() - started
-        manifest.finish(stage.key, result, seconds)
-        ctx.results[stage.key] = result
-        log(f"stage {stage.key} done in {seconds:.1f}s" + (f": accuracy {result['accuracy']:.3f}" if result.get("accuracy") is not None else ""))
+    tracker = None
+    if config.tracking.enabled:
+        from .tracking import LoopTracker
+
+        tracker = LoopTracker(config)
+    try:
+        for index, stage in enumerate(plan, start=1):
+            if manifest.is_done(stage.key):
+                if tracker is not None:  # finished in an earlier run: logged then, unless that run had no tracker
+                    tracker.log_stage(stage.key, ctx)
+                continue
+            log(f"[bold]stage {index}/{len(plan)}: {stage.key}[/bold]")
+            manifest.start(stage.key)
+            started = time.monotonic()
+            try:
+                result = run_stage(stage, ctx, launcher)
+            except BaseException as exc:
+                manifest.fail(stage.key, f"{type(exc).__name__}: {exc}")
+                raise
+            seconds = time.monotonic() - started
+            manifest.finish(stage.key, result, seconds)
+            ctx.results[stage.key] = result
+            accuracy = result.get("accuracy")
+            if accuracy is not None:
+                stderr = result.get("accuracy_stderr")
+                accuracy_text = f": accuracy {accuracy:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
+            log(f"stage {stage.key} done in {seconds:.1f}s" + (accuracy_text if accuracy is not None else ""))
+            if tracker is not None:
+                tracker.log_stage(stage.key, ctx)
+    finally:
+        if tracker is not None:
+            tracker.close()
     report = build_report(config, manifest)
     write_report(report, run_dir)
     print_report(report)

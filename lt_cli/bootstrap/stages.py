@@ -162,7 +162,7 @@ def _float(value: Any) -> float | None:
 # ------------------------------------------------------------------------------------ eval
 def headline(metrics: dict[str, Any]) -> tuple[str, float] | None:
     """A task's headline figure: accuracy for generation tasks, the per-token NLL, or the tightest
-    per-token ELBO (largest n) for likelihood tasks."""
+    per-token ELBO (largest n) for likelihood tasks (its standard error: :func:`headline_stderr`)."""
     if metrics.get("accuracy") is not None:
         return "accuracy", float(metrics["accuracy"])
     if metrics.get("nll_per_token") is not None:
@@ -171,6 +171,12 @@ def headline(metrics: dict[str, Any]) -> tuple[str, float] | None:
     if elbos:
         return elbos[-1][1], float(metrics[elbos[-1][1]])
     return None
+
+
+def headline_stderr(metrics: dict[str, Any]) -> float | None:
+    """The standard error of an accuracy headline (:func:`lt_cli.evaluation.metrics.stderr_over_problems`)."""
+    value = metrics.get("accuracy_stderr") if metrics.get("accuracy") is not None else None
+    return None if value is None else float(value)
 
 
 def eval_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunContext], str], variant: str) -> Stage:
@@ -195,10 +201,12 @@ def eval_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[RunC
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         tasks = {}
         for config in configs:
-            found = headline(read_json(config.output))
-            tasks[config.task] = {"metric": found[0], "value": found[1]} if found else None
+            metrics = read_json(config.output)
+            found = headline(metrics)
+            tasks[config.task] = {"metric": found[0], "value": found[1], "stderr": headline_stderr(metrics)} if found else None
         first = tasks.get(configs[0].task) if configs else None
-        return {"accuracy": first["value"] if first and first["metric"] == "accuracy" else None, "tasks": tasks}
+        accuracy = first if first and first["metric"] == "accuracy" else None
+        return {"accuracy": accuracy["value"] if accuracy else None, "accuracy_stderr": accuracy["stderr"] if accuracy else None, "tasks": tasks}
 
     return Stage(key, "eval", configs, result)
 

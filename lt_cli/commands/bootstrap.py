@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import parse_tokens, run_command
+from .common import ReportToOpt, RunNameOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt, parse_tokens, run_command
 
 HELP = "Run BoLT end to end (warm start + EM iterations) in a resumable run folder; no data = the CPU demo."
 EXAMPLES = """\
@@ -20,7 +20,8 @@ DETAILS = """\
 Rerun the same command after an interruption to resume at the first unfinished stage.
 The run folder (--run-dir, default ./lt-runs/NAME) holds config.json, manifest.json, every
 stage's JSONL, checkpoints and metrics, and report.md / report.json / report.png
-(docs/bootstrap.md).
+(docs/bootstrap.md). --report-to tensorboard|wandb|jsonl logs every stage's statistics into one
+tracker run (RUN/tracking/), each under its arm and iteration.
 """
 
 Opt = typer.Option
@@ -165,6 +166,11 @@ def command(
     run_dir: Annotated[Optional[str], Opt(help="Run folder (default ./lt-runs/NAME).", show_default=False)] = None,
     name: Annotated[Optional[str], Opt(help="Run name (default demo, or the --data file's stem).", show_default=False)] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print every command it would run, then exit.")] = False,
+    report_to: ReportToOpt = None,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    run_name: RunNameOpt = None,
+    tracking_dir: TrackingDirOpt = None,
 ) -> int:
     options = dict(locals())
     from ..bootstrap import resolve_config, run_bootstrap

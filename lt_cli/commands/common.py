@@ -45,6 +45,28 @@ DocsPerCallOpt = Annotated[Optional[int], typer.Option(
     "--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False,
 )]
 
+# tracking (lt_cli/tracking.py, TrackingConfig): the same five flags on every command that logs statistics
+ReportToOpt = Annotated[Optional[list[str]], typer.Option(
+    "--report-to", help="Also log statistics to tensorboard, wandb and/or jsonl (repeat or comma-separate; none: off).", show_default=False,
+)]
+WandbProjectOpt = Annotated[Optional[str], typer.Option(
+    "--wandb-project", help="W&B project (default: $WANDB_PROJECT, else lt).", show_default=False,
+)]
+WandbEntityOpt = Annotated[Optional[str], typer.Option(
+    "--wandb-entity", help="W&B entity (default: $WANDB_ENTITY, else your default).", show_default=False,
+)]
+RunNameOpt = Annotated[Optional[str], typer.Option(
+    "--run-name", help="The run's name in the tracker (default: $WANDB_NAME, else the run or output name).", show_default=False,
+)]
+TrackingDirOpt = Annotated[Optional[str], typer.Option(
+    "--tracking-dir", help="Folder for TensorBoard events, tracking.jsonl and W&B files (default: beside the output).", show_default=False,
+)]
+
+
+def tracking_flags(flags: dict) -> dict:
+    """``flags`` with ``report_to`` as a list (typer gives None when the flag is absent)."""
+    return {**flags, "report_to": list(flags.get("report_to") or [])}
+
 
 def parse_tokens(value: Optional[str]) -> Optional[int]:
     """Token budgets are large: accept 13e9, 13_000_000_000, 800M, 13B."""

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import SeedOpt, run_command
+from .common import ReportToOpt, RunNameOpt, SeedOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt, run_command, tracking_flags
 
 HELP = "Evaluate a model: GSM8K/MATH/MMLU-STEM few-shot accuracy (latent or raw prompts), NLL, ELBO_n."
 EXAMPLES = """\
@@ -82,6 +82,11 @@ def command(
         show_default=False,
     )] = None,
     seed: SeedOpt = 1234,
+    report_to: ReportToOpt = None,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    run_name: RunNameOpt = None,
+    tracking_dir: TrackingDirOpt = None,
 ) -> int:
     flags = dict(locals())
     from ..console import require_stdout
@@ -106,4 +111,4 @@ def config_from_flags(flags: dict):
         elbo_n = tuple(int(x) for x in str(flags["elbo_n"]).split(",") if x.strip())
     except ValueError:
         raise UsageError(f"--elbo-n must be comma-separated integers, got {flags['elbo_n']!r}") from None
-    return build(EvalConfig, {**flags, "elbo_n": elbo_n})
+    return build(EvalConfig, {**tracking_flags(flags), "elbo_n": elbo_n})

@@ -8,7 +8,8 @@ import typer
 
 from .common import (
     BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+    QuirksOpt, RejectsOpt, ReportToOpt, RestartOpt, RunNameOpt, ShardOpt, SkipBadOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt,
+    check_stdin, run_command, tracking_flags,
 )
 
 HELP = "E-step proposal: K latent thoughts per chunk from q(Z|X), with log q, log p(Z,X) and log w."
@@ -79,6 +80,11 @@ def command(
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
     restart: RestartOpt = False,
+    report_to: ReportToOpt = None,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    run_name: RunNameOpt = None,
+    tracking_dir: TrackingDirOpt = None,
 ) -> int:
     flags = dict(locals())
     from ..runners import run
@@ -92,4 +98,4 @@ def config_from_flags(flags: dict):
     from ..estep import SampleThoughtsRun
     from ..flags import build
 
-    return build(SampleThoughtsRun, flags)
+    return build(SampleThoughtsRun, tracking_flags(flags))

@@ -8,7 +8,8 @@ import typer
 
 from .common import (
     BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+    QuirksOpt, RejectsOpt, ReportToOpt, RestartOpt, RunNameOpt, ShardOpt, SkipBadOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt,
+    check_stdin, run_command, tracking_flags,
 )
 
 HELP = "E-step resampling: one latent per chunk drawn from softmax(log w); ELBO_n and ESS per document."
@@ -60,6 +61,11 @@ def command(
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
     restart: RestartOpt = False,
+    report_to: ReportToOpt = None,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    run_name: RunNameOpt = None,
+    tracking_dir: TrackingDirOpt = None,
 ) -> int:
     flags = dict(locals())
     from ..runners import run
@@ -73,4 +79,4 @@ def config_from_flags(flags: dict):
     from ..estep import SelectRun
     from ..flags import build
 
-    return build(SelectRun, flags)
+    return build(SelectRun, tracking_flags(flags))

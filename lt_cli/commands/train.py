@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import parse_tokens, run_command
+from .common import ReportToOpt, RunNameOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt, parse_tokens, run_command, tracking_flags
 
 HELP = "Train a causal LM on augmented (or raw) documents; resumable, torchrun-ready."
 EXAMPLES = """\
@@ -91,10 +91,11 @@ def command(
     save_every: Annotated[Optional[int], typer.Option(help="Save a resumable checkpoint every N steps.", show_default=False)] = None,
     keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.")] = 1,
     log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,
-    report_to: Annotated[Optional[list[str]], typer.Option(
-        "--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False,
-    )] = None,
-    run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
+    report_to: ReportToOpt = None,
+    wandb_project: WandbProjectOpt = None,
+    wandb_entity: WandbEntityOpt = None,
+    run_name: RunNameOpt = None,
+    tracking_dir: TrackingDirOpt = None,
     peak_tflops: Annotated[Optional[float], typer.Option(
         help="Peak dense TFLOP/s per device for the MFU figure "
         "(default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).",
@@ -135,7 +136,7 @@ def config_from_flags(flags: dict):
     from ..training import TrainConfig
 
     flags = {
-        **flags, "tokens": parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or []),
+        **tracking_flags(flags), "tokens": parse_tokens(flags["tokens"]), "data": list(flags["data"]),
         "val_elbo_n": _parse_ints("--val-elbo-n", flags["val_elbo_n"]),
     }
     return build(TrainConfig, flags)

@@ -57,7 +57,7 @@ def evaluate_demo_accuracy(backend, documents: Sequence[dict[str, Any]], config:
     """Accuracy (fraction of problems answered exactly) plus per-problem outputs.
 
     ``documents`` are held-out demo records (``chunks[0].text`` is the problem, ``answer`` the
-    final state). Returns ``{"accuracy", "n_problems", "n_answered", "samples": [...]}``.
+    final state). Returns ``{"accuracy", "accuracy_stderr", "n_problems", "n_answered", "samples": [...]}``.
     """
     from ..backends.base import SamplingParams
     from ..errors import LtError
@@ -83,8 +83,12 @@ def evaluate_demo_accuracy(backend, documents: Sequence[dict[str, Any]], config:
             n_correct += int(correct)
             n_answered += int(predicted is not None)
             samples.append({"id": doc.get("id"), "answer": int(doc["answer"]), "predicted": predicted, "correct": correct, "generation": generation})
+    from ..evaluation.metrics import STDERR_METHOD, stderr_over_problems
+
     return {
         "accuracy": n_correct / len(docs),
+        "accuracy_stderr": stderr_over_problems([float(sample["correct"]) for sample in samples]),
+        "stderr_method": STDERR_METHOD,
         "n_problems": len(docs),
         "n_answered": n_answered,
         "variant": config.variant,

@@ -48,7 +48,14 @@ class DemoTask:
             with open_output(config.log_samples) as out:
                 for sample in samples:
                     out.write(sample)
-        return {"task": "demo", **metrics}
+        from ..evaluation.results import print_table
+
+        summary = {
+            "task": "demo", "task_version": self.version, "headline_metric": "accuracy", **metrics,
+            "metrics": {"accuracy": metrics["accuracy"]}, "metrics_stderr": {"accuracy": metrics["accuracy_stderr"]},
+        }
+        print_table(summary)
+        return summary
 
 
 def _register() -> None:

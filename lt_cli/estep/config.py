@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..flags import flag, group
 from ..session import BackendArgs, CacheArgs
 from ..stream import StreamArgs
+from ..tracking import TrackingConfig
 
 SELECT_METHODS = ("importance", "uniform", "argmax", "first")
 #: samples per chunk: every candidate of a group of documents is held in memory until the group is
@@ -165,6 +166,7 @@ class SampleThoughtsRun:
     backend: BackendArgs = field(default_factory=BackendArgs)
     sample: SampleConfig = field(default_factory=SampleConfig)
     cache: CacheArgs = field(default_factory=CacheArgs)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 #: what ``lt select --model`` needs of the sampling settings to rebuild the scoring strings
@@ -180,3 +182,4 @@ class SelectRun:
     sample: SampleConfig = field(default_factory=SampleConfig, metadata=group(include=SCORING_FIELDS))
     backend: BackendArgs = field(default_factory=BackendArgs)
     cache: CacheArgs = field(default_factory=CacheArgs)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -13,12 +13,14 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
+from .. import __version__
 from ..errors import LtError, UsageError
 from ..io import write_json
 from ..provenance import run_identity
 from ..records import document_id, ensure_chunks
 from ..session import backend_session
 from ..stream import run_stream
+from ..tracking import check_installed, log_summary
 from .config import SampleThoughtsRun, SelectRun
 from .propose import sample_candidates, score_candidates
 from .select import chunk_log_w, first_candidates, is_adaptive, select_document, validate_candidates_document
@@ -38,6 +40,7 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
     backend_name = canonical_backend_name(run.backend.backend)
     config = replace(run.sample, docs_per_call=run.sample.group_size(backend_name))
     config.check_runnable()
+    check_installed(run.tracking)
     backend_config = run.backend.config({"logprobs": True} if backend_name == "api" else {})
     stats = SampleStats()
 
@@ -57,12 +60,14 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
         log(stats.line())
         log(stats.compute.line(seconds))
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "sample-thoughts", stats.to_json(), run, seconds)
+    log_summary(run.tracking, output=run.stream.output, prefix="sample", summary=stats.to_json(), run_config=run)
     return code
 
 
 def run_select(run: SelectRun) -> int:
     """``lt select``: one latent per chunk, ELBO/ESS per document, a summary table; the exit code."""
     method, k = run.select.method, run.select.k
+    check_installed(run.tracking)
     stats = SelectionStats()
     #: chunks whose suffix was cut to fit all K candidates' joint strings: the first k keep that cut
     cut_before = [0]
@@ -107,6 +112,7 @@ def run_select(run: SelectRun) -> int:
         warn(f"{cut_before[0]:,} chunk(s) had their suffix cut when all their candidates were scored together; with --k {k} "
              "their log w still use that cut, not the (shorter or no) cut a run with --k would score (docs/estep.md)")
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "select", stats.to_json(), run, seconds)
+    log_summary(run.tracking, output=run.stream.output, prefix="select", summary=stats.to_json(), run_config=run)
     return code
 
 
@@ -150,7 +156,7 @@ def _write_stats(path: str | None, command: str, stats: dict[str, Any], run: Any
     the same for a resumed and an uninterrupted run, the seconds are not) and the config that
     produced it (written after the output exists)."""
     if path is not None:
-        write_json(path, {"command": command, "stats": stats, "seconds": round(seconds, 3), "config": asdict(run)})
+        write_json(path, {"command": command, "stats": stats, "seconds": round(seconds, 3), "config": asdict(run), "lt_version": __version__})
 
 
 def read_stats(output: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..flags import flag
+from ..tracking import TrackingConfig
 
 
 @dataclass
@@ -63,3 +64,5 @@ class EvalConfig:
     max_latent_tokens: int = 1024
     #: average sentences per uniform chunk for the ELBO (reference: 8)
     elbo_avg_units: int = 8
+    #: --report-to and the other tracker flags (lt_cli/tracking.py)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)

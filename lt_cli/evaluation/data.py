@@ -16,7 +16,13 @@ from ..errors import LtError, UsageError
 Record = dict[str, Any]
 
 
-def resolve_data_path(data: str, split: str | None) -> Path:
+def resolve_data_path(data: str, split: str | None) -> Path | str:
+    """A JSONL file, ``FOLDER/SPLIT.jsonl``, or a Hub dataset spec (``hf://...``, returned as given)."""
+    from ..io import input_exists, is_hub
+
+    if is_hub(data):
+        input_exists(data)
+        return data
     path = Path(data)
     if path.is_dir():
         if not split:

@@ -237,12 +237,16 @@ def _print_table(metrics: dict) -> None:
     table = Table(title=f"finetune-eval {metrics['task']} ({metrics['variant']}, {metrics['samples_per_problem']} samples per problem)")
     table.add_column("seed")
     table.add_column("accuracy", justify="right")
+    table.add_column("± stderr over problems", justify="right")
     table.add_column("std over draws", justify="right")
     table.add_column("final train loss", justify="right")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for row in metrics["seeds"]:
-        table.add_row(str(row["seed"]), fmt(row["accuracy"]), fmt(row["accuracy_std_over_sample_draws"]), fmt(row["train"]["final_loss"]))
-    table.add_row("mean", fmt(metrics["accuracy"]), fmt(metrics["accuracy_std_over_sample_draws"]), "")
+        table.add_row(
+            str(row["seed"]), fmt(row["accuracy"]), fmt(row["accuracy_stderr_over_problems"]), fmt(row["accuracy_std_over_sample_draws"]),
+            fmt(row["train"]["final_loss"]),
+        )
+    table.add_row("mean", fmt(metrics["accuracy"]), fmt(metrics["accuracy_stderr_over_problems"]), fmt(metrics["accuracy_std_over_sample_draws"]), "")
     err.print(table)
 
 
@@ -254,7 +258,7 @@ def run_finetune_eval(config: FinetuneConfig) -> dict:
     from ..io import open_output, read_json, write_json
     from .finetune_data import finetune_record
     from .graders import get_grader
-    from .metrics import mean_and_std
+    from .metrics import STDERR_METHOD, mean_and_std
     from .registry import get_task, load_task_file
 
     config.validate()
@@ -311,6 +315,7 @@ def run_finetune_eval(config: FinetuneConfig) -> dict:
         "accuracy_std_over_seeds": std_seeds,
         "accuracy_std_over_sample_draws": sum(draws) / len(draws) if draws else None,
         "accuracy_stderr_over_problems": sum(stderr) / len(stderr) if stderr else None,
+        "stderr_method": STDERR_METHOD + " (per seed, then the mean over seeds)",
         "n_seeds": len(per_seed),
         "n_problems": len(test_records),
         "samples_per_problem": samples,

@@ -101,8 +101,33 @@ def _local_data(task, data: str | None, split: str | None) -> str | None:
     if data:
         from .data import resolve_data_path
 
-        return str(Path(resolve_data_path(data, split)).resolve())
+        path = resolve_data_path(data, split)
+        from ..io import is_hub
+
+        if not is_hub(path):
+            return str(Path(path).resolve())
     return str((task.data or {}).get("file") or "") or None
+
+
+def _hub_data_section(data: str | None, split: str | None) -> dict[str, Any] | None:
+    """--data hf://datasets/...: lm-eval loads the same Hub dataset itself."""
+    if not data:
+        return None
+    from ..io import is_hub
+    from .data import resolve_data_path
+
+    path = resolve_data_path(data, split)
+    if not is_hub(path):
+        return None
+    from ..hub import HubSpec
+
+    hub = HubSpec.parse(str(path))
+    section: dict[str, Any] = {"dataset_path": hub.repo, "test_split": hub.split}
+    if hub.config:
+        section["dataset_name"] = hub.config
+    if hub.revision:
+        section["dataset_kwargs"] = {"revision": hub.revision}
+    return section
 
 
 def _hub_section(task, split: str | None, config: str | None) -> dict[str, Any]:
@@ -115,6 +140,9 @@ def _hub_section(task, split: str | None, config: str | None) -> dict[str, Any]:
 
 
 def _dataset_section(task, data: str | None, split: str | None) -> dict[str, Any]:
+    hub = _hub_data_section(data, split)
+    if hub is not None:
+        return hub
     local = _local_data(task, data, split)
     if local:
         return {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": local}}, "test_split": "test"}

@@ -8,6 +8,13 @@
   ``vote_key``; a sample with no answer does not vote; ties go to the answer seen first), and the
   problem counts as solved when the winning answer is correct.
 * k runs over the powers of two below n, and n itself.
+* Every accuracy comes with its standard error over problems (:func:`stderr_over_problems`): the
+  sample standard deviation (n - 1) of the per-problem values divided by sqrt(n). With one graded
+  sample per problem that is the binomial standard error with Bessel's correction,
+  sqrt(p (1 - p) / (n - 1)), the figure lm-evaluation-harness prints as ``acc_stderr``; with several
+  samples per problem the problem, not the sample, is the unit (samples of one problem are not
+  independent draws). ``lt eval``, ``lt finetune-eval``, the bootstrap report and the trackers all
+  read this one function.
 """
 
 from __future__ import annotations
@@ -49,19 +56,28 @@ def majority_correct(keys: Sequence[str | None], correct: Sequence[bool]) -> boo
     return first_correct[winner]
 
 
-def aggregate_samples(per_problem_keys: list[list[str | None]], per_problem_correct: list[list[bool]]) -> dict[str, float]:
-    """maj@k and pass@k over problems that all have the same number of samples n."""
+def per_problem_sampling(per_problem_keys: list[list[str | None]], per_problem_correct: list[list[bool]]) -> dict[str, list[float]]:
+    """maj@k and pass@k of each problem (problems that all have the same number of samples n)."""
     if not per_problem_correct:
         return {}
     n = len(per_problem_correct[0])
     if any(len(c) != n for c in per_problem_correct):
         raise ValueError("every problem needs the same number of samples for maj@k/pass@k")
-    out: dict[str, float] = {}
+    out: dict[str, list[float]] = {}
     for k in k_values(n):
-        out[f"maj@{k}"] = sum(majority_correct(keys[:k], corr[:k]) for keys, corr in zip(per_problem_keys, per_problem_correct)) / len(per_problem_correct)
+        out[f"maj@{k}"] = [float(majority_correct(keys[:k], corr[:k])) for keys, corr in zip(per_problem_keys, per_problem_correct)]
     for k in k_values(n):
-        out[f"pass@{k}"] = sum(pass_at_k(n, sum(corr), k) for corr in per_problem_correct) / len(per_problem_correct)
+        out[f"pass@{k}"] = [pass_at_k(n, sum(corr), k) for corr in per_problem_correct]
     return out
+
+
+def aggregate_samples(per_problem_keys: list[list[str | None]], per_problem_correct: list[list[bool]]) -> dict[str, float]:
+    """maj@k and pass@k over problems that all have the same number of samples n."""
+    return {name: sum(values) / len(values) for name, values in per_problem_sampling(per_problem_keys, per_problem_correct).items()}
+
+
+#: how every ``*_stderr`` figure lt reports is computed (written next to them in the metrics)
+STDERR_METHOD = "standard error over problems: sample std (n - 1) of per-problem accuracy / sqrt(n); binomial for one sample per problem"
 
 
 def _stdev(values: Sequence[float]) -> float | None:
@@ -70,6 +86,13 @@ def _stdev(values: Sequence[float]) -> float | None:
         return None
     mean = sum(values) / len(values)
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def stderr_over_problems(per_problem: Sequence[float]) -> float | None:
+    """Standard error of the mean over problems of ``per_problem`` (each problem's accuracy: 0/1 for
+    one sample, its share of correct samples for several); None for fewer than two problems."""
+    stdev = _stdev([float(v) for v in per_problem])
+    return None if stdev is None else stdev / len(per_problem) ** 0.5
 
 
 def accuracy_spread(correct: Sequence[Sequence[bool]]) -> dict[str, float | None]:
@@ -88,11 +111,10 @@ def accuracy_spread(correct: Sequence[Sequence[bool]]) -> dict[str, float | None
         raise ValueError("every problem needs the same number of samples")
     per_draw = [sum(row[j] for row in correct) / len(correct) for j in range(n)]
     per_problem = [sum(row) / n for row in correct]
-    stdev_problems = _stdev(per_problem)
     return {
         "accuracy": sum(per_problem) / len(per_problem),
         "accuracy_std_over_sample_draws": _stdev(per_draw),
-        "accuracy_stderr_over_problems": None if stdev_problems is None else stdev_problems / len(per_problem) ** 0.5,
+        "accuracy_stderr_over_problems": stderr_over_problems(per_problem),
     }
 
 

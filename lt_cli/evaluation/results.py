@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .metrics import aggregate_samples
+from .metrics import STDERR_METHOD, per_problem_sampling, stderr_over_problems
 
 Record = dict[str, Any]
 
@@ -15,12 +15,17 @@ def summarize(task, grader, results, latent: bool) -> dict:
     headline = metric_names[0]
     all_grades = [g for r in results for g in r.grades]
     metrics = {m: sum(g.correct[m] for g in all_grades) / len(all_grades) for m in metric_names}
+    graded = [r for r in results if r.grades]
+    stderr = {m: stderr_over_problems([sum(g.correct[m] for g in r.grades) / len(r.grades) for r in graded]) for m in metric_names}
     out: dict[str, Any] = {
         "task": task.name,
         "task_version": task.version,
         "accuracy": metrics[headline],
+        "accuracy_stderr": stderr[headline],
         "headline_metric": headline,
         "metrics": metrics,
+        "metrics_stderr": stderr,
+        "stderr_method": STDERR_METHOD,
         "n_problems": len(results),
         "n_samples": len(all_grades),
     }
@@ -28,7 +33,9 @@ def summarize(task, grader, results, latent: bool) -> dict:
     if len(sizes) == 1 and sizes.pop() > 1:
         keys = [[grader.vote_key(g.extracted[headline]) for g in r.grades] for r in results]
         correct = [[g.correct[headline] for g in r.grades] for r in results]
-        out["sampling"] = aggregate_samples(keys, correct)
+        per_problem = per_problem_sampling(keys, correct)
+        out["sampling"] = {name: sum(values) / len(values) for name, values in per_problem.items()}
+        out["sampling_stderr"] = {name: stderr_over_problems(values) for name, values in per_problem.items()}
     return out
 
 
@@ -71,14 +78,20 @@ def print_table(metrics: dict) -> None:
     table = Table(title=f"{metrics['task']} (v{metrics['task_version']}, {metrics.get('variant', '?')})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name, value in metrics["metrics"].items():
-        label = f"{name} (accuracy)" if name == metrics["headline_metric"] else name
-        table.add_row(label, f"{value:.4f}")
-    for name, value in metrics.get("sampling", {}).items():
-        table.add_row(name, f"{value:.4f}")
-    table.add_row("problems", str(metrics["n_problems"]))
+    table.add_column("± stderr", justify="right")
+    for group in ("metrics", "sampling"):
+        errors = metrics.get(f"{group}_stderr") or {}
+        for name, value in (metrics.get(group) or {}).items():
+            label = f"{name} (accuracy)" if name == metrics.get("headline_metric") else name
+            table.add_row(label, f"{value:.4f}", _stderr_text(errors.get(name)))
+    table.add_row("problems", str(metrics["n_problems"]), "")
     prompts = metrics.get("prompts")
     if prompts:
-        table.add_row("prompts with fewer shots", str(prompts["n_prompts_fewer_shots"]))
-        table.add_row("prompts skipped (too long)", str(prompts["n_prompts_skipped"]))
+        table.add_row("prompts with fewer shots", str(prompts["n_prompts_fewer_shots"]), "")
+        table.add_row("prompts skipped (too long)", str(prompts["n_prompts_skipped"]), "")
     err.print(table)
+    err.print("stderr: " + STDERR_METHOD, markup=False, highlight=False)
+
+
+def _stderr_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

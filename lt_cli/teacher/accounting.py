@@ -90,6 +90,9 @@ class TeacherUsage:
     usage: Usage = field(default_factory=Usage)
     #: True once an API backend's ``usage`` replaced the local counts
     billed: bool = False
+    #: an HTTP backend's attempts, retries by cause (429, 5xx, timeouts, connection errors) and
+    #: requests given up (:class:`lt_cli.backends.openai.RetryStats`); None for local backends
+    http: dict[str, Any] | None = None
 
     def add_samples(self, samples: Iterable[Any]) -> None:
         """Count replies of a local backend (their ``prompt_tokens`` / ``completion_tokens``)."""
@@ -113,6 +116,7 @@ class TeacherUsage:
             "prices": prices.to_json(),
             "model_parameters": parameters,
             "flops": flops,
+            "http": self.http,
         }
 
 
@@ -124,9 +128,15 @@ def usage_line(data: dict[str, Any]) -> str:
     )
     missing = f" ({data['requests_without_usage']:,} replies reported no usage: a lower bound)" if data["requests_without_usage"] else ""
     flops = f", {data['flops']:.3g} FLOPs (2 x {data['model_parameters']:,} parameters x tokens)" if data["flops"] is not None else ""
+    http = data.get("http")
+    retries = ""
+    if http:
+        retries = (f"; {http['attempts']:,} HTTP attempts, {http['retries']:,} retries (HTTP 429: {http['rate_limited']:,}, "
+                   f"HTTP 5xx: {http['server_errors']:,}, timeouts: {http['timeouts']:,}, connection errors: {http['connection_errors']:,}), "
+                   f"{http['failed_requests']:,} requests given up")
     return (
         f"teacher usage ({data['source']}): {data['requests_sent']:,} requests sent, {data['prompt_tokens']:,} prompt + "
-        f"{data['completion_tokens']:,} completion tokens{missing}, {cost}{flops}"
+        f"{data['completion_tokens']:,} completion tokens{missing}, {cost}{flops}{retries}"
     )
 
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
+from .. import __version__
 from ..errors import UsageError
 from ..provenance import run_identity
 from ..session import backend_session
@@ -70,7 +71,7 @@ def run_synthesize(run: SynthesizeRun) -> int:
         from ..io import write_json
 
         summary = {"records": stats.records, "outputs": stats.requests, "empty": stats.empty, "truncated": stats.truncated, "usage": usage}
-        write_json(path, {"command": "synthesize", "stats": summary, "seconds": round(seconds, 3), "config": asdict(run)})
+        write_json(path, {"command": "synthesize", "stats": summary, "seconds": round(seconds, 3), "config": asdict(run), "lt_version": __version__})
     return code
 
 

@@ -11,7 +11,7 @@ re-issues exactly the requests of the interrupted group (served by the cache).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from ..backends.base import FINISH_LENGTH, Usage
@@ -49,6 +49,9 @@ class SynthesisStats:
             self.usage.set_billed(billed)
         else:
             self.usage.add_samples(samples)
+        http = getattr(backend, "http_stats", None)  # an HTTP backend's attempts, retries by cause, requests given up
+        if http is not None:
+            self.usage.http = asdict(http)
 
     def failures(self) -> int:
         return self.empty + self.truncated

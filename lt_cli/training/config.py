@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..flags import flag
+from ..flags import flag, from_json
 from ..formats import LAYOUTS
+from ..tracking import TrackingConfig
 from .loss import LOSS_IMPLS
 
 LOSS_ON = ("all", "observed")
 STRATEGIES = ("auto", "ddp", "fsdp")
 DATA_SHARDING = ("global", "rank")
-REPORT_TO = ("tensorboard", "wandb")
 DTYPES = ("auto", "float32", "bfloat16")
 
 #: Fields that may differ between an interrupted run and its resumption (they do not change the
@@ -30,7 +30,7 @@ DTYPES = ("auto", "float32", "bfloat16")
 #: (Bitwise-identical resumption also needs the same world size and micro-batch size, which fix
 #: the order of floating-point reductions.)
 RESUME_FREE_FIELDS = frozenset(
-    {"output", "save_every", "keep_checkpoints", "log_every", "report_to", "run_name", "micro_batch_size", "strategy", "device", "overwrite",
+    {"output", "save_every", "keep_checkpoints", "log_every", "tracking", "micro_batch_size", "strategy", "device", "overwrite",
      "gradient_checkpointing", "compile", "loss", "loss_chunk_tokens", "peak_tflops",
      "val_data", "val_every", "val_limit", "val_batch_size", "val_elbo_n", "val_max_latent_tokens", "val_reference_quirks"}
 )
@@ -58,7 +58,13 @@ class DataSource:
         return cls(spec, 1.0)
 
     def check_exists(self, flag: str) -> None:
-        """A missing file, or a ``FILE:WEIGHT`` whose weight is not a number, as one error line."""
+        """A missing file, or a ``FILE:WEIGHT`` whose weight is not a number, as one error line
+        (a Hub dataset, ``hf://...``, is only checked for its form: it is read when training starts)."""
+        from ..io import input_exists, is_hub
+
+        if is_hub(self.path):
+            input_exists(self.path)
+            return
         path = Path(self.path)
         if path.is_file():
             return
@@ -109,8 +115,8 @@ class TrainConfig:
     save_every: int | None = None
     keep_checkpoints: int = 1
     log_every: int = 10
-    report_to: list[str] = field(default_factory=list)
-    run_name: str | None = None
+    #: TensorBoard / W&B (metrics.jsonl is always written): --report-to, --run-name, --wandb-project...
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     peak_tflops: float | None = None  # per device, for MFU; None = the datasheet value of a known GPU (training/throughput.py)
     overwrite: bool = False
     # held-out likelihoods during training (validation.py): raw documents, every N steps and at the end
@@ -126,7 +132,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data = [str(d) for d in self.data]
-        self.report_to = [r for r in self.report_to if r and r != "none"]
         self.val_elbo_n = [int(n) for n in self.val_elbo_n]
 
     # ------------------------------------------------------------------------------------ checks
@@ -147,6 +152,9 @@ class TrainConfig:
                 raise UsageError("pass exactly one of --model and --init-config")
             if self.init_config is not None and not Path(self.init_config).exists():
                 raise UsageError(f"--init-config {self.init_config}: no such file")
+            from ..tracking import check_installed
+
+            check_installed(self.tracking)
         if self.layout not in LAYOUTS:
             raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.loss_on not in LOSS_ON:
@@ -161,9 +169,6 @@ class TrainConfig:
             raise UsageError("--loss-chunk-tokens must be >= 1")
         if self.dtype not in DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in self.report_to:
-            if name not in REPORT_TO:
-                raise UsageError(f"--report-to must be one of tensorboard, wandb, none; got {name!r}")
         budgets = [b for b in (self.tokens, self.epochs, self.steps) if b is not None]
         if len(budgets) > 1:
             raise UsageError("pass at most one of --tokens, --epochs and --steps")
@@ -192,9 +197,11 @@ class TrainConfig:
             raise UsageError("--keep-checkpoints must be >= 1")
         if self.log_every < 1:
             raise UsageError("--log-every must be >= 1")
+        from ..io import input_exists
+
         if self.peak_tflops is not None and not (math.isfinite(self.peak_tflops) and self.peak_tflops > 0):
             raise UsageError(f"--peak-tflops must be a positive number of TFLOP/s per device, got {self.peak_tflops}")
-        if check_paths and self.val_data is not None and not Path(self.val_data).exists():
+        if check_paths and self.val_data is not None and not input_exists(self.val_data):
             raise UsageError(f"--val-data {self.val_data}: no such file")
         if self.val_data is None and self.val_every is not None:
             raise UsageError("--val-every needs --val-data")
@@ -221,11 +228,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        if "report_to" in data or "run_name" in data:  # saved by lt before the tracking group existed
+            data["tracking"] = {"report_to": data.pop("report_to", None) or [], "run_name": data.pop("run_name", None)}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return from_json(cls, data)
 
     def trajectory_fields(self) -> dict[str, Any]:
         """The fields that decide the trained weights (compared on resume)."""

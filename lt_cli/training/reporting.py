@@ -1,7 +1,9 @@
-"""Where per-step metrics go: ``metrics.jsonl`` always (rank 0), TensorBoard and W&B when asked.
+"""Where per-step metrics go: ``metrics.jsonl`` always (rank 0), the trackers of ``--report-to``.
 
-On resume the file is cut back to the checkpoint's step, so it never holds two histories. Any
-record with a ``step`` can be written (training steps, validation results).
+On resume the file is cut back to the checkpoint's step, so it never holds two histories, and
+TensorBoard drops the events after that step (``purge_step``). Any record with a ``step`` can be
+written (training steps, validation results); trackers get its numbers as ``train/KEY`` against
+the ``train/step`` axis (:mod:`lt_cli.tracking`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..console import warn
 from ..io import dumps
 from .config import TrainConfig
 
@@ -17,14 +18,13 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricsReporter:
-    """metrics.jsonl always; TensorBoard / W&B when installed and asked for."""
+    """metrics.jsonl always; TensorBoard / W&B when asked for (``--report-to``)."""
 
     def __init__(self, output: Path, config: TrainConfig, resume_step: int, enabled: bool):
         self.enabled = enabled
         self.path = output / METRICS_FILE
         self._file = None
-        self._tb = None
-        self._wandb = None
+        self._tracker = None
         if not enabled:
             return
         if self.path.exists():  # drop lines written after the checkpoint we resume from
@@ -34,38 +34,24 @@ class MetricsReporter:
                     if line.endswith(b"\n") and orjson.loads(line).get("step", 0) <= resume_step]
             self.path.write_bytes(b"".join(kept))
         self._file = open(self.path, "ab")
-        if "tensorboard" in config.report_to:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        if config.tracking.enabled:
+            from ..tracking import open_tracker
 
-                self._tb = SummaryWriter(log_dir=str(output / "tensorboard"))
-            except ImportError:
-                warn("--report-to tensorboard: the tensorboard package is not installed; metrics.jsonl only")
-        if "wandb" in config.report_to:
-            try:
-                import wandb
-
-                self._wandb = wandb.init(project="lt", name=config.run_name, config=config.to_dict(), resume="allow")
-            except ImportError:
-                warn("--report-to wandb: the wandb package is not installed; metrics.jsonl only")
+            self._tracker = open_tracker(
+                config.tracking, folder=output, name=output.name if output.name != "model" else output.parent.name, run_config=config.to_dict(),
+                exclude=("jsonl",), purge_step=resume_step + 1,
+            )
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self._file.write(dumps(record))
         self._file.flush()
-        step = record["step"]
-        if self._tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"train/{key}", value, step)
-        if self._wandb is not None:
-            self._wandb.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+        if self._tracker is not None:
+            self._tracker.log({f"train/{k}": v for k, v in record.items() if k != "step"}, axis="train/step", step=record["step"])
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
+        if self._tracker is not None:
+            self._tracker.close()

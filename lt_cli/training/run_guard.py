@@ -58,15 +58,18 @@ def check_inputs(output: Path, config: TrainConfig, current: dict[str, Any]) -> 
     if not saved_path.exists():
         warn(f"{output} has no {INPUTS_FILE} (written by an older lt): the content of its data cannot be checked")
         return
+    from ..provenance import content_key, describe_input
+
     saved = read_json(saved_path)
     before, now = saved.get("data", []), current["data"]
     for item in now:
-        if item["sha256"] is None:
-            warn(f"--data {item['path']} is not a regular file (a pipe?): its content cannot be checked against the run in {output}")
+        if content_key(item) is None:
+            what = "a Hub dataset whose commit is unknown" if item.get("hub") else "not a regular file (a pipe?)"
+            warn(f"--data {item['path']} is {what}: its content cannot be checked against the run in {output}")
     changed = [
-        f"{new['path']} (sha256 {old['sha256'][:12]}, {old['bytes']:,} bytes there; sha256 {new['sha256'][:12]}, {new['bytes']:,} bytes now)"
+        f"{describe_input(old)} there; {describe_input(new)} now"
         for old, new in zip(before, now)
-        if (old.get("sha256"), old.get("bytes")) != (new["sha256"], new["bytes"])
+        if content_key(old) != content_key(new)
     ]
     if len(before) != len(now):
         changed.append(f"{len(before)} --data file(s) there, {len(now)} now")
