@@ -12,10 +12,18 @@ reads what is cached, computes the misses in one backend call and stores them.
 Values are JSON; floats round-trip exactly (orjson writes the shortest repr of a double), so a
 cached value reproduces the uncached output byte for byte. Writes happen in one transaction per
 backend call: a kill leaves either all of a call's results or none of them.
+
+Every error SQLite can raise (disk full, read-only, locked by another process, a damaged or
+foreign file) becomes one line naming the cache file (:func:`cache_error`); the stage's finished
+records stay in its ``.partial``, so a rerun after the cause is fixed resumes. The cache's path and
+SQLite's files beside it (``-wal``, ``-shm``, ``-journal``) must not be symbolic links: SQLite would
+write through them (:func:`lt_cli.io.check_plain_file`). There is no default cache beside an
+output that is not a regular file (``/dev/null``, a FIFO).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -100,27 +108,86 @@ def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | N
     return values
 
 
-class SampleCache:
-    """``get_many``/``put_many`` over one SQLite file; safe to share between sequential runs."""
+#: SQLite's primary result codes -> (cause in words, exit code); docs/reliability.md
+_SQLITE_CAUSES = {
+    sqlite3.SQLITE_FULL: ("no space left on device", 1),
+    sqlite3.SQLITE_READONLY: ("cannot be written (a read-only file, folder or file system)", 1),
+    sqlite3.SQLITE_BUSY: ("locked by another process (another run using the same --cache?)", 1),
+    sqlite3.SQLITE_LOCKED: ("locked by another process (another run using the same --cache?)", 1),
+    sqlite3.SQLITE_CORRUPT: ("is damaged", 2),
+    sqlite3.SQLITE_NOTADB: ("is not a SQLite database", 2),
+    sqlite3.SQLITE_CANTOPEN: ("cannot be opened (a missing or unwritable folder?)", 1),
+    sqlite3.SQLITE_IOERR: ("input/output error", 1),
+    sqlite3.SQLITE_PERM: ("permission denied", 1),
+    sqlite3.SQLITE_NOMEM: ("out of memory", 1),
+}
+#: files SQLite keeps beside the cache (WAL mode; a rollback journal for older files)
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
-    def __init__(self, path: str | os.PathLike):
+
+def cache_error(path: str | os.PathLike, exc: BaseException):
+    """One ``FileError`` line for an error of the cache at ``path``: the file, the cause, and
+    what to do (nothing is lost: finished records are in the output's ``.partial``)."""
+    from .errors import FileError
+
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if isinstance(exc, ValueError):  # a stored value that is not JSON
+        code = sqlite3.SQLITE_CORRUPT
+    cause, exit_code = _SQLITE_CAUSES.get(code, (str(exc) or type(exc).__name__, 1))
+    if exit_code == 2:
+        advice = "delete it (only cached samples are lost) or pass --no-cache or another --cache"
+    else:
+        advice = "finished records are kept in the output's .partial: fix this and rerun to resume, or pass --no-cache or another --cache"
+    return FileError(f"{path}: {cause} (the sample cache; {advice})", exit_code=exit_code)
+
+
+class SampleCache:
+    """``get_many``/``put_many`` over one SQLite file; safe to share between sequential runs.
+
+    ``timeout``: seconds to wait for another process's write lock before failing.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 60):
+        from .io import check_plain_file
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self._db = None
+        for suffix in ("", *SQLITE_SIDE_FILES):  # SQLite would write through a link at any of them
+            check_plain_file(f"{self.path}{suffix}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from .errors import FileError
+
+            raise FileError.from_os(exc, self.path.parent) from None
+        with self._errors():
+            self._db = sqlite3.connect(str(self.path), timeout=timeout)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SCHEMA)
+            self._db.commit()
         self.hits = 0
         self.misses = 0
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """Every SQLite error (and a stored value that is not JSON) as one line naming the file."""
+        try:
+            yield
+        except (sqlite3.Error, orjson.JSONDecodeError) as exc:
+            if self._db is not None and not isinstance(exc, orjson.JSONDecodeError):
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.rollback()
+            raise cache_error(self.path, exc) from None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         keys = list(keys)
         found: dict[str, Any] = {}
-        for start in range(0, len(keys), 500):
-            block = keys[start:start + 500]
-            marks = ",".join("?" * len(block))
-            for key, value in self._db.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", block):
-                found[key] = orjson.loads(value)
+        with self._errors():
+            for start in range(0, len(keys), 500):
+                block = keys[start:start + 500]
+                marks = ",".join("?" * len(block))
+                for key, value in self._db.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", block):
+                    found[key] = orjson.loads(value)
         self.hits += len(found)
         self.misses += len(set(keys)) - len(found)
         return found
@@ -129,19 +196,23 @@ class SampleCache:
         """Store all ``items`` in one transaction (all or nothing on a kill)."""
         if not items:
             return
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO entries (key, kind, value) VALUES (?, ?, ?)",
-                [(key, kind, orjson.dumps(value)) for key, value in items.items()],
-            )
+        rows = [(key, kind, orjson.dumps(value)) for key, value in items.items()]
+        with self._errors(), self._db:
+            self._db.executemany("INSERT OR REPLACE INTO entries (key, kind, value) VALUES (?, ?, ?)", rows)
 
     def count(self, kind: str | None = None) -> int:
-        if kind is None:
-            return self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM entries WHERE kind = ?", (kind,)).fetchone()[0]
+        with self._errors():
+            if kind is None:
+                return self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM entries WHERE kind = ?", (kind,)).fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        """Close; an error here (a checkpoint of the WAL on a full disk) loses nothing: every
+        transaction is already committed and the WAL is replayed on the next open."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
 
     def __enter__(self) -> "SampleCache":
         return self
@@ -151,7 +222,11 @@ class SampleCache:
 
 
 def default_cache_path(output: str | None) -> str | None:
-    """``FILE.cache.sqlite`` next to ``-o FILE``; no cache for stdout unless ``--cache`` is given."""
-    if output is None or output == "-":
+    """``FILE.cache.sqlite`` next to ``-o FILE``; no cache for stdout, nor for an output that is
+    not a regular file (``/dev/null``: a cache beside a device is never right), unless ``--cache``
+    is given."""
+    from .io import is_device
+
+    if output is None or output == "-" or is_device(output):
         return None
     return output + ".cache.sqlite"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+import typer.core
 
 from . import __version__
 
@@ -44,8 +45,61 @@ COMMANDS = [
     ("env", "env"),
 ]
 
+
+def _usage_error_types() -> tuple[type, ...]:
+    """Click's usage error class: typer's own copy of click (newer typer) and click itself (older
+    typer, or installed beside it), whichever exist."""
+    types: list[type] = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(importlib.import_module(name).UsageError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+_USAGE_ERRORS = _usage_error_types()
+
+
+def _as_lt_error(exc: Exception) -> Exception:
+    """Make click's usage error (a bad value, an unknown option or command, a missing argument)
+    print like every other usage error: one ``lt: error:`` line, exit 2 (docs/reliability.md),
+    instead of a usage block and ``Error: ...``. ``lt`` alone still prints the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        return exc
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+
+    def show(file=None) -> None:
+        import sys
+
+        print(f"lt: error: {message}{hint}", file=sys.stderr, flush=True)
+
+    exc.show = show  # what typer calls (rich_markup_mode=None) before exiting with exc.exit_code (2)
+    return exc
+
+
+class LtGroup(typer.core.TyperGroup):
+    """The ``lt`` group: its and its commands' usage errors as one ``lt: error:`` line."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except _USAGE_ERRORS as exc:
+            raise _as_lt_error(exc)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _USAGE_ERRORS as exc:
+            raise _as_lt_error(exc)
+
+
 app = typer.Typer(
     name="lt",
+    cls=LtGroup,
     help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -15,10 +15,14 @@
   naming the file, before any record is read.
 * Writing (atomic files, resumable ``FILE.partial``, one writer per output, ``FILE.done``
   markers) is :mod:`lt_cli.output`; ``open_output`` and ``OutputWriter`` are re-exported here.
+* Files lt creates at predictable paths beside an output (``FILE.lock``, ``FILE.partial``, the
+  rejects file, the sample cache) are opened with :func:`open_no_follow`: a symbolic link planted
+  there is refused, never written through (:func:`check_plain_file`).
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -152,6 +156,59 @@ def _open_binary_input(path: str | os.PathLike | None) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
 
 
+# --------------------------------------------------------------------------------------- links
+def _link_error(path: str | os.PathLike) -> UsageError:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return UsageError(
+        f"{path} is a symbolic link{target}: lt never writes through a link at a path it creates beside an output "
+        "(someone who can write into the folder may have planted it); remove it and rerun (lt left it and its target untouched)"
+    )
+
+
+def check_plain_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a regular file, False when it does not exist; a symbolic link or
+    anything else (a FIFO, a folder) there is refused with one line (exit 2). Checks the path
+    itself (``lstat``), never what a link points to."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise FileError.from_os(exc, path) from None
+    if stat.S_ISLNK(mode):
+        raise _link_error(path)
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path}: not a regular file (lt creates this file itself; move what is there away)")
+    return True
+
+
+def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` (``O_NOFOLLOW``, in the same system
+    call, so no link can be swapped in between a check and the open) and anything but a regular
+    file there. Why: lock, partial, rejects and cache files have predictable names beside an
+    output; a link planted at one would make lt write, or truncate, the link's target."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise _link_error(path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path}: not a regular file (lt creates this file itself; move what is there away)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def open_binary_no_follow(path: str | os.PathLike, mode: str) -> BinaryIO:
+    """:func:`open_no_follow` as a binary file object; ``mode`` is ``"wb"``, ``"ab"`` or ``"r+b"``."""
+    flags = {"wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "r+b": os.O_RDWR}[mode]
+    return os.fdopen(open_no_follow(path, flags), mode)
+
+
 class RejectsWriter:
     """Appends rejected lines (with their source, line number and reason) to a JSONL file."""
 
@@ -163,7 +220,7 @@ class RejectsWriter:
     def write(self, source: str, line: int, reason: str, raw: bytes) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")
+            self._file = open(self.path, "wb") if is_device(self.path) else open_binary_no_follow(self.path, "wb")
         self.count += 1
         self._file.write(
             dumps({"source": source, "line": line, "reason": reason, "raw": raw.rstrip(b"\r\n").decode("utf-8", "replace")})
@@ -353,29 +410,58 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike, obj: Any, *, indent: bool = True) -> None:
-    """Write one JSON document atomically (configs, metrics, manifests, markers)."""
+def write_json(path: str | os.PathLike, obj: Any, *, indent: bool = True, stream_device: bool = False) -> None:
+    """Write one JSON document atomically (configs, metrics, manifests, markers); see
+    :func:`write_bytes_atomic` for ``stream_device``."""
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
+    write_bytes_atomic(path, orjson.dumps(to_jsonable(obj), option=option, default=str), stream_device=stream_device)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, stream_device: bool = False) -> None:
+    """Write a whole file atomically: a temporary file beside it (``O_EXCL``, a fresh name) renamed
+    over it, so a link planted at ``path`` is replaced, never written through, and a reader never
+    sees half a file.
+
+    ``stream_device``: ``path`` is one the user named (``lt eval -o``): a device or FIFO there
+    (``/dev/stdout``) is written as a stream, never replaced by a rename. Never for a name lt
+    derives (a sidecar): a link planted there to a device would otherwise be written through."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE | (orjson.OPT_INDENT_2 if indent else 0)
-    data = orjson.dumps(to_jsonable(obj), option=option, default=str)
+    if stream_device and is_device(path):
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     fd, tmp = _mkstemp_public(path)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)  # never a hidden .tmp left beside it
+        if isinstance(exc, OSError):  # named by the final path, not the temporary one
+            raise FileError.from_os(OSError(exc.errno, exc.strerror), path) from None
+        raise
 
 
 def read_json(path: str | os.PathLike) -> Any:
     return orjson.loads(Path(path).read_bytes())
 
 
-def write_stdout_json(obj: Any) -> None:
+def write_stdout_json(obj: Any, *, indent: bool = True) -> None:
     """A single JSON object as the command's data output (metrics), on the record stream."""
+    option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
+    write_stdout_bytes(orjson.dumps(to_jsonable(obj), option=option, default=str))
+
+
+def write_stdout_bytes(data: bytes) -> None:
+    """A command's data output on the record stream, flushed; a failed write is one line naming
+    stdout (``stdout: no space left on device``). A closed pipe is left to the command's handler
+    (it exits quietly, as ``head`` expects)."""
     from .console import protect_stdout
 
     stream = protect_stdout()
     try:
-        stream.write(orjson.dumps(to_jsonable(obj), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY, default=str))
+        stream.write(data)
         stream.flush()
     except BrokenPipeError:
         raise

@@ -106,7 +106,9 @@ class Launcher:
             code = subprocess.run(command, stdout=_stderr_fd(), input=stdin_text, text=True, env=env).returncode
         else:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "a", encoding="utf-8") as log:
+            from .io import open_no_follow
+
+            with os.fdopen(open_no_follow(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8") as log:
                 log.write(f"# {line}\n")
                 log.flush()
                 code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, input=stdin_text, text=True, env=env).returncode
@@ -216,7 +218,9 @@ class SlurmLauncher(Launcher):
         text = "\n".join(lines) + "\n"
         if log_path is not None and not self.dry_run:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            log_path.with_suffix(".sbatch").write_text(text, encoding="utf-8")
+            from .io import write_bytes_atomic
+
+            write_bytes_atomic(log_path.with_suffix(".sbatch"), text.encode("utf-8"))
         return text
 
 

@@ -9,6 +9,12 @@ holder's pid, host, command line and start time (JSON), which the refused proces
 The lock file is removed when its holder finishes (success or error); only a killed process leaves
 it behind, unlocked. After taking the lock the holder checks that the path still names the file it
 locked (another process may have removed it in between) and retries otherwise.
+
+The lock's path is predictable, so it is opened without following links (``O_NOFOLLOW``,
+:func:`lt_cli.io.open_no_follow`): a symbolic link planted at ``OUTPUT.lock`` by someone who can
+write into the folder is refused with one line (exit 2), and neither the link nor its target is
+touched. A lock path that is not a regular file, or a file with other hard links, is refused the
+same way (truncating it would truncate every name it has).
 """
 
 from __future__ import annotations
@@ -39,11 +45,12 @@ def _holder() -> dict[str, Any]:
     }
 
 
-def _describe(path: Path) -> str:
+def _describe(fd: int) -> str:
+    """Who holds the lock, read from the locked file itself (never through a path)."""
     import orjson
 
     try:
-        holder = orjson.loads(path.read_bytes())
+        holder = orjson.loads(os.pread(fd, 1 << 16, 0))
         return f"pid {holder['pid']} on {holder['host']} since {holder['started_at']} ({holder['command']})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
@@ -62,20 +69,25 @@ class OutputLock:
     def acquire(self) -> "OutputLock":
         import fcntl
 
-        from .errors import FileError
+        from .errors import FileError, UsageError
+        from .io import open_no_follow
 
         while True:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
             except OSError as exc:
                 raise FileError.from_os(exc) from None
+            if os.fstat(fd).st_nlink > 1:
+                os.close(fd)
+                raise UsageError(f"{self.path} has other hard links: lt will not write its lock into a file that has other names; remove it")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                holder = _describe(fd)
                 os.close(fd)
                 raise BusyError(
-                    f"{self.output} is being written by {_describe(self.path)}: wait for it to finish, or stop it, "
+                    f"{self.output} is being written by {holder}: wait for it to finish, or stop it, "
                     f"or choose another {self.what}"
                 ) from None
             except BaseException:

@@ -11,7 +11,9 @@
 * :func:`bos_policy` is the one rule for the BOS token at the start of documents and prompts.
 * :func:`check_model_folder` refuses a local folder before any backend loads it: weights only in
   pickle files (``pytorch_model.bin``, which can run code when loaded) unless
-  ``LT_ALLOW_PICKLE_WEIGHTS=1``, a truncated safetensors file, no tokenizer files.
+  ``LT_ALLOW_PICKLE_WEIGHTS=1``, a truncated safetensors file, and a folder missing
+  ``config.json``, its weights or its tokenizer files (named, instead of the tokenizer library's
+  own error about sentencepiece or tiktoken).
 
 Heavy imports (torch, transformers) happen inside the functions: ``import lt_cli.models`` is cheap.
 """
@@ -217,8 +219,19 @@ def check_model_folder(folder: str | os.PathLike) -> None:
         problem = _safetensors_problem(path)
         if problem:
             raise UsageError(f"model folder {folder}: {problem} (an interrupted copy or save?)")
-    if (folder / "config.json").exists() and not gguf and not any((folder / name).exists() for name in TOKENIZER_FILES):
-        raise UsageError(f"model folder {folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    if gguf:
+        return  # a GGUF file carries its config and tokenizer
+    missing = []
+    if not (folder / "config.json").exists():
+        missing.append("config.json")
+    if not safetensors and not pickled:
+        missing.append("weights (*.safetensors)")
+    if not any((folder / name).exists() for name in TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    if missing:
+        what = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        why = "an empty folder, or not a model folder?" if len(missing) == 3 else "an interrupted copy or save?"
+        raise UsageError(f"model folder {folder} has no {what} ({why})")
 
 
 def resolve_dtype(dtype: str, device: str):

@@ -14,6 +14,14 @@
   marker that ``lt merge`` requires of every shard.
 * The output path is checked before any work (a directory, a parent that is a file), and a failed
   write names the output and its cause in one line (:class:`~lt_cli.errors.FileError`).
+* An output that is not a regular file (``/dev/null``, ``/dev/full``, a FIFO) is written as a
+  stream: no temporary file, partial, lock or marker beside it, a flush per record, and a write of
+  zero bytes when it is opened, so a device that refuses writes fails before any work.
+* The files beside an output (``.lock``, ``.partial``) are opened without following links
+  (:func:`lt_cli.io.open_no_follow`). A partial is read up to a torn last line (an interrupted
+  write, dropped with a note on stderr); a complete line that is not a JSON object (a damaged or
+  hand-edited partial) is refused, naming the partial and the line, because the records after it
+  would otherwise be silently recomputed or lost.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from typing import Any, BinaryIO, Callable
 import orjson
 
 from .errors import FileError, UsageError
-from .io import Record, Shard, _mkstemp_public, dumps, file_sha256, is_device, is_std, parse_shard, write_json
+from .io import (
+    Record, Shard, _mkstemp_public, check_plain_file, dumps, file_sha256, is_device, is_std, open_binary_no_follow, parse_shard, write_json,
+)
 from .locks import OutputLock
 
 
@@ -69,8 +79,11 @@ class OutputWriter:
         identity: "dict[str, Any] | Callable[[], dict[str, Any]] | None" = None,
         restart: bool = False,
         lock: bool = True,
+        flag: str = "-o",
     ):
         self.path = None if is_std(path) else Path(path)
+        #: the flag that named this output, for messages (``--log-samples``)
+        self.flag = flag
         #: /dev/null, a FIFO...: written as a stream, like stdout (never replaced by a rename)
         self.device = is_device(path)
         self.resume = resume and self.path is not None and not self.device
@@ -86,7 +99,7 @@ class OutputWriter:
         self.resumed_records: list[Record] = []
         self._file: BinaryIO | None = None
         self._tmp: Path | None = None
-        self._lock = OutputLock(self.path, what="-o") if (lock and self.path is not None and not self.device) else None
+        self._lock = OutputLock(self.path, what=flag) if (lock and self.path is not None and not self.device) else None
 
     @property
     def partial_path(self) -> Path:
@@ -109,10 +122,16 @@ class OutputWriter:
         if self.device:
             try:
                 self._file = open(self.path, "wb")
+                # zero bytes: /dev/full refuses them (ENOSPC), /dev/null and pipes take them, a
+                # reader sees nothing; a device that cannot be written fails before any work
+                os.write(self._file.fileno(), b"")
             except OSError as exc:
-                raise FileError.from_os(exc, self.path) from None
+                if self._file is not None:
+                    self._file.close()
+                    self._file = None
+                raise FileError.from_os(OSError(exc.errno, exc.strerror), self.path) from None
             return self
-        check_output_path(self.path)
+        check_output_path(self.path, self.flag)
         if self._lock is not None:
             self._lock.acquire()
         try:
@@ -147,6 +166,7 @@ class OutputWriter:
         from .console import log
         from .provenance import differences
 
+        check_plain_file(self.meta_path)
         records = partial.read_bytes().count(b"\n")
         if self.restart:
             log(f"--restart: discarding {partial} ({records:,} record(s))")
@@ -170,26 +190,43 @@ class OutputWriter:
         if callable(self.identity):
             self.identity = self.identity()
         partial = self.partial_path
-        if partial.exists():
+        if check_plain_file(partial):
             self._check_partial(partial)
-        if not partial.exists() and self.identity is not None:
+        if not check_plain_file(partial) and self.identity is not None:
             write_json(self.meta_path, self.identity)  # before the first record: a partial always has one
-        if partial.exists():
-            data = partial.read_bytes()
+        if check_plain_file(partial):
+            self._read_partial(partial)
+        self._file = open_binary_no_follow(partial, "ab")
+
+    def _read_partial(self, partial: Path) -> None:
+        """Keep the partial's complete records; drop a torn last line (an interrupted write) and
+        say so; refuse a complete line that is not a JSON object (see the module docstring)."""
+        from .console import log
+        from .io import loads
+
+        with open_binary_no_follow(partial, "r+b") as f:
+            data = f.read()
             keep = 0
-            for line in data.splitlines(keepends=True):
+            for line_no, line in enumerate(data.splitlines(keepends=True), start=1):
                 if not line.endswith(b"\n"):
+                    log(f"{partial}: dropped its torn last line ({len(line):,} bytes, an interrupted write); that record is computed again")
                     break
                 try:
-                    self.resumed_records.append(orjson.loads(line))
+                    record = loads(line)
                 except orjson.JSONDecodeError:
-                    break
+                    record = None
+                if not isinstance(record, dict):
+                    lines = data.count(b"\n")
+                    raise UsageError(
+                        f"{partial}:{line_no}: not a JSON record (the partial was damaged or edited by hand): "
+                        f"pass --restart to discard its {lines:,} line(s) and start over (cached samples are reused), "
+                        f"or cut it before line {line_no} to keep the {line_no - 1:,} record(s) before it"
+                    )
+                self.resumed_records.append(record)
                 keep += len(line)
-            with open(partial, "r+b") as f:
-                f.truncate(keep)
-            self.done = len(self.resumed_records)
-            self.count = self.done
-        self._file = open(partial, "ab")
+            f.truncate(keep)
+        self.done = len(self.resumed_records)
+        self.count = self.done
 
     # ------------------------------------------------------------------------------ writing
     def write(self, record: Record) -> None:
@@ -202,7 +239,7 @@ class OutputWriter:
         try:
             self._file.write(line if line.endswith(b"\n") else line + b"\n")
             self.count += 1
-            if self.resume:
+            if self.resume or self.device:
                 self._file.flush()
         except OSError as exc:
             raise _write_failed(exc, self.path or "stdout") from None
@@ -299,5 +336,6 @@ def open_output(
     shard: "Shard | str | None" = None,
     identity: "dict[str, Any] | Callable[[], dict[str, Any]] | None" = None,
     restart: bool = False,
+    flag: str = "-o",
 ) -> OutputWriter:
-    return OutputWriter(path, resume=resume, marker=marker, shard=shard, identity=identity, restart=restart)
+    return OutputWriter(path, resume=resume, marker=marker, shard=shard, identity=identity, restart=restart, flag=flag)

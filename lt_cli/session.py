@@ -50,7 +50,7 @@ class BackendArgs:
 class CacheArgs:
     """The SQLite cache of generations and scores (see :mod:`lt_cli.cache`)."""
 
-    #: cache file (default OUTPUT.cache.sqlite with -o; none on stdout)
+    #: cache file (default OUTPUT.cache.sqlite with -o; none on stdout or a device such as /dev/null)
     cache: str | None = None
     #: neither read nor write a cache
     no_cache: bool = False

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from .flags import flag
-from .io import RejectsWriter, Record, Validator, check_input_file, is_device, is_std, parse_shard, read_records
+from .io import RejectsWriter, Record, Validator, check_input_file, check_plain_file, is_device, is_std, parse_shard, read_records
 from .output import open_output
 
 
@@ -91,6 +91,8 @@ def run_stream(
 
     if not is_std(args.input):
         check_input_file(args.input)  # before the output is touched
+    if args.skip_bad and not is_device(args.rejects_path()):
+        check_plain_file(args.rejects_path())  # a link planted there: refused before any work
     rejects_writer = RejectsWriter(args.rejects_path()) if args.skip_bad else None
     shard = parse_shard(args.shard)
     reader = read_records(args.input, validate=validate, shard=shard, skip_bad=args.skip_bad, rejects=rejects_writer, limit=args.limit)

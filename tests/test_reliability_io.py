@@ -135,6 +135,39 @@ def test_stdout_full_or_closed(tmp_path):
     assert b"chunk:" not in closed.stderr  # refused before the work
 
 
+def test_every_command_writing_stdout_names_it_when_the_write_fails(tmp_path):
+    """`lt synthesize --estimate > /dev/full` and `lt bootstrap --dry-run > /dev/full` as reported:
+    one line naming stdout (lt chunk above; lt eval, train and merge --check share io.write_stdout_json)."""
+    source = write_docs(tmp_path / "docs.jsonl", 2)
+    for args in (["synthesize", "--estimate", source], ["bootstrap", "--dry-run", "--run-dir", tmp_path / "run"]):
+        with open("/dev/full", "wb") as full:
+            result = lt(args, stdout=full, stderr=subprocess.PIPE)
+        assert_error(result, 1, "stdout: no space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_command_line_mistakes_are_one_line_like_every_usage_error(tmp_path):
+    """typer's own usage errors (a value that is not an integer, an unknown option or command, a
+    missing option or argument) print one `lt: error:` line and exit 2, not a usage box."""
+    source = write_docs(tmp_path / "docs.jsonl", 1)
+    cases = [
+        (["chunk", "--limit", "ten", source], "invalid value for '--limit'", "(see "),
+        (["select", "--k", "1.5", source], "invalid value for '--k'"),
+        (["chunk", "--bogus", source], "no such option: --bogus"),
+        (["chunkk", source], "no such command 'chunkk'"),
+        (["sample-thoughts", source], "missing option '--model'"),
+        (["merge", "-o", tmp_path / "m.jsonl"], "missing argument"),
+        (["chunk", source, source], "unexpected extra argument"),
+        (["select", source, "--method"], "'--method' requires an argument"),
+    ]
+    for args, *fragments in cases:
+        code, out, err = cli(args)
+        error_line(2, err, code, *fragments)
+        assert "Usage:" not in err and "Error:" not in err and out == b""
+    code, out, err = cli(["chunk", "--help"])
+    assert code == 0 and "Usage:" in out.decode()  # help is untouched
+
+
 # ------------------------------------------------------------------------------- signals
 @pytest.mark.parametrize("signum, code, words", [(signal.SIGTERM, 143, "lt: terminated (SIGTERM)"), (signal.SIGINT, 130, "lt: interrupted")])
 def test_sigterm_cleans_up_like_sigint(tmp_path, signum, code, words):

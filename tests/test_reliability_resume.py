@@ -188,3 +188,138 @@ def test_a_model_retrained_into_the_same_folder_does_not_continue_the_old_partia
     os.utime(model / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten since
     code, _, err = cli(base + [source, "-o", out])
     error_line(2, err, code, f"the files of --model {model} changed")
+
+
+# ------------------------------------------------------------------------------- damaged partials
+def _interrupted_select(tmp_path: Path, monkeypatch, after: int = 3) -> tuple[Path, Path, Path]:
+    """``lt select`` stopped by Ctrl-C after ``after`` records: (input, output, the straight run's output)."""
+    from lt_cli.estep import runs
+
+    source = tmp_path / "cand.jsonl"
+    source.write_bytes(_candidates(6))
+    straight = tmp_path / "straight.jsonl"
+    assert cli(["select", source, "-o", straight])[0] == 0
+    real, calls = runs.select_document, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == after + 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr(runs, "select_document", interrupted)
+    assert cli(["select", source, "-o", out])[0] == 130
+    monkeypatch.setattr(runs, "select_document", real)
+    return source, out, straight
+
+
+def test_a_garbage_line_in_a_partial_is_refused_naming_the_line(tmp_path, monkeypatch):
+    """Decided (docs/reliability.md): a complete line of a partial that is not a JSON record stops
+    the rerun with the partial's name and line; nothing is changed, --restart starts over."""
+    source, out, straight = _interrupted_select(tmp_path, monkeypatch)
+    partial = tmp_path / "out.jsonl.partial"
+    lines = partial.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3
+    damaged = lines[0] + b"\x00\x00garbage\n" + lines[2]
+    partial.write_bytes(damaged)
+    code, _, err = cli(["select", source, "-o", out])
+    error_line(2, err, code, f"{partial}:2: not a JSON record", "--restart", "cut it before line 2 to keep the 1 record(s) before it")
+    assert partial.read_bytes() == damaged and not out.exists()
+    partial.write_bytes(lines[0] + b"[1, 2]\n")  # JSON, but not a record
+    code, _, err = cli(["select", source, "-o", out])
+    error_line(2, err, code, f"{partial}:2: not a JSON record")
+    code, _, err = cli(["select", source, "-o", out, "--restart"])
+    assert code == 0 and out.read_bytes() == straight.read_bytes()
+
+
+def test_a_torn_last_line_is_dropped_and_said_and_a_hand_edited_record_is_kept(tmp_path, monkeypatch):
+    """A torn last line is what kill -9 leaves: dropped with a note, recomputed, identical result.
+    A hand-edited record that is still a JSON record cannot be told from lt's own (a partial
+    carries no checksum): it is kept, as documented."""
+    source, out, straight = _interrupted_select(tmp_path, monkeypatch)
+    partial = tmp_path / "out.jsonl.partial"
+    lines = partial.read_bytes().splitlines(keepends=True)
+    partial.write_bytes(b"".join(lines[:2]) + lines[2][:-9])
+    code, _, err = cli(["select", source, "-o", out])
+    assert code == 0, err
+    assert f"{partial}: dropped its torn last line" in err and "resuming after 2 finished record(s)" in err
+    assert out.read_bytes() == straight.read_bytes()
+
+    source, out, straight = _interrupted_select(tmp_path, monkeypatch)
+    edited = orjson.loads(lines[0])
+    edited["hand_edited"] = True
+    partial.write_bytes(orjson.dumps(edited) + b"\n" + b"".join(lines[1:]))
+    code, _, err = cli(["select", source, "-o", out])
+    assert code == 0, err
+    assert orjson.loads(out.read_bytes().splitlines()[0]) == edited
+    assert out.read_bytes().splitlines()[1:] == straight.read_bytes().splitlines()[1:]
+
+
+# ------------------------------------------------------------------------------- the sample cache
+def test_every_cache_error_is_one_line_naming_the_cache(tmp_path):
+    """Disk full, read-only, locked, damaged: real SQLite errors, each one line naming the file."""
+    import sqlite3
+
+    from lt_cli.errors import FileError
+
+    path = tmp_path / "c.sqlite"
+    cache = SampleCache(path)
+    cache.put_many("k", {"a": 1})
+    pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
+    cache._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "database or disk is full"
+    with pytest.raises(FileError, match=re.escape(f"{path}: no space left on device (the sample cache; finished records are kept")) as full:
+        cache.put_many("k", {f"key{i}": "x" * 1000 for i in range(50)})
+    assert full.value.exit_code == 1 and cache.get_many(["a"]) == {"a": 1}  # nothing half-written
+    cache.close()
+
+    cache = SampleCache(path)
+    cache._db.execute("PRAGMA query_only = 1")
+    with pytest.raises(FileError, match=re.escape(f"{path}: cannot be written (a read-only file, folder or file system)")):
+        cache.put_many("k", {"b": 2})
+    cache.close()
+
+    holder = sqlite3.connect(str(path))
+    holder.execute("BEGIN EXCLUSIVE")
+    cache = SampleCache(path, timeout=0.05)
+    with pytest.raises(FileError, match=re.escape(f"{path}: locked by another process")):
+        cache.put_many("k", {"c": 3})
+    holder.rollback()
+    holder.close()
+    cache.close()
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database at all" * 300)
+    with pytest.raises(FileError, match=re.escape(f"{damaged}: is not a SQLite database (the sample cache; delete it")) as bad:
+        SampleCache(damaged)
+    assert bad.value.exit_code == 2
+
+
+def test_a_full_disk_under_the_sample_cache_is_one_line_and_the_rerun_resumes(tmp_path, tiny_model_dir, monkeypatch):
+    """Reported: disk full during lt sample-thoughts ended in sqlite3.OperationalError. The cache
+    here can grow by one page only (SQLite's own disk-full error, as on a full disk); the finished
+    documents stay in the partial, and after the space is freed the rerun matches an uninterrupted run."""
+    from lt_cli import cache as cache_module
+
+    base = ["sample-thoughts", "--model", tiny_model_dir, "--k", "2", "--max-new-tokens", "12", "--docs-per-call", "1", "--dtype", "float32"]
+    source = docs(tmp_path / "docs.jsonl", [f"a{i}" for i in range(8)])
+    reference = tmp_path / "reference.jsonl"
+    assert cli(base + [source, "-o", reference, "--no-cache"])[0] == 0
+
+    real_init = cache_module.SampleCache.__init__
+
+    def small_disk(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        self._db.execute(f"PRAGMA max_page_count = {pages + 1}")
+
+    monkeypatch.setattr(cache_module.SampleCache, "__init__", small_disk)
+    out = tmp_path / "out.jsonl"
+    code, _, err = cli(base + [source, "-o", out])
+    error_line(1, err, code, f"{out}.cache.sqlite: no space left on device (the sample cache; finished records are kept in the output's .partial")
+    kept = (tmp_path / "out.jsonl.partial").read_bytes().count(b"\n")
+    assert 0 < kept < 8 and not out.exists()
+    monkeypatch.setattr(cache_module.SampleCache, "__init__", real_init)  # space freed
+    code, _, err = cli(base + [source, "-o", out])
+    assert code == 0 and f"resuming after {kept} finished record(s)" in err
+    assert out.read_bytes() == reference.read_bytes()

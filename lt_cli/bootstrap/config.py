@@ -41,6 +41,8 @@ SAMPLE_FLAGS = (
 SELECT_FLAGS = ("method",)
 TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
 EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")
+#: flags that set only the adaptive arm (an error without one: they would be silently ignored)
+ADAPTIVE_ONLY_FLAGS = ("adaptive_k", "k_max", "k_step", "stop_rule", "stop_threshold")
 FINETUNE_FLAGS = ("task", "train_data", "data", "limit", "train_limit", "seeds", "epochs", "samples", "max_new_tokens")
 
 
@@ -131,6 +133,13 @@ class BootstrapConfig:
             raise UsageError("K must be >= 1 (--k or --sweep-k 1,4,8; adaptive for an adaptive arm)")
         if self.adaptive_k < 1 or self.k_max < self.adaptive_k:
             raise UsageError(f"the adaptive arm needs 1 <= --adaptive-k <= --k-max, got {self.adaptive_k} and {self.k_max}")
+        from ..estep.config import MAX_K
+
+        for name, value in [("--k", k) for k in self.ks] + [("--k-max", self.k_max)]:
+            if value > MAX_K:  # the same bound as lt sample-thoughts, before any stage runs
+                raise UsageError(f"{name} {value} is more samples per chunk than lt holds in memory at once (at most {MAX_K})")
+        if self.adaptive and self.adaptive_k == 1 and self.sample.rule in ("mass", "ess"):
+            raise UsageError(f"--stop-rule {self.sample.rule} needs --adaptive-k 2 or more: one sample always carries all the weight")
         if len(set(self.ks)) != len(self.ks):
             raise UsageError("--sweep-k lists a K twice")
         if self.select.method == "first":
@@ -192,6 +201,12 @@ def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
     from ..flags import build
 
     given = {k: v for k, v in options.items() if v is not None}
+    adaptive_only = [f"--{name.replace('_', '-')}" for name in ADAPTIVE_ONLY_FLAGS if name in given]
+    if adaptive_only and not given.get("adaptive"):
+        raise UsageError(
+            f"{' and '.join(adaptive_only)} only {'applies' if len(adaptive_only) == 1 else 'apply'} to the adaptive arm: add adaptive to --k or --sweep-k "
+            "(--sweep-k 1,4,adaptive), or drop them"
+        )
     demo = given.get("data") is None and given.get("model") is None and not given.get("warm_model")
     if demo and (given.get("warm_data") or given.get("synthesize")):
         raise UsageError("--warm-data/--synthesize need --data and --model (without them lt runs the embedded demo)")

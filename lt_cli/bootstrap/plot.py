@@ -49,10 +49,14 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     if scaling:
         _plot_scaling(axes[0][1], by_arm, arms)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    import io
+
+    from ..io import write_bytes_atomic
+
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    write_bytes_atomic(path, image.getvalue())
 
 
 def _arm_name(label: str, rows: list[dict[str, Any]]) -> str:

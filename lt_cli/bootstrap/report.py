@@ -301,7 +301,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append("| " + " | ".join(_cells(report, row)) + " |")
     lines += ["", f"± s.e.: the {STDERR_NOTE}.", "", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
     lines += ["", "![accuracy per iteration](report.png)", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    from ..io import write_bytes_atomic
+
+    write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
 
 
 def build_report(config, manifest) -> dict[str, Any]:

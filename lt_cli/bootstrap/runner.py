@@ -11,7 +11,6 @@ an interrupted run (even ``kill -9``) ends with the same report as an uninterrup
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -101,7 +100,9 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
     for task in config.eval_tasks:
         get_task(task)
     for k in config.ks:  # each E-step's SampleConfig, validated as its stage will build it
-        replace(config.sample, k=k)
+        config.sample.for_arm(k)
+    if config.adaptive:
+        config.sample.for_arm(config.adaptive_k, config.k_max)
     for stage in plan:
         if stage.command == "train":
             for train in stage.configs(ctx):
@@ -135,8 +136,8 @@ def _make_launcher(config: BootstrapConfig):
 
 def dry_run(config: BootstrapConfig) -> list[str]:
     """Every command the run would execute, on stdout (finished stages of an existing run marked)."""
-    from ..console import protect_stdout
     from ..flags import to_argv
+    from ..io import write_stdout_bytes
 
     run_dir = Path(config.run_dir)
     ctx = RunContext(config, run_dir)
@@ -157,9 +158,7 @@ def dry_run(config: BootstrapConfig) -> list[str]:
         for stage_config in stage.configs(ctx):
             argv = to_argv(stage.command, stage_config)
             lines.append(launcher.shell_for(argv, distributed=stage.distributed) if launcher is not None else format_command(argv))
-    stream = protect_stdout()
-    stream.write(("\n".join(lines) + "\n").encode("utf-8"))
-    stream.flush()
+    write_stdout_bytes(("\n".join(lines) + "\n").encode("utf-8"))
     return lines
 
 

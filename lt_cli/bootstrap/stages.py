@@ -238,7 +238,7 @@ def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[Ru
 
         c = ctx.config
         stream = StreamArgs(input=raw_data(ctx), output=str(ctx.path(*folder_parts, "candidates.jsonl")), limit=c.estep_limit)
-        sample = replace(c.sample, k=k, seed=seed, k_max=k_max)
+        sample = c.sample.for_arm(k, k_max, seed=seed)
         backend = BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype)
         if c.estep_batch_size is not None:
             backend = replace(backend, batch_size=c.estep_batch_size)

@@ -32,7 +32,7 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass inside the backend.")]
 MaxModelLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="Context length (default: the model's).", show_default=False)]
 CacheOpt = Annotated[Optional[str], typer.Option(
-    "--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False,
+    "--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout or a device such as /dev/null).", show_default=False,
 )]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write a sample cache.")]
 PrefixChunksOpt = Annotated[int, typer.Option(

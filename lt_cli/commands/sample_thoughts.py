@@ -35,8 +35,12 @@ Adaptive (--k-max N): every chunk gets --k samples, is scored, and gets another 
 --k-step more) until --stop-rule holds or it has N. The default rule, coverage, stops once the
 thoughts seen have joint probabilities p(z, x) summing to --stop-threshold (0.1): a lower bound on
 the share of the posterior they hold. A chunk's samples are always the first n of the N a fixed
---k N run draws. The summary (stderr, FILE.stats.json) reports prompts, generated and scored
-tokens, samples per chunk and FLOPs, for fixed and adaptive runs alike.
+--k N run draws. --k-step, --stop-rule and --stop-threshold without --k-max are an error; --k and
+--k-max are at most 4096. The summary (stderr, FILE.stats.json) reports prompts, generated and
+scored tokens, samples per chunk and FLOPs, for fixed and adaptive runs alike.
+
+With -o FILE: resumable (FILE.partial), cache FILE.cache.sqlite. An -o that is not a regular file
+(/dev/null, a FIFO) is written as a stream: no partial, no default cache (pass --cache to keep one).
 """
 
 
@@ -50,7 +54,9 @@ def command(
         "--k-max", help="Adaptive: sample in rounds, at most this many per chunk, until --stop-rule holds.", show_default=False,
     )] = None,
     k_step: Annotated[Optional[int], typer.Option("--k-step", help="Adaptive: samples added per later round (default: double).", show_default=False)] = None,
-    stop_rule: Annotated[str, typer.Option("--stop-rule", help="Adaptive: coverage, mass, repeat or ess (docs/estep.md).")] = "coverage",
+    stop_rule: Annotated[Optional[str], typer.Option(
+        "--stop-rule", help="Adaptive: coverage (default), mass, repeat or ess (docs/estep.md).", show_default=False,
+    )] = None,
     stop_threshold: Annotated[Optional[float], typer.Option(
         "--stop-threshold",
         help="Adaptive: posterior mass certified (coverage, default 0.1), heaviest latent's weight share (mass, repeat) or ESS/samples (ess) (default 0.9).",

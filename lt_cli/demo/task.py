@@ -45,7 +45,7 @@ class DemoTask:
                 backend.close()
         samples = metrics.pop("samples")
         if config.log_samples:
-            with open_output(config.log_samples) as out:
+            with open_output(config.log_samples, flag="--log-samples") as out:
                 for sample in samples:
                     out.write(sample)
         from ..evaluation.results import print_table

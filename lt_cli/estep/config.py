@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .. import formats
 from ..backends.base import SamplingParams
@@ -40,8 +40,9 @@ class SampleConfig:
     k_max: int | None = None
     #: samples added per later round (None: double the chunk's samples each round)
     k_step: int | None = None
-    #: when a chunk stops early: coverage, mass, repeat or ess (lt_cli/estep/adaptive.py)
-    stop_rule: str = "coverage"
+    #: when a chunk stops early: coverage, mass, repeat or ess (lt_cli/estep/adaptive.py); None:
+    #: coverage (:attr:`rule`). None, not "coverage", so that a rule given without k_max is seen
+    stop_rule: str | None = None
     #: the rule's threshold (None: the rule's default, 0.1 for coverage, 0.9 for the others):
     #: posterior mass certified (coverage), weight share of the heaviest latent (mass, repeat),
     #: ESS / samples (ess)
@@ -71,6 +72,8 @@ class SampleConfig:
             raise UsageError(f"--k must be at least 1, got {self.k}")
         if self.k > MAX_K:
             raise UsageError(f"--k {self.k} is more samples per chunk than lt holds in memory at once (at most {MAX_K})")
+        if self.k_max is not None and self.k_max > MAX_K:
+            raise UsageError(f"--k-max {self.k_max} is more samples per chunk than lt holds in memory at once (at most {MAX_K})")
         if self.max_new_tokens < 1:
             raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -87,11 +90,11 @@ class SampleConfig:
 
         if self.k_max is not None and self.k_max < self.k:
             raise UsageError(f"--k-max must be at least --k (the first round's samples), got --k-max {self.k_max} with --k {self.k}")
-        if self.k_max is not None and self.k == 1 and self.stop_rule in ("mass", "ess"):
-            raise UsageError(f"--stop-rule {self.stop_rule} needs --k 2 or more: one sample always carries all the weight")
+        if self.k_max is not None and self.k == 1 and self.rule in ("mass", "ess"):
+            raise UsageError(f"--stop-rule {self.rule} needs --k 2 or more: one sample always carries all the weight")
         if self.k_step is not None and self.k_step < 1:
             raise UsageError(f"--k-step must be at least 1, got {self.k_step}")
-        if self.stop_rule not in STOP_RULES:
+        if self.stop_rule is not None and self.stop_rule not in STOP_RULES:
             raise UsageError(f"--stop-rule must be one of {', '.join(STOP_RULES)}, got {self.stop_rule!r}")
         if self.stop_threshold is not None and not 0 < self.stop_threshold <= 1:
             raise UsageError(f"--stop-threshold must be in (0, 1], got {self.stop_threshold}")
@@ -99,6 +102,22 @@ class SampleConfig:
     @property
     def adaptive(self) -> bool:
         return self.k_max is not None
+
+    @property
+    def rule(self) -> str:
+        """The stopping rule in force: ``stop_rule``, else coverage."""
+        return self.stop_rule if self.stop_rule is not None else "coverage"
+
+    def adaptive_only_flags(self) -> list[str]:
+        """The adaptive settings given (they mean nothing without ``k_max``)."""
+        return [f"--{name.replace('_', '-')}" for name in ("k_step", "stop_rule", "stop_threshold") if getattr(self, name) is not None]
+
+    def for_arm(self, k: int, k_max: int | None = None, **changes) -> "SampleConfig":
+        """This template with ``k`` (and ``k_max``): a fixed-K arm (``k_max`` None) drops the
+        adaptive settings, which only the adaptive arm uses (``lt bootstrap``)."""
+        if k_max is None:
+            changes.update(k_step=None, stop_rule=None, stop_threshold=None)
+        return replace(self, k=k, k_max=k_max, **changes)
 
     def check_runnable(self) -> None:
         """Combinations that are valid flags but cannot run (checked when a run starts)."""
@@ -111,8 +130,8 @@ class SampleConfig:
         if self.k_max is not None:
             from .adaptive import DEFAULT_THRESHOLDS
 
-            threshold = self.stop_threshold if self.stop_threshold is not None else DEFAULT_THRESHOLDS[self.stop_rule]
-            record.update(k=self.k, k_max=self.k_max, k_step=self.k_step, stop_rule=self.stop_rule, stop_threshold=threshold)
+            threshold = self.stop_threshold if self.stop_threshold is not None else DEFAULT_THRESHOLDS[self.rule]
+            record.update(k=self.k, k_max=self.k_max, k_step=self.k_step, stop_rule=self.rule, stop_threshold=threshold)
         return record
 
     def prompt_budget(self) -> int | None:
@@ -167,6 +186,12 @@ class SampleThoughtsRun:
     sample: SampleConfig = field(default_factory=SampleConfig)
     cache: CacheArgs = field(default_factory=CacheArgs)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        given = self.sample.adaptive_only_flags()
+        if given and not self.sample.adaptive:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise UsageError(f"{' and '.join(given)} only {verb} to adaptive sampling: add --k-max N (the most samples per chunk), or drop them")
 
 
 #: what ``lt select --model`` needs of the sampling settings to rebuild the scoring strings

@@ -217,7 +217,7 @@ def _sample_adaptive_group(backend: Backend, docs: list[Record], config: SampleC
         for d, i in open_chunks:
             chunk = docs[d]["chunks"][i]
             candidates = chunk["candidates"]
-            if should_stop(candidates, config.stop_rule, config.stop_threshold, truncated=bool(chunk.get("num_suffix_token_truncated"))):
+            if should_stop(candidates, config.rule, config.stop_threshold, truncated=bool(chunk.get("num_suffix_token_truncated"))):
                 chunk["sampling"]["stopped"] = "rule"
             elif size == sizes[-1]:
                 chunk["sampling"]["stopped"] = "k_max"  # k_max samples, the rule still not satisfied

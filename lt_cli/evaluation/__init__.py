@@ -44,6 +44,12 @@ def evaluate(config: EvalConfig, backend=None) -> dict:
 
     if config.limit is not None and config.limit < 0:
         raise UsageError("--limit must be >= 0")
+    from ..estep.config import MAX_K
+
+    if config.samples > MAX_K:  # before any data or model loads: every problem's generations are held until graded
+        raise UsageError(f"--samples {config.samples} is more generations per problem than lt holds in memory at once (at most {MAX_K})")
+    if config.elbo_n and max(int(n) for n in config.elbo_n) > MAX_K:
+        raise UsageError(f"--elbo-n {max(int(n) for n in config.elbo_n)} is more samples per chunk than lt holds in memory at once (at most {MAX_K})")
     task = load_task_file(config.task_file) if config.task_file else get_task(config.task)
     if config.export_lm_eval:
         from .lmeval_export import export_lm_eval

@@ -90,6 +90,10 @@ class FinetuneConfig:
             raise UsageError("--warmup-ratio must be in [0, 1)")
         if self.samples is not None and self.samples < 1:
             raise UsageError("--samples must be at least 1")
+        from ..estep.config import MAX_K
+
+        if self.samples is not None and self.samples > MAX_K:
+            raise UsageError(f"--samples {self.samples} is more answers per problem than lt holds in memory at once (at most {MAX_K})")
         if self.temperature <= 0 and (self.samples or 2) > 1:
             raise UsageError("several samples per problem need --temperature > 0")
         for name in ("limit", "train_limit"):

@@ -81,7 +81,7 @@ def write_log(path: str | None, lines: list[Record]) -> None:
         return
     from ..io import open_output
 
-    with open_output(path) as writer:
+    with open_output(path, flag="--log-samples") as writer:
         for line in lines:
             writer.write(line)
 

@@ -311,11 +311,9 @@ def _utils_source(lines: list[str]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    import os
+    from ..io import write_bytes_atomic
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def export_lm_eval(task, out_dir: str, *, variants: tuple[str, ...] = ("latent", "raw"), data: str | None = None,

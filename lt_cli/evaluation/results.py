@@ -48,7 +48,7 @@ def write_sample_log(path: str, grader, results, latent: bool, variant: str) -> 
 
     metric_names = grader.metrics(latent)
     headline = metric_names[0]
-    with open_output(path) as writer:
+    with open_output(path, flag="--log-samples") as writer:
         for result in results:
             for j, (output, grade) in enumerate(zip(result.outputs, result.grades)):
                 line = dict(result.record)

@@ -42,6 +42,10 @@ class SynthesizeConfig:
             raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.passes < 1:
             raise UsageError(f"--passes must be at least 1, got {self.passes}")
+        from ..estep.config import MAX_K
+
+        if self.passes > MAX_K:  # a group's replies are held until it is written; each pass is a paid request
+            raise UsageError(f"--passes {self.passes} is more replies per document than lt holds in memory at once (at most {MAX_K})")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.prefix_chunks < 0:

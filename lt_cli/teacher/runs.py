@@ -82,8 +82,8 @@ def _estimate(run: SynthesizeRun, config, backend_name: str, backend_config, pri
     """
     import orjson
 
-    from ..console import err, protect_stdout
-    from ..io import read_records
+    from ..console import err
+    from ..io import read_records, write_stdout_bytes
     from ..records import validate_document
     from ..stream import report_bad
 
@@ -99,9 +99,7 @@ def _estimate(run: SynthesizeRun, config, backend_name: str, backend_config, pri
     )
     for line in estimate_lines(data):
         err.print(line, markup=False, highlight=False)
-    stream = protect_stdout()
-    stream.write(orjson.dumps(data) + b"\n")
-    stream.flush()
+    write_stdout_bytes(orjson.dumps(data) + b"\n")  # a failed write names stdout
     return report_bad(reader, None)
 
 

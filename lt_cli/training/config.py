@@ -213,6 +213,10 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
         if any(int(n) < 1 for n in self.val_elbo_n):
             raise UsageError("--val-elbo-n values must be positive integers")
+        from ..estep.config import MAX_K
+
+        if self.val_elbo_n and max(int(n) for n in self.val_elbo_n) > MAX_K:
+            raise UsageError(f"--val-elbo-n {max(int(n) for n in self.val_elbo_n)} is more samples per chunk than lt holds in memory at once (at most {MAX_K})")
 
     @property
     def sources(self) -> list[DataSource]:

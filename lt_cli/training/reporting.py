@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import dumps
+from ..io import check_plain_file, dumps, open_binary_no_follow, write_bytes_atomic
 from .config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,13 +27,13 @@ class MetricsReporter:
         self._tracker = None
         if not enabled:
             return
-        if self.path.exists():  # drop lines written after the checkpoint we resume from
+        if check_plain_file(self.path):  # drop lines written after the checkpoint we resume from
             import orjson
 
             kept = [line for line in self.path.read_bytes().splitlines(keepends=True)
                     if line.endswith(b"\n") and orjson.loads(line).get("step", 0) <= resume_step]
-            self.path.write_bytes(b"".join(kept))
-        self._file = open(self.path, "ab")
+            write_bytes_atomic(self.path, b"".join(kept))
+        self._file = open_binary_no_follow(self.path, "ab")  # never through a link planted in the folder
         if config.tracking.enabled:
             from ..tracking import open_tracker
 
