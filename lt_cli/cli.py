@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+import typer.core
 
 from . import __version__
 
@@ -66,6 +67,30 @@ def _main(
     pass
 
 
+class SectionedCommand(typer.core.TyperCommand):
+    """A command whose ``--help`` lists its options in sections: each option's ``rich_help_panel``
+    names its section (typer draws those panels only with rich markup, which lt's plain help, kept
+    readable in pipes and logs, does not use). Options without a panel come first, as "Options"."""
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments, sections = [], {"Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append(record)
+            else:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        for title, records in sections.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
 def command_help(module) -> str:
     examples = "\n".join("  " + line for line in module.EXAMPLES.strip("\n").splitlines())
     return f"{module.HELP}\n\nExamples:\n\n\b\n{examples}\n\n{getattr(module, 'DETAILS', '')}".rstrip() + "\n"
@@ -73,7 +98,9 @@ def command_help(module) -> str:
 
 for _name, _module_name in COMMANDS:
     _module = importlib.import_module(f".commands.{_module_name}", __package__)
-    app.command(_name, help=command_help(_module), short_help=_module.HELP, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", False))(_module.command)
+    app.command(
+        _name, cls=SectionedCommand, help=command_help(_module), short_help=_module.HELP, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", False),
+    )(_module.command)
 
 
 def main() -> None:

@@ -338,6 +338,16 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: bool = True) -> Non
     os.replace(tmp, path)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a UTF-8 text file atomically (config.toml, HTML views)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _mkstemp_public(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     return orjson.loads(Path(path).read_bytes())
 

@@ -10,61 +10,126 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from ..errors import LtError
+from ..flags import parse_tokens  # noqa: F401  (commands import it from here)
+
+#: help sections (``--help`` groups options under these titles; see lt_cli/cli.py)
+IO_PANEL = "Input and output"
+BACKEND_PANEL = "Backend"
+CONFIG_PANEL = "Config file"
 
 InputArg = Annotated[Optional[str], typer.Argument(help="Input JSONL (.gz ok); '-' or nothing reads stdin.", show_default=False)]
-OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output JSONL (.gz ok), written atomically; default stdout.", show_default=False)]
-ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only records I mod N of the input, as I/N.", show_default=False)]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Read only the first N input records (before sharding).", show_default=False)]
-SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and set aside malformed records instead of stopping (exit 3 if any).")]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", help="Output JSONL (.gz ok), written atomically; default stdout.", show_default=False, rich_help_panel=IO_PANEL,
+)]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="Process only records I mod N of the input, as I/N.", show_default=False, rich_help_panel=IO_PANEL,
+)]
+LimitOpt = Annotated[Optional[int], typer.Option(
+    "--limit", help="Read only the first N input records (before sharding).", show_default=False, rich_help_panel=IO_PANEL,
+)]
+SkipBadOpt = Annotated[bool, typer.Option(
+    "--skip-bad", help="Count and set aside malformed records instead of stopping (exit 3 if any).", rich_help_panel=IO_PANEL,
+)]
 RejectsOpt = Annotated[Optional[str], typer.Option(
     "--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False,
+    rich_help_panel=IO_PANEL,
 )]
-RestartOpt = Annotated[bool, typer.Option("--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of another run is refused).")]
+RestartOpt = Annotated[bool, typer.Option(
+    "--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of another run is refused).", rich_help_panel=IO_PANEL,
+)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.")]
 
-BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass inside the backend.")]
-MaxModelLenOpt = Annotated[Optional[int], typer.Option("--max-model-len", help="Context length (default: the model's).", show_default=False)]
-CacheOpt = Annotated[Optional[str], typer.Option(
-    "--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False,
+BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).", rich_help_panel=BACKEND_PANEL)]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=BACKEND_PANEL)]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass inside the backend.", rich_help_panel=BACKEND_PANEL)]
+MaxModelLenOpt = Annotated[Optional[int], typer.Option(
+    "--max-model-len", help="Context length (default: the model's).", show_default=False, rich_help_panel=BACKEND_PANEL,
 )]
-NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write a sample cache.")]
+CacheOpt = Annotated[Optional[str], typer.Option(
+    "--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False, rich_help_panel=BACKEND_PANEL,
+)]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write a sample cache.", rich_help_panel=BACKEND_PANEL)]
 PrefixChunksOpt = Annotated[int, typer.Option(
     "--prefix-chunks", help="Previous raw chunks given as context (reference: 3; select --model: must match sample-thoughts).",
+    rich_help_panel="Prompts",
 )]
 QuirksOpt = Annotated[bool, typer.Option(
     "--reference-quirks", help="Reproduce the reference's first-chunk prompt and its log p off-by-one (select --model: must match sample-thoughts).",
+    rich_help_panel="Prompts",
 )]
 DocsPerCallOpt = Annotated[Optional[int], typer.Option(
     "--docs-per-call", help="Documents whose chunks go to the backend in one call (default 8; 128 with vllm).", show_default=False,
+    rich_help_panel=BACKEND_PANEL,
 )]
 
 
-def parse_tokens(value: Optional[str]) -> Optional[int]:
-    """Token budgets are large: accept 13e9, 13_000_000_000, 800M, 13B."""
-    if value is None:
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", help="Settings from a TOML (or JSON/YAML) file whose keys are the config's fields; flags given here win (docs/config.md).",
+    show_default=False, rich_help_panel=CONFIG_PANEL,
+)]
+PrintConfigOpt = Annotated[bool, typer.Option(
+    "--print-config", help="Print the resolved config (TOML, or the --config file's format) to stdout and exit; --config reads it back.",
+    rich_help_panel=CONFIG_PANEL,
+)]
+#: the parameters that are no field of a config: the typer context, ConfigOpt and PrintConfigOpt
+FILE_PARAMS = ("ctx", "config_file", "print_config")
+
+
+def given_on_command_line(ctx: Any) -> set[str]:
+    """Names of the parameters the user gave on the command line (not left at their defaults);
+    ``ctx`` is the command's ``typer.Context``."""
+    if ctx is None:
+        return set()
+    given = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in given}
+
+
+def resolve(flags: dict, from_flags: Callable[[dict], Any], *, skip: frozenset[str] = frozenset()) -> Any | None:
+    """The command's config: its flags (``from_flags``) over ``--config FILE`` over the defaults.
+
+    ``flags`` are the command's parameters, ``ctx`` (its ``typer.Context``) among them.
+
+    With ``--print-config`` the config is printed (in the file's format, TOML without one) and
+    None is returned: the command exits 0 without running.
+    """
+    ctx, path, show = flags.pop("ctx", None), flags.pop("config_file", None), flags.pop("print_config", False)
+    config = from_flags(flags)
+    if path:
+        from ..configfile import merge, read
+
+        config = merge(config, read(path, type(config)), given_on_command_line(ctx))
+    if show:
+        print_config(config, path, skip=skip, command=getattr(ctx, "info_name", None))
         return None
+    return config
+
+
+def print_config(config: Any, path: str | None, *, skip: frozenset[str] = frozenset(), command: str | None = None) -> None:
+    """Write ``config`` to stdout as a config file (TOML, or the format of ``path``)."""
+    from .. import __version__
+    from ..configfile import dumps, format_of
+    from ..console import protect_stdout
+
+    fmt = format_of(path) if path else "toml"
+    name = command or "COMMAND"
+    header = f"lt {name} config (lt {__version__}); pass it back with: lt {name} --config FILE (flags given there win)"
+    stream = protect_stdout()
+    stream.write(dumps(config, fmt, skip=skip, header=header).encode("utf-8"))
+    stream.flush()
+
+
+def require(**values: Any) -> None:
+    """Refuse a required setting left unset by both the flags and the config file."""
     from ..errors import UsageError
 
-    text = value.strip().replace("_", "").replace(",", "")
-    multiplier = 1
-    suffixes = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-    if text and text[-1].lower() in suffixes:
-        multiplier = suffixes[text[-1].lower()]
-        text = text[:-1]
-    try:
-        number = float(text) * multiplier
-    except ValueError:
-        raise UsageError(f"--tokens must be a number like 13e9 or 800M, got {value!r}") from None
-    if number != int(number):
-        raise UsageError(f"--tokens must be a whole number, got {value!r}")
-    return int(number)
+    for name, value in values.items():
+        if value is None or value == [] or value == "":
+            raise UsageError(f"--{name.replace('_', '-')} is required (on the command line or as {name} in a --config file)")
 
 
 def check_stdin(input_path: str | None) -> None:

@@ -8,7 +8,7 @@ import typer
 
 from .common import (
     BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, ConfigOpt, PrintConfigOpt, check_stdin, resolve, run_command,
 )
 
 HELP = "E-step resampling: one latent per chunk drawn from softmax(log w); ELBO_n and ESS per document."
@@ -37,15 +37,20 @@ with -o FILE, to FILE.stats.json.
 
 @run_command
 def command(
+    ctx: typer.Context,
     input: InputArg = None,
     output: OutputOpt = None,
-    method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.")] = "importance",
-    seed: Annotated[int, typer.Option("--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.")] = 42,
-    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.")] = False,
+    method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.", rich_help_panel="Selection")] = "importance",
+    seed: Annotated[int, typer.Option(
+        "--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.", rich_help_panel="Selection",
+    )] = 42,
+    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.", rich_help_panel="Selection")] = False,
     k: Annotated[Optional[int], typer.Option(
-        "--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False,
+        "--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False, rich_help_panel="Selection",
     )] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Score candidates that lack log p with this model.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Score candidates that lack log p with this model.", show_default=False, rich_help_panel="Scoring (--model)",
+    )] = None,
     prefix_chunks: PrefixChunksOpt = 3,
     reference_quirks: QuirksOpt = False,
     docs_per_call: DocsPerCallOpt = None,
@@ -60,12 +65,17 @@ def command(
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
     restart: RestartOpt = False,
+    config_file: ConfigOpt = None,
+    print_config: PrintConfigOpt = False,
 ) -> int:
     flags = dict(locals())
     from ..runners import run
 
-    check_stdin(input)
-    return run("select", config_from_flags(flags))
+    config = resolve(flags, config_from_flags)
+    if config is None:
+        return 0
+    check_stdin(config.stream.input)
+    return run("select", config)
 
 
 def config_from_flags(flags: dict):

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import parse_tokens, run_command
+from .common import ConfigOpt, PrintConfigOpt, parse_tokens, require, resolve, run_command
 
 HELP = "Train a causal LM on augmented (or raw) documents; resumable, torchrun-ready."
 EXAMPLES = """\
@@ -38,70 +38,103 @@ def _parse_ints(flag: str, value: str) -> list[int]:
 
 @run_command
 def command(
-    output: Annotated[str, typer.Option(
-        "--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.", show_default=False,
-    )],
-    data: Annotated[list[str], typer.Option(
-        "--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.", show_default=False,
-    )],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False)] = None,
+    ctx: typer.Context,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.",
+        show_default=False, rich_help_panel="Data and model",
+    )] = None,
+    data: Annotated[Optional[list[str]], typer.Option(
+        "--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.",
+        show_default=False, rich_help_panel="Data and model",
+    )] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False, rich_help_panel="Data and model",
+    )] = None,
     init_config: Annotated[Optional[str], typer.Option(
-        "--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).", show_default=False,
+        "--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).",
+        show_default=False, rich_help_panel="Data and model",
     )] = None,
-    layout: Annotated[str, typer.Option(help="random, prior, posterior, prior-tagged, posterior-tagged, pure or raw.")] = "random",
-    loss_on: Annotated[str, typer.Option(help="all (the reference) or observed (mask latent tokens; ablation).")] = "all",
-    seq_len: Annotated[int, typer.Option(help="Tokens per training sequence (packed window).")] = 2048,
-    batch_size: Annotated[int, typer.Option(help="Global sequences per optimizer step, whatever the number of GPUs.")] = 96,
+    layout: Annotated[str, typer.Option(
+        help="random, prior, posterior, prior-tagged, posterior-tagged, pure or raw.", rich_help_panel="Data and model",
+    )] = "random",
+    loss_on: Annotated[str, typer.Option(help="all (the reference) or observed (mask latent tokens; ablation).", rich_help_panel="Data and model")] = "all",
+    seq_len: Annotated[int, typer.Option(help="Tokens per training sequence (packed window).", rich_help_panel="Data and model")] = 2048,
+    batch_size: Annotated[int, typer.Option(help="Global sequences per optimizer step, whatever the number of GPUs.", rich_help_panel="Budget and batch")] = 96,
     micro_batch_size: Annotated[Optional[int], typer.Option(
-        help="Sequences per forward pass per process; the rest is gradient accumulation (default: batch / world size).", show_default=False,
+        help="Sequences per forward pass per process; the rest is gradient accumulation (default: batch / world size).",
+        show_default=False, rich_help_panel="Budget and batch",
     )] = None,
-    tokens: Annotated[Optional[str], typer.Option(help="Token budget: steps = tokens // (batch * seq_len) (e.g. 13e9).", show_default=False)] = None,
+    tokens: Annotated[Optional[str], typer.Option(
+        help="Token budget: steps = tokens // (batch * seq_len) (e.g. 13e9).", show_default=False, rich_help_panel="Budget and batch",
+    )] = None,
     epochs: Annotated[Optional[float], typer.Option(
-        help="Budget in epochs over the (weighted) data (default 1 when no budget is given).", show_default=False,
+        help="Budget in epochs over the (weighted) data (default 1 when no budget is given).", show_default=False, rich_help_panel="Budget and batch",
     )] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps.", show_default=False)] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
-    min_lr_ratio: Annotated[float, typer.Option(help="Cosine decays to lr * this at the last step.")] = 1e-6,
-    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps (the reference: 1000 in every run).")] = 1000,
+    steps: Annotated[Optional[int], typer.Option(help="Budget in optimizer steps.", show_default=False, rich_help_panel="Budget and batch")] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.", rich_help_panel="Optimizer")] = 1e-4,
+    min_lr_ratio: Annotated[float, typer.Option(help="Cosine decays to lr * this at the last step.", rich_help_panel="Optimizer")] = 1e-6,
+    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps (the reference: 1000 in every run).", rich_help_panel="Optimizer")] = 1000,
     max_warmup_fraction: Annotated[Optional[float], typer.Option(
-        help="Cap the warmup at this fraction of the steps (0.1 = lt's earlier default, for short runs).", show_default=False,
+        help="Cap the warmup at this fraction of the steps (0.1 = lt's earlier default, for short runs).", show_default=False, rich_help_panel="Optimizer",
     )] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
-    adam_beta1: Annotated[float, typer.Option("--adam-beta1", help="AdamW beta1.")] = 0.9,
-    adam_beta2: Annotated[float, typer.Option("--adam-beta2", help="AdamW beta2.")] = 0.95,
-    adam_eps: Annotated[float, typer.Option("--adam-eps", help="AdamW epsilon.")] = 1e-8,
-    grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seeds data order, layouts and the torch RNG.")] = 42,
-    shuffle: Annotated[bool, typer.Option("--shuffle/--no-shuffle", help="Shuffle documents each epoch (seeded by seed and epoch).")] = True,
-    dtype: Annotated[str, typer.Option(help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    strategy: Annotated[str, typer.Option(help="Multi-process: auto, ddp or fsdp (FSDP2).")] = "auto",
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel="Optimizer")] = 0.01,
+    adam_beta1: Annotated[float, typer.Option("--adam-beta1", help="AdamW beta1.", rich_help_panel="Optimizer")] = 0.9,
+    adam_beta2: Annotated[float, typer.Option("--adam-beta2", help="AdamW beta2.", rich_help_panel="Optimizer")] = 0.95,
+    adam_eps: Annotated[float, typer.Option("--adam-eps", help="AdamW epsilon.", rich_help_panel="Optimizer")] = 1e-8,
+    grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this.", rich_help_panel="Optimizer")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seeds data order, layouts and the torch RNG.", rich_help_panel="Optimizer")] = 42,
+    shuffle: Annotated[bool, typer.Option(
+        "--shuffle/--no-shuffle", help="Shuffle documents each epoch (seeded by seed and epoch).", rich_help_panel="Optimizer",
+    )] = True,
+    dtype: Annotated[str, typer.Option(
+        help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.", rich_help_panel="Hardware and parallelism",
+    )] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel="Hardware and parallelism")] = "auto",
+    strategy: Annotated[str, typer.Option(help="Multi-process: auto, ddp or fsdp (FSDP2).", rich_help_panel="Hardware and parallelism")] = "auto",
     data_sharding: Annotated[str, typer.Option(
         help="global: every rank packs the same global stream (batches independent of world size); "
-        "rank: each rank tokenizes only its own documents (scales to many GPUs).",
+        "rank: each rank tokenizes only its own documents (scales to many GPUs).", rich_help_panel="Hardware and parallelism",
     )] = "global",
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass (less GPU memory, slower).")] = False,
-    save_every: Annotated[Optional[int], typer.Option(help="Save a resumable checkpoint every N steps.", show_default=False)] = None,
-    keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.")] = 1,
-    log_every: Annotated[int, typer.Option(help="Print a progress line every N steps (metrics.jsonl gets every step).")] = 10,
-    report_to: Annotated[Optional[list[str]], typer.Option(
-        "--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        help="Recompute activations in the backward pass (less GPU memory, slower).", rich_help_panel="Hardware and parallelism",
+    )] = False,
+    save_every: Annotated[Optional[int], typer.Option(
+        help="Save a resumable checkpoint every N steps.", show_default=False, rich_help_panel="Checkpoints and logging",
     )] = None,
-    run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False)] = None,
+    keep_checkpoints: Annotated[int, typer.Option(help="How many periodic checkpoints to keep.", rich_help_panel="Checkpoints and logging")] = 1,
+    log_every: Annotated[int, typer.Option(
+        help="Print a progress line every N steps (metrics.jsonl gets every step).", rich_help_panel="Checkpoints and logging",
+    )] = 10,
+    report_to: Annotated[Optional[list[str]], typer.Option(
+        "--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False, rich_help_panel="Checkpoints and logging",
+    )] = None,
+    run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False, rich_help_panel="Checkpoints and logging")] = None,
     peak_tflops: Annotated[Optional[float], typer.Option(
         help="Peak dense TFLOP/s per device for the MFU figure "
         "(default: the datasheet value of a known GPU in the training dtype; none on CPU, so MFU is null).",
-        show_default=False,
+        show_default=False, rich_help_panel="Hardware and parallelism",
     )] = None,
-    overwrite: Annotated[bool, typer.Option(help="Discard an earlier run in OUTPUT instead of resuming it.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Discard an earlier run in OUTPUT instead of resuming it.", rich_help_panel="Checkpoints and logging",
+    )] = False,
     val_data: Annotated[Optional[str], typer.Option(
-        help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.", show_default=False,
+        help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.", show_default=False, rich_help_panel="Validation",
     )] = None,
-    val_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (default: after the last step only).", show_default=False)] = None,
-    val_limit: Annotated[Optional[int], typer.Option(help="Validate on the first N documents (the reference: 1000).", show_default=False)] = None,
-    val_batch_size: Annotated[int, typer.Option(help="Documents per scoring call during validation.")] = 16,
-    val_elbo_n: Annotated[str, typer.Option(help="ELBO_n values for layout random, comma-separated ('' skips the ELBO).")] = "1,2,4",
-    val_max_latent_tokens: Annotated[int, typer.Option(help="Max tokens per sampled latent for the ELBO (the reference: 1024).")] = 1024,
+    val_every: Annotated[Optional[int], typer.Option(
+        help="Validate every N steps (default: after the last step only).", show_default=False, rich_help_panel="Validation",
+    )] = None,
+    val_limit: Annotated[Optional[int], typer.Option(
+        help="Validate on the first N documents (the reference: 1000).", show_default=False, rich_help_panel="Validation",
+    )] = None,
+    val_batch_size: Annotated[int, typer.Option(help="Documents per scoring call during validation.", rich_help_panel="Validation")] = 16,
+    val_elbo_n: Annotated[str, typer.Option(
+        help="ELBO_n values for layout random, comma-separated ('' skips the ELBO).", rich_help_panel="Validation",
+    )] = "1,2,4",
+    val_max_latent_tokens: Annotated[int, typer.Option(
+        help="Max tokens per sampled latent for the ELBO (the reference: 1024).", rich_help_panel="Validation",
+    )] = 1024,
+    config_file: ConfigOpt = None,
+    print_config: PrintConfigOpt = False,
 ) -> int:
     flags = dict(locals())
     import os
@@ -110,9 +143,13 @@ def command(
     from ..io import write_stdout_json
     from ..runners import run
 
+    config = resolve(flags, config_from_flags)
+    if config is None:
+        return 0
+    require(output=config.output)
     if int(os.environ.get("RANK", "0")) == 0:
         require_stdout("the training result (JSON)")
-    result = run("train", config_from_flags(flags))
+    result = run("train", config)
     if int(os.environ.get("RANK", "0")) == 0:
         write_stdout_json(result)
     return 0
@@ -124,7 +161,7 @@ def config_from_flags(flags: dict):
     from ..training import TrainConfig
 
     flags = {
-        **flags, "tokens": parse_tokens(flags["tokens"]), "data": list(flags["data"]), "report_to": list(flags["report_to"] or []),
+        **flags, "tokens": parse_tokens(flags["tokens"]), "data": list(flags["data"] or []), "report_to": list(flags["report_to"] or []),
         "val_elbo_n": _parse_ints("--val-elbo-n", flags["val_elbo_n"]),
     }
     return build(TrainConfig, flags)
