@@ -63,8 +63,12 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the libraries' own progress bars and logs (LT_VERBOSE=1)."),
 ) -> None:
-    pass
+    if verbose:
+        import os
+
+        os.environ["LT_VERBOSE"] = "1"  # inherited by the stages lt bootstrap launches
 
 
 class SectionedCommand(typer.core.TyperCommand):

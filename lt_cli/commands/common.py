@@ -187,6 +187,7 @@ def run_command(func: Callable) -> Callable:
         from ..errors import FileError, Terminated, describe_os_error
 
         console.guard_std_streams()
+        console.quiet_libraries()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_terminated)

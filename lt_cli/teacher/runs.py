@@ -57,7 +57,9 @@ def run_synthesize(run: SynthesizeRun) -> int:
                 parameters.append(getattr(backend, "n_parameters", None))
 
     started = time.monotonic()
-    code = run_stream(run.stream, produce, validate=validate_document, description="synthesize", identity=run_identity("synthesize", run))
+    code = run_stream(
+        run.stream, produce, validate=validate_document, description="synthesize", identity=run_identity("synthesize", run), outputs_per_input=config.passes,
+    )
     seconds = time.monotonic() - started
     usage = stats.usage.to_json(prices, parameters[0] if parameters else None)
     if stats.records:
