@@ -2,7 +2,7 @@
 _lt() {
     local cur="${COMP_WORDS[COMP_CWORD]}" cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "chunk synthesize sample-thoughts select train eval finetune-eval bootstrap merge --help --version" -- "$cur"))
+        COMPREPLY=($(compgen -W "chunk synthesize sample-thoughts select train eval finetune-eval bootstrap merge view --help --version" -- "$cur"))
         return
     fi
     if [[ "$cur" == -* ]]; then
@@ -16,6 +16,7 @@ _lt() {
             finetune-eval) COMPREPLY=($(compgen -W "--model --output --train-data --data --task --task-file --split --limit --train-limit --variant --seeds --epochs --lr --warmup-ratio --weight-decay --examples-per-step --seq-len --micro-batch-size --samples --temperature --top-p --max-new-tokens --keep-models --backend --batch-size --dtype --device --max-model-len --config --print-config --help" -- "$cur")) ;;
             bootstrap) COMPREPLY=($(compgen -W "--iters --k --sweep-k --adaptive-k --k-max --k-step --stop-rule --stop-threshold --model --data --warm-data --warm-model --synthesize --teacher-model --teacher-backend --teacher-batch --no-teacher-batch --teacher-data --eval-tasks --eval-task --eval-data --eval-limit --eval-max-new-tokens --eval-batch-size --finetune-eval --no-finetune-eval --finetune-task --finetune-train-data --finetune-data --finetune-limit --finetune-train-limit --finetune-seeds --finetune-epochs --finetune-samples --finetune-max-new-tokens --raw-baseline --no-raw-baseline --teacher-baseline --no-teacher-baseline --temperature --top-p --prefix-chunks --max-new-tokens --max-latent-tokens --max-prompt-tokens --reference-quirks --no-reference-quirks --docs-per-call --estep-docs-per-call --estep-batch-size --select-method --select --estep-max-model-len --estep-limit --continue --from-base --layout --loss-on --seq-len --batch-size --micro-batch-size --lr --warmup-steps --weight-decay --strategy --gradient-checkpointing --no-gradient-checkpointing --val-data --val-every --val-limit --warm-steps --warm-tokens --warm-batch-size --mstep-steps --steps --mstep-tokens --tokens --raw-token-matched-tokens --save-every --demo-train --demo-heldout --demo-steps --demo-warm-fraction --backend --dtype --seed --launcher --nproc-per-node --run-dir --name --dry-run --config --print-config --help" -- "$cur")) ;;
             merge) COMPREPLY=($(compgen -W "--output --num-shards --order --check --help" -- "$cur")) ;;
+            view) COMPREPLY=($(compgen -W "--html --selected --limit --id --ess-below --finish --grep --grep-text --grep-thought --plain --help" -- "$cur")) ;;
         esac
         return
     fi

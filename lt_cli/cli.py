@@ -26,6 +26,7 @@ Examples:
   lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
   lt train --model M --data augmented.jsonl --output ckpt/
   lt eval --model ckpt/ --task gsm8k --limit 50
+  lt view candidates.jsonl      # thoughts, candidates by weight, ESS, ELBO
 
 Every command reads and writes JSONL (stdin/stdout by default); logs and progress go to stderr.
 """
@@ -41,6 +42,7 @@ COMMANDS = [
     ("finetune-eval", "finetune_eval"),
     ("bootstrap", "bootstrap"),
     ("merge", "merge"),
+    ("view", "view"),
 ]
 
 app = typer.Typer(
