@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, PrintConfigOpt, parse_tokens, run_command
+from .common import (
+    BACKENDS, ConfigOpt, FINETUNE_TASKS, LAYOUTS, PrintConfigOpt, STOP_RULES, TRAIN_DTYPES, one_of, parse_tokens, run_command,
+)
 
 HELP = "Run BoLT end to end (warm start + EM iterations) in a resumable run folder; no data = the CPU demo."
 EXAMPLES = """\
@@ -72,44 +74,45 @@ def command(
         help="Adaptive arm: samples added per later round (default: double).", show_default=False, rich_help_panel="EM loop",
     )] = None,
     stop_rule: Annotated[Optional[str], Opt(
-        help="Adaptive arm: coverage (default), mass, repeat or ess.", show_default=False, rich_help_panel="EM loop",
+        help="Adaptive arm: coverage (default), mass, repeat or ess.", show_default=False, rich_help_panel="EM loop", autocompletion=STOP_RULES,
     )] = None,
     stop_threshold: Annotated[Optional[float], Opt(
         help="Adaptive arm: the rule's threshold (default 0.1 coverage, 0.9 others).", show_default=False, rich_help_panel="EM loop",
     )] = None,
     model: Annotated[Optional[str], Opt(
-        help="Base model every M-step starts from (hub id or folder).", show_default=False, rich_help_panel="Data and models",
+        help="Base model every M-step starts from (hub id or folder).", show_default=False, rich_help_panel="Data and models", metavar="MODEL",
     )] = None,
     data: Annotated[Optional[str], Opt(
-        help="Raw documents (JSONL) the E-step infers thoughts for.", show_default=False, rich_help_panel="Data and models",
+        help="Raw documents (JSONL) the E-step infers thoughts for.", show_default=False, rich_help_panel="Data and models", metavar="FILE",
     )] = None,
     warm_data: Annotated[Optional[list[str]], Opt(
-        help="Teacher-thought documents for the warm start (repeatable, FILE[:WEIGHT]).", show_default=False, rich_help_panel="Data and models",
+        help="Teacher-thought documents for the warm start (repeatable, FILE[:WEIGHT]).",
+        show_default=False, rich_help_panel="Data and models", metavar="FILE",
     )] = None,
     warm_model: Annotated[Optional[str], Opt(
-        help="An already warm-started model: skip the warm-start training.", show_default=False, rich_help_panel="Data and models",
+        help="An already warm-started model: skip the warm-start training.", show_default=False, rich_help_panel="Data and models", metavar="MODEL",
     )] = None,
     synthesize: Annotated[Optional[str], Opt(
         help="Raw documents to give teacher thoughts first (lt synthesize), added to the warm-start data.",
-        show_default=False, rich_help_panel="Data and models",
+        show_default=False, rich_help_panel="Data and models", metavar="FILE",
     )] = None,
     teacher_model: Annotated[Optional[str], Opt(help="Teacher model for --synthesize.", show_default=False, rich_help_panel="Data and models")] = None,
     teacher_backend: Annotated[Optional[str], Opt(
-        help="Backend of the teacher (api, transformers, vllm).", show_default=False, rich_help_panel="Data and models",
+        help="Backend of the teacher (api, transformers, vllm).", show_default=False, rich_help_panel="Data and models", autocompletion=BACKENDS,
     )] = None,
     teacher_batch: Annotated[Optional[bool], Opt(
         "--teacher-batch/--no-teacher-batch", help="--synthesize through the OpenAI Batch API (half price, results within 24 h).",
         show_default=False, rich_help_panel="Data and models",
     )] = None,
     teacher_data: Annotated[Optional[str], Opt(
-        help="Teacher thoughts for all of --data: trains the teacher baseline.", show_default=False, rich_help_panel="Data and models",
+        help="Teacher thoughts for all of --data: trains the teacher baseline.", show_default=False, rich_help_panel="Data and models", metavar="FILE",
     )] = None,
     eval_tasks: Annotated[Optional[list[str]], Opt(
         "--eval-tasks", "--eval-task", help="Eval task (repeatable); the first one's headline leads the report. Demo: demo.",
-        show_default=False, rich_help_panel="Evaluation",
+        show_default=False, rich_help_panel="Evaluation", autocompletion=one_of("lt_cli.evaluation.registry.task_names", extra=["demo"]),
     )] = None,
     eval_data: Annotated[Optional[str], Opt(
-        help="Held-out problems for the demo task (or the data of every task).", show_default=False, rich_help_panel="Evaluation",
+        help="Held-out problems for the demo task (or the data of every task).", show_default=False, rich_help_panel="Evaluation", metavar="FILE",
     )] = None,
     eval_limit: Annotated[Optional[int], Opt(help="Evaluate only the first N problems.", show_default=False, rich_help_panel="Evaluation")] = None,
     eval_max_new_tokens: Annotated[Optional[int], Opt(
@@ -124,14 +127,15 @@ def command(
         show_default=False, rich_help_panel="Fine-tuning evaluation",
     )] = None,
     finetune_task: Annotated[Optional[str], Opt(
-        help="Fine-tuning eval task: gsm8k (default) or math.", show_default=False, rich_help_panel="Fine-tuning evaluation",
+        help="Fine-tuning eval task: gsm8k (default) or math.", show_default=False, rich_help_panel="Fine-tuning evaluation", autocompletion=FINETUNE_TASKS,
     )] = None,
     finetune_train_data: Annotated[Optional[str], Opt(
         help="Fine-tuning eval: the task's training problems (JSONL or a folder with train.jsonl).",
-        show_default=False, rich_help_panel="Fine-tuning evaluation",
+        show_default=False, rich_help_panel="Fine-tuning evaluation", metavar="FILE",
     )] = None,
     finetune_data: Annotated[Optional[str], Opt(
-        help="Fine-tuning eval: the test problems (JSONL or a folder with test.jsonl).", show_default=False, rich_help_panel="Fine-tuning evaluation",
+        help="Fine-tuning eval: the test problems (JSONL or a folder with test.jsonl).",
+        show_default=False, rich_help_panel="Fine-tuning evaluation", metavar="FILE",
     )] = None,
     finetune_limit: Annotated[Optional[int], Opt(
         help="Fine-tuning eval: only the first N test problems.", show_default=False, rich_help_panel="Fine-tuning evaluation",
@@ -184,6 +188,7 @@ def command(
     )] = None,
     select_method: Annotated[Optional[str], Opt(
         "--select-method", "--select", help="Selection: importance (default), uniform or argmax.", show_default=False, rich_help_panel="E-step",
+        autocompletion=one_of("lt_cli.estep.config.SELECT_METHODS", without=["first"]),
     )] = None,
     estep_max_model_len: Annotated[Optional[int], Opt(
         help="E-step backend context length (default: the model's; the paper: 2048).", show_default=False, rich_help_panel="E-step",
@@ -195,10 +200,12 @@ def command(
         show_default=False, rich_help_panel="EM loop",
     )] = None,
     layout: Annotated[Optional[str], Opt(
-        help="Training layout for thought data (default random).", show_default=False, rich_help_panel="M-step and warm start (lt train)",
+        help="Training layout for thought data (default random).",
+        show_default=False, rich_help_panel="M-step and warm start (lt train)", autocompletion=LAYOUTS,
     )] = None,
     loss_on: Annotated[Optional[str], Opt(
-        help="Training loss on all tokens (default) or observed ones.", show_default=False, rich_help_panel="M-step and warm start (lt train)",
+        help="Training loss on all tokens (default) or observed ones.",
+        show_default=False, rich_help_panel="M-step and warm start (lt train)", autocompletion=one_of("lt_cli.training.config.LOSS_ON"),
     )] = None,
     seq_len: Annotated[Optional[int], Opt(help="Training sequence length.", show_default=False, rich_help_panel="M-step and warm start (lt train)")] = None,
     batch_size: Annotated[Optional[int], Opt(
@@ -213,7 +220,8 @@ def command(
         help="AdamW weight decay (default 0.01).", show_default=False, rich_help_panel="M-step and warm start (lt train)",
     )] = None,
     strategy: Annotated[Optional[str], Opt(
-        help="Multi-GPU training: auto, ddp or fsdp (FSDP2).", show_default=False, rich_help_panel="M-step and warm start (lt train)",
+        help="Multi-GPU training: auto, ddp or fsdp (FSDP2).",
+        show_default=False, rich_help_panel="M-step and warm start (lt train)", autocompletion=one_of("lt_cli.training.config.STRATEGIES"),
     )] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt(
         "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward (less memory, slower).",
@@ -221,7 +229,7 @@ def command(
     )] = None,
     val_data: Annotated[Optional[str], Opt(
         help="Held-out raw documents: NLL and ELBO per token in every training's metrics.jsonl.",
-        show_default=False, rich_help_panel="M-step and warm start (lt train)",
+        show_default=False, rich_help_panel="M-step and warm start (lt train)", metavar="FILE",
     )] = None,
     val_every: Annotated[Optional[int], Opt(
         help="Validate every N training steps (default: after the last step).", show_default=False, rich_help_panel="M-step and warm start (lt train)",
@@ -257,15 +265,20 @@ def command(
         help="Demo: fraction of training documents with teacher thoughts for the warm start (default 0.05).", show_default=False, rich_help_panel="Demo",
     )] = None,
     backend: Annotated[Optional[str], Opt(
-        help="Inference backend for E-step and eval (transformers, vllm).", show_default=False, rich_help_panel="Execution",
+        help="Inference backend for E-step and eval (transformers, vllm).", show_default=False, rich_help_panel="Execution", autocompletion=BACKENDS,
     )] = None,
-    dtype: Annotated[Optional[str], Opt(help="auto, float32 or bfloat16.", show_default=False, rich_help_panel="Execution")] = None,
+    dtype: Annotated[Optional[str], Opt(
+        help="auto, float32 or bfloat16.", show_default=False, rich_help_panel="Execution", autocompletion=TRAIN_DTYPES,
+    )] = None,
     seed: Annotated[Optional[int], Opt(help="Seed of every stage (default 42).", show_default=False, rich_help_panel="Execution")] = None,
     launcher: Annotated[Optional[str], Opt(
-        help="local, torchrun, slurm or a command template with {cmd}; default: stages run in this process.", show_default=False, rich_help_panel="Execution",
+        help="local, torchrun, slurm or a command template with {cmd}; default: stages run in this process.",
+        show_default=False, rich_help_panel="Execution", autocompletion=one_of("lt_cli.launchers.LAUNCHERS"),
     )] = None,
     nproc_per_node: Annotated[Optional[int], Opt(help="Processes per node for distributed launchers.", show_default=False, rich_help_panel="Execution")] = None,
-    run_dir: Annotated[Optional[str], Opt(help="Run folder (default ./lt-runs/NAME).", show_default=False, rich_help_panel="Execution")] = None,
+    run_dir: Annotated[Optional[str], Opt(
+        help="Run folder (default ./lt-runs/NAME).", show_default=False, rich_help_panel="Execution", metavar="DIR",
+    )] = None,
     name: Annotated[Optional[str], Opt(help="Run name (default demo, or the --data file's stem).", show_default=False, rich_help_panel="Execution")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print every command it would run, then exit.", rich_help_panel="Execution")] = False,
     config_file: ConfigOpt = None,

@@ -17,14 +17,46 @@ import typer
 from ..errors import LtError
 from ..flags import parse_tokens  # noqa: F401  (commands import it from here)
 
+def one_of(source: str, *, extra: list[str] | tuple[str, ...] = (), without: list[str] | tuple[str, ...] = ()) -> Callable[[str], list[str]]:
+    """Shell completion (``autocompletion=``) of an option that takes one of a fixed set of values,
+    read from the library's own constant ``source`` (``module.NAME``: a tuple, or a function
+    returning the values) when asked: ``lt --help`` imports nothing, and the completion scripts
+    (``scripts/gen_completions.py`` asks every option) never offer a value the command refuses.
+    Options that take a path say so with ``metavar="FILE"``, ``"DIR"`` or ``"MODEL"`` (a folder or
+    a hub id)."""
+
+    def values() -> list[str]:
+        import importlib
+
+        module, _, name = source.rpartition(".")
+        found = getattr(importlib.import_module(module), name)
+        return [v for v in [*(found() if callable(found) else found), *extra] if v not in without]
+
+    def complete(incomplete: str) -> list[str]:
+        return [v for v in values() if v.startswith(incomplete)]
+
+    return complete
+
+
+BACKENDS = one_of("lt_cli.backends.backend_names")
+BACKEND_DTYPES = one_of("lt_cli.backends.base.DTYPES")
+DEVICES = one_of("lt_cli.backends.base.DEVICES")
+TRAIN_DTYPES = one_of("lt_cli.training.config.DTYPES")
+LAYOUTS = one_of("lt_cli.formats.LAYOUTS")
+TASKS = one_of("lt_cli.evaluation.registry.task_names")
+VARIANTS = one_of("lt_cli.evaluation.generation.VARIANTS")
+STOP_RULES = one_of("lt_cli.estep.adaptive.STOP_RULES")
+FINETUNE_TASKS = one_of("lt_cli.evaluation.registry.task_names", without=("nll", "elbo"))
+REPORT_TO = one_of("lt_cli.training.config.REPORT_TO", extra=("none",))
+
 #: help sections (``--help`` groups options under these titles; see lt_cli/cli.py)
 IO_PANEL = "Input and output"
 BACKEND_PANEL = "Backend"
 CONFIG_PANEL = "Config file"
 
-InputArg = Annotated[Optional[str], typer.Argument(help="Input JSONL (.gz ok); '-' or nothing reads stdin.", show_default=False)]
+InputArg = Annotated[Optional[str], typer.Argument(help="Input JSONL (.gz ok); '-' or nothing reads stdin.", show_default=False, metavar="FILE")]
 OutputOpt = Annotated[Optional[str], typer.Option(
-    "--output", "-o", help="Output JSONL (.gz ok), written atomically; default stdout.", show_default=False, rich_help_panel=IO_PANEL,
+    "--output", "-o", help="Output JSONL (.gz ok), written atomically; default stdout.", show_default=False, rich_help_panel=IO_PANEL, metavar="FILE",
 )]
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", help="Process only records I mod N of the input, as I/N.", show_default=False, rich_help_panel=IO_PANEL,
@@ -37,21 +69,26 @@ SkipBadOpt = Annotated[bool, typer.Option(
 )]
 RejectsOpt = Annotated[Optional[str], typer.Option(
     "--rejects", help="Where --skip-bad writes rejected lines (default OUTPUT.rejects.jsonl or ./lt-rejects.jsonl).", show_default=False,
-    rich_help_panel=IO_PANEL,
+    rich_help_panel=IO_PANEL, metavar="FILE",
 )]
 RestartOpt = Annotated[bool, typer.Option(
     "--restart", help="Discard a leftover OUTPUT.partial and start over (a partial of another run is refused).", rich_help_panel=IO_PANEL,
 )]
 SeedOpt = Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.")]
 
-BackendOpt = Annotated[str, typer.Option("--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).", rich_help_panel=BACKEND_PANEL)]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=BACKEND_PANEL)]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="transformers (alias hf), vllm or api (OpenAI-compatible HTTP).", rich_help_panel=BACKEND_PANEL, autocompletion=BACKENDS,
+)]
+DtypeOpt = Annotated[str, typer.Option(
+    "--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=BACKEND_PANEL, autocompletion=BACKEND_DTYPES,
+)]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass inside the backend.", rich_help_panel=BACKEND_PANEL)]
 MaxModelLenOpt = Annotated[Optional[int], typer.Option(
     "--max-model-len", help="Context length (default: the model's).", show_default=False, rich_help_panel=BACKEND_PANEL,
 )]
 CacheOpt = Annotated[Optional[str], typer.Option(
     "--cache", help="SQLite sample cache (default OUTPUT.cache.sqlite with -o; none on stdout).", show_default=False, rich_help_panel=BACKEND_PANEL,
+    metavar="FILE",
 )]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write a sample cache.", rich_help_panel=BACKEND_PANEL)]
 PrefixChunksOpt = Annotated[int, typer.Option(
@@ -70,7 +107,7 @@ DocsPerCallOpt = Annotated[Optional[int], typer.Option(
 
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="Settings from a TOML (or JSON/YAML) file whose keys are the config's fields; flags given here win (docs/config.md).",
-    show_default=False, rich_help_panel=CONFIG_PANEL,
+    show_default=False, rich_help_panel=CONFIG_PANEL, metavar="FILE",
 )]
 PrintConfigOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the resolved config (TOML, or the --config file's format) to stdout and exit; --config reads it back.",

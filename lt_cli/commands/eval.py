@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, PrintConfigOpt, resolve, run_command
+from .common import BACKENDS, BACKEND_DTYPES, ConfigOpt, DEVICES, PrintConfigOpt, TASKS, VARIANTS, resolve, run_command
 
 HELP = "Evaluate a model: GSM8K/MATH few-shot accuracy (latent or raw prompts), NLL, ELBO_n."
 EXAMPLES = """\
@@ -27,20 +27,22 @@ report a top-level "accuracy" (GSM8K: flexible = last number; MATH: math-verify)
 def command(
     ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model folder or hub id (not needed with --grade).", show_default=False, rich_help_panel="Model and backend",
+        "--model", "-m", help="Model folder or hub id (not needed with --grade).", show_default=False, rich_help_panel="Model and backend", metavar="MODEL",
     )] = None,
-    task: Annotated[str, typer.Option("--task", "-t", help="gsm8k, math, nll, elbo, or a task file (.json).", rich_help_panel="Task")] = "gsm8k",
+    task: Annotated[str, typer.Option(
+        "--task", "-t", help="gsm8k, math, nll, elbo, or a task file (.json).", rich_help_panel="Task", autocompletion=TASKS,
+    )] = "gsm8k",
     task_file: Annotated[Optional[str], typer.Option(
-        "--task-file", help="Your own task file (JSON; see docs/eval.md).", show_default=False, rich_help_panel="Task",
+        "--task-file", help="Your own task file (JSON; see docs/eval.md).", show_default=False, rich_help_panel="Task", metavar="FILE",
     )] = None,
     variant: Annotated[str, typer.Option(
         help="latent: prompt ends with <SoL><PRIOR>; raw: plain few-shot; "
         "auto: from the training layout of an lt checkpoint (train_config.json), else latent when the tokenizer has the 4 special tokens.",
-        rich_help_panel="Task",
+        rich_help_panel="Task", autocompletion=VARIANTS,
     )] = "auto",
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Problems or documents JSONL (or a folder with SPLIT.jsonl); default: the task's Hugging Face dataset.",
-        show_default=False, rich_help_panel="Task",
+        show_default=False, rich_help_panel="Task", metavar="FILE",
     )] = None,
     split: Annotated[Optional[str], typer.Option(
         "--split", help="Dataset split (default: the task's, usually test).", show_default=False, rich_help_panel="Task",
@@ -62,18 +64,23 @@ def command(
         "--num-fewshot", help="Exemplars to use (default: all in the task file: 8 GSM8K, 4 MATH).", show_default=False, rich_help_panel="Task",
     )] = None,
     grade: Annotated[Optional[str], typer.Option(
-        "--grade", help="Grade this predictions JSONL (field 'output' + the problem's fields) without a model.", show_default=False, rich_help_panel="Task",
+        "--grade", help="Grade this predictions JSONL (field 'output' + the problem's fields) without a model.",
+        show_default=False, rich_help_panel="Task", metavar="FILE",
     )] = None,
     log_samples: Annotated[Optional[str], typer.Option(
-        "--log-samples", help="Write per-sample JSONL (prompt, output, extracted, gold, correct).", show_default=False, rich_help_panel="Output",
+        "--log-samples", help="Write per-sample JSONL (prompt, output, extracted, gold, correct).",
+        show_default=False, rich_help_panel="Output", metavar="FILE",
     )] = None,
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="Write the metrics JSON here (and the config next to it) instead of stdout.", show_default=False, rich_help_panel="Output",
+        "--output", "-o", help="Write the metrics JSON here (and the config next to it) instead of stdout.",
+        show_default=False, rich_help_panel="Output", metavar="FILE",
     )] = None,
-    backend: Annotated[str, typer.Option("--backend", help="transformers (hf), vllm or api.", rich_help_panel="Model and backend")] = "transformers",
+    backend: Annotated[str, typer.Option(
+        "--backend", help="transformers (hf), vllm or api.", rich_help_panel="Model and backend", autocompletion=BACKENDS,
+    )] = "transformers",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per backend call.", rich_help_panel="Model and backend")] = 16,
-    dtype: Annotated[str, typer.Option("--dtype", rich_help_panel="Model and backend")] = "auto",
-    device: Annotated[str, typer.Option("--device", rich_help_panel="Model and backend")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", rich_help_panel="Model and backend", autocompletion=BACKEND_DTYPES)] = "auto",
+    device: Annotated[str, typer.Option("--device", rich_help_panel="Model and backend", autocompletion=DEVICES)] = "auto",
     max_model_len: Annotated[Optional[int], typer.Option(
         "--max-model-len", help="Context length (default: the model's).", show_default=False, rich_help_panel="Model and backend",
     )] = None,
@@ -97,7 +104,7 @@ def command(
     export_lm_eval: Annotated[Optional[str], typer.Option(
         "--export-lm-eval",
         help="Write lm-evaluation-harness task YAMLs for --task into this folder (no model; --variant auto writes both).",
-        show_default=False, rich_help_panel="Task",
+        show_default=False, rich_help_panel="Task", metavar="DIR",
     )] = None,
     seed: Annotated[int, typer.Option("--seed", help="User seed; every draw derives from it and from what it is about.", rich_help_panel="Generation")] = 1234,
     config_file: ConfigOpt = None,

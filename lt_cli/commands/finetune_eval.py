@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, PrintConfigOpt, require, resolve, run_command
+from .common import BACKENDS, BACKEND_DTYPES, ConfigOpt, DEVICES, FINETUNE_TASKS, PrintConfigOpt, VARIANTS, require, resolve, run_command
 
 HELP = "Fine-tuning evaluation: SFT on GSM8K/MATH train, then several sampled answers per test problem."
 EXAMPLES = """\
@@ -38,22 +38,24 @@ def _seeds(text: str) -> tuple[int, ...]:
 def command(
     ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="The checkpoint to evaluate (folder or hub id).", show_default=False, rich_help_panel="Task and data",
+        "--model", "-m", help="The checkpoint to evaluate (folder or hub id).", show_default=False, rich_help_panel="Task and data", metavar="MODEL",
     )] = None,
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="Run folder: metrics.json, sft_train.jsonl, seed-S/samples.jsonl.", show_default=False, rich_help_panel="Task and data",
+        "--output", "-o", help="Run folder: metrics.json, sft_train.jsonl, seed-S/samples.jsonl.",
+        show_default=False, rich_help_panel="Task and data", metavar="DIR",
     )] = None,
     train_data: Annotated[Optional[str], typer.Option(
-        "--train-data", help="Training problems JSONL, or a folder with train.jsonl.", show_default=False, rich_help_panel="Task and data",
+        "--train-data", help="Training problems JSONL, or a folder with train.jsonl.", show_default=False, rich_help_panel="Task and data", metavar="FILE",
     )] = None,
     data: Annotated[Optional[str], typer.Option(
-        "--data", help="Test problems JSONL, or a folder with SPLIT.jsonl (default split: test).", show_default=False, rich_help_panel="Task and data",
+        "--data", help="Test problems JSONL, or a folder with SPLIT.jsonl (default split: test).",
+        show_default=False, rich_help_panel="Task and data", metavar="FILE",
     )] = None,
     task: Annotated[str, typer.Option(
-        "--task", "-t", help="gsm8k or math (or a task file with a 'finetune' section).", rich_help_panel="Task and data",
+        "--task", "-t", help="gsm8k or math (or a task file with a 'finetune' section).", rich_help_panel="Task and data", autocompletion=FINETUNE_TASKS,
     )] = "gsm8k",
     task_file: Annotated[Optional[str], typer.Option(
-        "--task-file", help="Your own task file (JSON) with a 'finetune' section.", show_default=False, rich_help_panel="Task and data",
+        "--task-file", help="Your own task file (JSON) with a 'finetune' section.", show_default=False, rich_help_panel="Task and data", metavar="FILE",
     )] = None,
     split: Annotated[Optional[str], typer.Option(
         "--split", help="Test split when --data is a folder (default test).", show_default=False, rich_help_panel="Task and data",
@@ -66,7 +68,7 @@ def command(
     )] = None,
     variant: Annotated[str, typer.Option(
         help="latent (prompt ends <SoL><PRIOR>, <EoL> before the stated answer), raw (prompt ends <SoL>), auto (from the training layout, else the tokenizer).",
-        rich_help_panel="Task and data",
+        rich_help_panel="Task and data", autocompletion=VARIANTS,
     )] = "auto",
     seeds: Annotated[str, typer.Option(
         "--seeds", help="Fine-tuning seeds, comma-separated (reference: 42,43,44,45,46); the spread over seeds is reported.", rich_help_panel="Fine-tuning",
@@ -93,10 +95,12 @@ def command(
     keep_models: Annotated[bool, typer.Option(
         "--keep-models", help="Keep each seed's fine-tuned model (OUTPUT/seed-S/model).", rich_help_panel="Fine-tuning",
     )] = False,
-    backend: Annotated[str, typer.Option("--backend", help="Sampling backend: transformers (hf) or vllm.", rich_help_panel="Backend")] = "transformers",
+    backend: Annotated[str, typer.Option(
+        "--backend", help="Sampling backend: transformers (hf) or vllm.", rich_help_panel="Backend", autocompletion=BACKENDS,
+    )] = "transformers",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per sampling call.", rich_help_panel="Backend")] = 16,
-    dtype: Annotated[str, typer.Option("--dtype", rich_help_panel="Backend")] = "auto",
-    device: Annotated[str, typer.Option("--device", rich_help_panel="Backend")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", rich_help_panel="Backend", autocompletion=BACKEND_DTYPES)] = "auto",
+    device: Annotated[str, typer.Option("--device", rich_help_panel="Backend", autocompletion=DEVICES)] = "auto",
     max_model_len: Annotated[Optional[int], typer.Option(
         "--max-model-len", help="Context length for sampling (default: the model's).", show_default=False, rich_help_panel="Backend",
     )] = None,

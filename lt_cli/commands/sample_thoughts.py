@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, ConfigOpt, PrintConfigOpt, check_stdin, require, resolve, run_command,
+    BackendOpt, BatchSizeOpt, CacheOpt, ConfigOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt,
+    PrefixChunksOpt, PrintConfigOpt, QuirksOpt, RejectsOpt, RestartOpt, STOP_RULES, ShardOpt, SkipBadOpt, check_stdin, require, resolve, run_command,
 )
 
 HELP = "E-step proposal: K latent thoughts per chunk from q(Z|X), with log q, log p(Z,X) and log w."
@@ -45,7 +45,7 @@ def command(
     input: InputArg = None,
     output: OutputOpt = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Checkpoint (folder or hub id) that plays both q and p.", show_default=False, rich_help_panel="Sampling",
+        "--model", "-m", help="Checkpoint (folder or hub id) that plays both q and p.", show_default=False, rich_help_panel="Sampling", metavar="MODEL",
     )] = None,
     k: Annotated[int, typer.Option("--k", help="Samples per chunk (reference: 4); with --k-max, the first round's.", rich_help_panel="Sampling")] = 4,
     k_max: Annotated[Optional[int], typer.Option(
@@ -56,7 +56,7 @@ def command(
         "--k-step", help="Adaptive: samples added per later round (default: double).", show_default=False, rich_help_panel="Adaptive sampling",
     )] = None,
     stop_rule: Annotated[str, typer.Option(
-        "--stop-rule", help="Adaptive: coverage, mass, repeat or ess (docs/estep.md).", rich_help_panel="Adaptive sampling",
+        "--stop-rule", help="Adaptive: coverage, mass, repeat or ess (docs/estep.md).", rich_help_panel="Adaptive sampling", autocompletion=STOP_RULES,
     )] = "coverage",
     stop_threshold: Annotated[Optional[float], typer.Option(
         "--stop-threshold",

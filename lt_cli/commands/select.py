@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, ConfigOpt, PrintConfigOpt, check_stdin, resolve, run_command,
+    BackendOpt, BatchSizeOpt, CacheOpt, ConfigOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt,
+    PrefixChunksOpt, PrintConfigOpt, QuirksOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, one_of, resolve, run_command,
 )
 
 HELP = "E-step resampling: one latent per chunk drawn from softmax(log w); ELBO_n and ESS per document."
@@ -40,7 +40,9 @@ def command(
     ctx: typer.Context,
     input: InputArg = None,
     output: OutputOpt = None,
-    method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.", rich_help_panel="Selection")] = "importance",
+    method: Annotated[str, typer.Option(
+        "--method", help="importance, uniform, argmax or first.", rich_help_panel="Selection", autocompletion=one_of("lt_cli.estep.config.SELECT_METHODS"),
+    )] = "importance",
     seed: Annotated[int, typer.Option(
         "--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.", rich_help_panel="Selection",
     )] = 42,
@@ -49,7 +51,7 @@ def command(
         "--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False, rich_help_panel="Selection",
     )] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Score candidates that lack log p with this model.", show_default=False, rich_help_panel="Scoring (--model)",
+        "--model", "-m", help="Score candidates that lack log p with this model.", show_default=False, rich_help_panel="Scoring (--model)", metavar="MODEL",
     )] = None,
     prefix_chunks: PrefixChunksOpt = 3,
     reference_quirks: QuirksOpt = False,

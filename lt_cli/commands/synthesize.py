@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    CacheOpt, ConfigOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrintConfigOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt,
-    check_stdin, resolve, run_command,
+    BACKENDS, CacheOpt, ConfigOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrintConfigOpt, RejectsOpt, RestartOpt,
+    ShardOpt, SkipBadOpt, check_stdin, one_of, resolve, run_command,
 )
 
 HELP = "Teacher synthesis: latent thoughts per chunk (default) or WRAP / WRAP-CoT rephrasings per document."
@@ -43,12 +43,14 @@ def command(
     ctx: typer.Context,
     input: InputArg = None,
     output: OutputOpt = None,
-    method: Annotated[str, typer.Option("--method", help="latent, wrap or wrap-cot.", rich_help_panel="Teacher")] = "latent",
+    method: Annotated[str, typer.Option(
+        "--method", help="latent, wrap or wrap-cot.", rich_help_panel="Teacher", autocompletion=one_of("lt_cli.teacher.config.METHODS"),
+    )] = "latent",
     model: Annotated[str, typer.Option(
         "--model", "-m", help="Teacher model (an API model name, or a local instruct checkpoint).", rich_help_panel="Teacher",
     )] = "gpt-4o-mini-2024-07-18",
     backend: Annotated[str, typer.Option(
-        "--backend", help="api (OpenAI-compatible HTTP), vllm or transformers (chat template).", rich_help_panel="Backend",
+        "--backend", help="api (OpenAI-compatible HTTP), vllm or transformers (chat template).", rich_help_panel="Backend", autocompletion=BACKENDS,
     )] = "api",
     batch: Annotated[bool, typer.Option(
         "--batch", help="api backend: send requests through the Batch API (needs -o; state in OUTPUT.batches.jsonl).", rich_help_panel="API",

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import ConfigOpt, PrintConfigOpt, parse_tokens, require, resolve, run_command
+from .common import (
+    ConfigOpt, DEVICES, LAYOUTS, PrintConfigOpt, REPORT_TO, TRAIN_DTYPES, one_of, parse_tokens, require, resolve, run_command,
+)
 
 HELP = "Train a causal LM on augmented (or raw) documents; resumable, torchrun-ready."
 EXAMPLES = """\
@@ -41,23 +43,26 @@ def command(
     ctx: typer.Context,
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", help="Output folder: final HF model, checkpoints/, metrics.jsonl, train_config.json.",
-        show_default=False, rich_help_panel="Data and model",
+        show_default=False, rich_help_panel="Data and model", metavar="DIR",
     )] = None,
     data: Annotated[Optional[list[str]], typer.Option(
         "--data", help="Training JSONL (.gz ok); repeat for a mix, FILE:WEIGHT = weight x its documents per epoch.",
-        show_default=False, rich_help_panel="Data and model",
+        show_default=False, rich_help_panel="Data and model", metavar="FILE",
     )] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False, rich_help_panel="Data and model",
+        "--model", "-m", help="Start from this causal LM (hub id or folder).", show_default=False, rich_help_panel="Data and model", metavar="MODEL",
     )] = None,
     init_config: Annotated[Optional[str], typer.Option(
         "--init-config", help="Instead of --model: a tiny Llama from a TinyModelConfig JSON (byte tokenizer).",
-        show_default=False, rich_help_panel="Data and model",
+        show_default=False, rich_help_panel="Data and model", metavar="FILE",
     )] = None,
     layout: Annotated[str, typer.Option(
-        help="random, prior, posterior, prior-tagged, posterior-tagged, pure or raw.", rich_help_panel="Data and model",
+        help="random, prior, posterior, prior-tagged, posterior-tagged, pure or raw.", rich_help_panel="Data and model", autocompletion=LAYOUTS,
     )] = "random",
-    loss_on: Annotated[str, typer.Option(help="all (the reference) or observed (mask latent tokens; ablation).", rich_help_panel="Data and model")] = "all",
+    loss_on: Annotated[str, typer.Option(
+        help="all (the reference) or observed (mask latent tokens; ablation).",
+        rich_help_panel="Data and model", autocompletion=one_of("lt_cli.training.config.LOSS_ON"),
+    )] = "all",
     seq_len: Annotated[int, typer.Option(help="Tokens per training sequence (packed window).", rich_help_panel="Data and model")] = 2048,
     batch_size: Annotated[int, typer.Option(help="Global sequences per optimizer step, whatever the number of GPUs.", rich_help_panel="Budget and batch")] = 96,
     micro_batch_size: Annotated[Optional[int], typer.Option(
@@ -87,13 +92,17 @@ def command(
         "--shuffle/--no-shuffle", help="Shuffle documents each epoch (seeded by seed and epoch).", rich_help_panel="Optimizer",
     )] = True,
     dtype: Annotated[str, typer.Option(
-        help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.", rich_help_panel="Hardware and parallelism",
+        help="auto (bfloat16 autocast on GPU, float32 on CPU), float32 or bfloat16.", rich_help_panel="Hardware and parallelism", autocompletion=TRAIN_DTYPES,
     )] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel="Hardware and parallelism")] = "auto",
-    strategy: Annotated[str, typer.Option(help="Multi-process: auto, ddp or fsdp (FSDP2).", rich_help_panel="Hardware and parallelism")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.", rich_help_panel="Hardware and parallelism", autocompletion=DEVICES)] = "auto",
+    strategy: Annotated[str, typer.Option(
+        help="Multi-process: auto, ddp or fsdp (FSDP2).",
+        rich_help_panel="Hardware and parallelism", autocompletion=one_of("lt_cli.training.config.STRATEGIES"),
+    )] = "auto",
     data_sharding: Annotated[str, typer.Option(
         help="global: every rank packs the same global stream (batches independent of world size); "
-        "rank: each rank tokenizes only its own documents (scales to many GPUs).", rich_help_panel="Hardware and parallelism",
+        "rank: each rank tokenizes only its own documents (scales to many GPUs).",
+        rich_help_panel="Hardware and parallelism", autocompletion=one_of("lt_cli.training.config.DATA_SHARDING"),
     )] = "global",
     gradient_checkpointing: Annotated[bool, typer.Option(
         help="Recompute activations in the backward pass (less GPU memory, slower).", rich_help_panel="Hardware and parallelism",
@@ -106,7 +115,8 @@ def command(
         help="Print a progress line every N steps (metrics.jsonl gets every step).", rich_help_panel="Checkpoints and logging",
     )] = 10,
     report_to: Annotated[Optional[list[str]], typer.Option(
-        "--report-to", help="Also log to tensorboard or wandb (when installed).", show_default=False, rich_help_panel="Checkpoints and logging",
+        "--report-to", help="Also log to tensorboard or wandb (when installed).",
+        show_default=False, rich_help_panel="Checkpoints and logging", autocompletion=REPORT_TO,
     )] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name for W&B.", show_default=False, rich_help_panel="Checkpoints and logging")] = None,
     peak_tflops: Annotated[Optional[float], typer.Option(
@@ -118,7 +128,8 @@ def command(
         help="Discard an earlier run in OUTPUT instead of resuming it.", rich_help_panel="Checkpoints and logging",
     )] = False,
     val_data: Annotated[Optional[str], typer.Option(
-        help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.", show_default=False, rich_help_panel="Validation",
+        help="Held-out raw documents (JSONL with 'text'): NLL and ELBO per token into metrics.jsonl.",
+        show_default=False, rich_help_panel="Validation", metavar="FILE",
     )] = None,
     val_every: Annotated[Optional[int], typer.Option(
         help="Validate every N steps (default: after the last step only).", show_default=False, rich_help_panel="Validation",

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import InputArg, run_command
+from .common import InputArg, one_of, run_command
 
 HELP = "Show lt JSONL for a person: thoughts interleaved with the text, candidates by weight, ESS and ELBO."
 EXAMPLES = """\
@@ -33,11 +33,11 @@ def command(
     input: InputArg = None,
     html: Annotated[Optional[str], typer.Option(
         "--html", help="Write one self-contained HTML page (no server, no network) instead of showing the documents.", show_default=False,
-        rich_help_panel="Output",
+        rich_help_panel="Output", metavar="FILE",
     )] = None,
     selected: Annotated[Optional[str], typer.Option(
         "--selected", help="lt select's output for these candidates: mark the candidate it drew in each chunk.", show_default=False,
-        rich_help_panel="Input",
+        rich_help_panel="Input", metavar="FILE",
     )] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Read only the first N records.", show_default=False, rich_help_panel="Input")] = None,
     id: Annotated[Optional[str], typer.Option(
@@ -48,7 +48,7 @@ def command(
     )] = None,
     finish: Annotated[Optional[str], typer.Option(
         "--finish", help="Only documents with a generation that ended this way: stop (<EoL>) or length (--max-new-tokens).", show_default=False,
-        rich_help_panel="Filter",
+        rich_help_panel="Filter", autocompletion=one_of("lt_cli.view.model.FINISH_REASONS"),
     )] = None,
     grep: Annotated[Optional[str], typer.Option("--grep", help="Only documents whose text or thoughts match this regex.", show_default=False,
                                                 rich_help_panel="Filter")] = None,

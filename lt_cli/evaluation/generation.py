@@ -62,11 +62,15 @@ def fit_prompt(task: GenerationTask, record: Record, latent: bool, max_shots: in
     return FittedPrompt(None, 0, n_tokens)
 
 
+#: ``--variant`` values
+VARIANTS = ("auto", "latent", "raw")
+
+
 def resolve_variant(requested: str, has_latent_tokens: bool | None, trained_variant: str | None = None) -> str:
     """``latent``/``raw`` as asked. ``auto``: the variant the checkpoint was trained for when lt
     trained it (``trained_variant``, from its training layout: :mod:`.provenance`), else latent
     exactly when the tokenizer has the 4 tokens."""
-    if requested not in ("latent", "raw", "auto"):
+    if requested not in VARIANTS:
         raise UsageError(f"--variant must be latent, raw or auto, got {requested!r}")
     if requested != "auto":
         return requested

@@ -25,6 +25,7 @@ Record = dict[str, Any]
 
 #: what a candidate's end is called: it stopped at <EoL> (``stop``) or at --max-new-tokens (``length``)
 FINISHED = {True: "stop", False: "length"}
+FINISH_REASONS = ("stop", "length")
 
 
 @dataclass
