@@ -84,7 +84,8 @@ done
 model="$OUT/warm/trial0"
 for (( t = 1; t <= ITERS; t++ )); do
   it="$OUT/iter$t"
-  # E-step: one sample-thoughts process per GPU, each on every NGPU-th document
+  # E-step: one sample-thoughts process per GPU, each on every NGPU-th document; iteration t samples
+  # and selects with seed 42 + t, as lt bootstrap does (runs/paper/bolt.toml is this run as one file)
   for (( g = 0; g < NGPU; g++ )); do
     run_bg env CUDA_VISIBLE_DEVICES=$g lt sample-thoughts --model "$model" --backend vllm --k "$K" --max-new-tokens 1024 \
       --prefix-chunks 3 --max-model-len 2048 ${QUIRKS[@]+"${QUIRKS[@]}"} --seed $((42 + t)) --shard "$g/$NGPU" "$DATA/bootstrap.jsonl" -o "$it/candidates.$g.jsonl"

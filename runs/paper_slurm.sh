@@ -100,6 +100,7 @@ model="$OUT/warm/trial0"
 after=warm
 for (( t = 1; t <= ITERS; t++ )); do
   it="$OUT/iter$t"
+  # iteration t samples and selects with seed 42 + t, as lt bootstrap does (runs/paper/bolt.toml)
   submit "estep-$t" "$after" --array=0-$((E_SHARDS - 1)) "${GPU_JOB[@]}" -- \
     "$(q lt sample-thoughts --model "$model" --backend vllm --k "$K" --max-new-tokens 1024 --prefix-chunks 3 --max-model-len 2048 \
       ${QUIRKS[@]+"${QUIRKS[@]}"} --seed $((42 + t)) --shard "$TASK/$E_SHARDS" "$DATA/bootstrap.jsonl" -o "$it/candidates.$TASK.jsonl")"

@@ -198,38 +198,43 @@ def _train_stage_configs(config: BootstrapConfig) -> dict[str, TrainConfig]:
 
 
 def test_every_lt_train_setting_reaches_bootstraps_training_stages(tmp_path):
-    """Walk TrainConfig: each field is either set in [train] and arrives in every training stage
-    with thought data, or is one each stage sets itself, and setting it in the file is an error
-    that names the bootstrap setting to use instead."""
+    """Walk TrainConfig: each of its flags is either set in [train] (a nested group in its own
+    section) and arrives in every training stage with thought data, or is one each stage sets
+    itself, and setting it in the file is an error that names the bootstrap setting to use."""
     from test_flags import CHOICES, _different
 
-    hints = typing.get_type_hints(TrainConfig)
     base = {"model": "m", "data": str(tmp_path / "d.jsonl"), "warm_data": [str(tmp_path / "w.jsonl")], "run_dir": str(tmp_path / "r"), "iters": 2}
-    reached = []
+    reached, owned = [], []
     for leaf in flags.leaves(TrainConfig):
-        value = _different(leaf, hints[leaf.name], CHOICES)
+        owner = TrainConfig
+        for name in leaf.path[:-1]:
+            owner = typing.get_type_hints(owner)[name]
+        value = _different(leaf, typing.get_type_hints(owner)[leaf.path[-1]], CHOICES)
         if leaf.name in ("output", "data", "init_config", "model"):
             value = "elsewhere.jsonl" if leaf.name != "data" else ["elsewhere.jsonl"]
+        dotted = ".".join(("train",) + leaf.path)
+        section, key = dotted.rsplit(".", 1)
         path = tmp_path / f"{leaf.name}.toml"
         extra = 'val_data = "v.jsonl"\n' if leaf.name == "val_every" else ""
-        path.write_text(f"[train]\n{extra}{leaf.name} = {configfile._toml_value(value)}\n")
+        path.write_text(f"[{section}]\n{extra}{key} = {configfile._toml_value(value)}\n")
         found = configfile.read(str(path), BootstrapConfig)
-        if f"train.{leaf.name}" in SET_PER_STAGE:
-            with pytest.raises(UsageError, match=rf"{leaf.name}.toml:\d: train.{leaf.name}: is set by each stage; set "):
+        if any(dotted == p or dotted.startswith(p + ".") for p in SET_PER_STAGE):
+            with pytest.raises(UsageError, match=rf"{leaf.name}.toml:\d: {dotted}: is set by each stage; set "):
                 resolve_config(base, found)
+            owned.append(leaf.name)
             continue
         config = resolve_config(base, found)
         stages = _train_stage_configs(config)
         assert set(stages) == {"warm/train", "k4/iter1/train", "k4/iter2/train"}
-        for key, stage in stages.items():
-            got = getattr(stage, leaf.name)
+        for key_, stage in stages.items():
+            got = flags.get(stage, leaf.path)
             if leaf.name == "val_data":
                 got = Path(got).name if got else got
-            assert got == (list(value) if isinstance(value, tuple) else value), (leaf.name, key, got)
+            assert got == (list(value) if isinstance(value, tuple) else value), (leaf.name, key_, got)
         reached.append(leaf.name)
-    owned = {k.split(".", 1)[1] for k in SET_PER_STAGE if k.startswith("train.")}
-    assert set(reached) | owned == {leaf.name for leaf in flags.leaves(TrainConfig)}
-    assert {"weight_decay", "val_data", "report_to", "gradient_checkpointing", "strategy", "adam_beta2", "data_sharding"} <= set(reached)
+    assert set(reached) | set(owned) == {leaf.name for leaf in flags.leaves(TrainConfig)}
+    assert set(owned) == {"output", "data", "model", "init_config", "seed", "dtype", "steps", "tokens"}
+    assert {"weight_decay", "val_data", "gradient_checkpointing", "strategy", "adam_beta2", "data_sharding"} <= set(reached)
 
 
 def test_stage_owned_fields_equal_to_the_template_are_accepted(tmp_path):
@@ -238,6 +243,16 @@ def test_stage_owned_fields_equal_to_the_template_are_accepted(tmp_path):
     path.write_text('[train]\noutput = ""\nseed = 42\n[eval]\ntask = "gsm8k"\n')
     config = resolve_config({"run_dir": str(tmp_path)}, configfile.read(str(path), BootstrapConfig))
     assert config.train.output == "" and config.demo
+
+
+def test_a_stats_sidecar_is_read_as_the_config_it_records(tmp_path):
+    from lt_cli.estep import SampleThoughtsRun
+
+    config = _all_flags_set("sample-thoughts")
+    path = tmp_path / "cand.jsonl.stats.json"
+    path.write_text(json.dumps({"command": "sample-thoughts", "stats": {"documents": 3}, "seconds": 1.0,
+                                "config": dataclasses.asdict(config)}, indent=2))
+    assert configfile.merge(configfile.defaults(SampleThoughtsRun), configfile.read(str(path), SampleThoughtsRun), set()) == config
 
 
 def test_the_paper_config_resolves_to_the_papers_setting():
