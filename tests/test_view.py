@@ -81,6 +81,11 @@ def test_candidates_are_ranked_by_weight_and_the_figures_are_lt_selects(files):
         assert doc.ess == pytest.approx(chosen["ess"]) and doc.elbo == pytest.approx(chosen["elbo"]) and doc.mean_log_w == pytest.approx(chosen["mean_log_w"])
         assert doc.chunks[0].fixed and doc.chunks[0].parts() == [("text", doc.chunks[0].text)]  # a given empty latent: no thought to show
     assert docs[0].chunks[1].candidates[0].latent == "thought 1 of weight -1.0" and docs[1].finish_reasons == {"stop", "length"}
+    # lt select's output in another order (or with documents missing) is matched by id
+    shuffled = augmented.with_name("shuffled.jsonl")
+    shuffled.write_text("".join(reversed(augmented.read_text().splitlines(keepends=True))))
+    again = list(read_views(str(candidates), selected=str(shuffled)))
+    assert [[c.index for c in d.chunks[1].candidates if c.drawn] for d in again] == [[c.index for c in d.chunks[1].candidates if c.drawn] for d in docs]
     # augmented documents (lt select's output) read the same figures, recorded rather than computed
     assert [d.ess for d in read_views(str(augmented))] == pytest.approx([d.ess for d in docs])
 

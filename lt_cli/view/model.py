@@ -196,12 +196,22 @@ def _eval_view(record: Record, number: int, doc_id: str) -> DocumentView:
 
 def attach_selection(documents: Iterable[Record], selected: Iterable[Record]) -> Iterator[Record]:
     """Candidates documents with ``chunks[i].selected`` taken from lt select's output for them
-    (matched by document id): what ``lt view CANDIDATES --selected AUGMENTED`` shows as drawn."""
+    (matched by document id): what ``lt view CANDIDATES --selected AUGMENTED`` shows as drawn.
+
+    Both are streamed: lt select keeps its input's order, so the two files advance together and
+    only the documents read ahead of a mismatch are held."""
     from ..records import document_id
 
-    drawn = {document_id(doc): [c.get("selected") for c in doc.get("chunks") or []] for doc in selected}
+    ahead: dict[str, list] = {}
+    source = iter(selected)
     for doc in documents:
-        indices = drawn.get(document_id(doc))
+        key = document_id(doc)
+        while key not in ahead:
+            other = next(source, None)
+            if other is None:
+                break
+            ahead[document_id(other)] = [c.get("selected") for c in other.get("chunks") or []]
+        indices = ahead.pop(key, None)
         if indices is not None and isinstance(doc.get("chunks"), list) and len(indices) == len(doc["chunks"]):
             doc = {**doc, "chunks": [{**c, "selected": j} if j is not None else c for c, j in zip(doc["chunks"], indices)]}
         yield doc
@@ -279,11 +289,11 @@ class Filter:
 def read_views(path: str | None, *, selected: str | None = None, limit: int | None = None, keep: Filter | None = None) -> Iterator[DocumentView]:
     """The documents of an lt JSONL file (or stdin), as views, filtered; malformed lines are the
     usual ``FILE:LINE`` error."""
-    from ..io import read_all, read_records
+    from ..io import read_records
 
     records: Iterable[Record] = read_records(path, limit=limit)
     if selected:
-        records = attach_selection(records, read_all(selected))
+        records = attach_selection(records, read_records(selected))
     for number, record in enumerate(records, start=1):
         doc = document_view(record, number)
         if keep is None or keep.matches(doc):
