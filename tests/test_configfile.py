@@ -149,22 +149,24 @@ def test_required_settings_may_come_from_the_file_and_are_named_when_missing(tmp
 
 # ------------------------------------------------------------------------------------ same runs
 def test_train_from_a_config_file_equals_train_from_flags(tmp_path, tiny_model_dir):
+    """Byte-identical train_config.json; and the recorded train_config.json reads back as the run."""
+    import shutil
+
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"chunks": [{"text": f"Document {i}.", "latent": "a thought"}]}) + "\n" for i in range(8)))
-    common = ["--seq-len", "32", "--batch-size", "2", "--steps", "2", "--warmup-steps", "1", "--lr", "1e-3", "--weight-decay", "0.05",
-              "--val-elbo-n", "1,2", "--log-every", "1"]
-    flagged = invoke(["train", "--model", str(tiny_model_dir), "--data", str(data), "--output", str(tmp_path / "a"), *common])
+    args = ["--model", str(tiny_model_dir), "--data", str(data), "--output", str(tmp_path / "out"), "--seq-len", "32", "--batch-size", "2",
+            "--steps", "2", "--warmup-steps", "1", "--lr", "1e-3", "--weight-decay", "0.05", "--val-elbo-n", "1,2", "--log-every", "1"]
+    flagged = invoke(["train", *args])
     assert flagged.exit_code == 0, _error(flagged)
-    printed = invoke(["train", "--model", str(tiny_model_dir), "--data", str(data), "--output", str(tmp_path / "b"), *common, "--print-config"])
-    (tmp_path / "b.toml").write_text(printed.stdout)
-    from_file = invoke(["train", "--config", str(tmp_path / "b.toml")])
+    recorded = (tmp_path / "out" / "train_config.json").read_bytes()
+    (tmp_path / "t.toml").write_text(invoke(["train", *args, "--print-config"]).stdout)
+    shutil.rmtree(tmp_path / "out")
+    from_file = invoke(["train", "--config", str(tmp_path / "t.toml")])
     assert from_file.exit_code == 0, _error(from_file)
-    a = json.loads((tmp_path / "a" / "train_config.json").read_text())
-    b = json.loads((tmp_path / "b" / "train_config.json").read_text())
-    assert {**a, "output": None} == {**b, "output": None}
-    # the recorded train_config.json is a config file too: it describes the run it came from
-    again = invoke(["train", "--config", str(tmp_path / "a" / "train_config.json"), "--print-config"])
-    assert again.exit_code == 0 and configfile.read_text(again.stdout, "json", TrainConfig) == TrainConfig(**a)  # printed as JSON, like the file
+    assert (tmp_path / "out" / "train_config.json").read_bytes() == recorded
+    again = invoke(["train", "--config", str(tmp_path / "out" / "train_config.json"), "--print-config"])
+    # printed as JSON, like the file it read
+    assert again.exit_code == 0 and configfile.read_text(again.stdout, "json", TrainConfig) == TrainConfig(**json.loads(recorded))
 
 
 def test_bootstrap_from_a_config_file_equals_bootstrap_from_flags(tmp_path):
@@ -263,3 +265,19 @@ def test_the_paper_config_resolves_to_the_papers_setting():
     assert (config.train.batch_size, config.train.strategy, config.sample.reference_quirks, config.estep_max_model_len) == (192, "fsdp", True, 2048)
     assert config.raw_token_matched_tokens == 3_840_000_000 and config.teacher_api.batch and not config.continue_training
     assert dataclasses.asdict(config)["eval_tasks"] == ["math", "gsm8k"]
+
+
+def test_the_papers_teacher_baseline_and_synthesis_configs():
+    from conftest import REPO
+
+    from lt_cli.bootstrap.stages import RunContext as Context
+    from lt_cli.teacher import SynthesizeRun
+
+    config = resolve_config({}, configfile.read(str(REPO / "runs" / "paper" / "teacher-baseline.toml"), BootstrapConfig))
+    plan = {stage.key: stage for stage in build_plan(config)}
+    assert list(plan) == ["warm/eval", "baseline-teacher/train", "baseline-teacher/eval"]
+    train = plan["baseline-teacher/train"].configs(Context(config, Path(config.run_dir)))[0]
+    assert (train.model, train.tokens, train.batch_size, train.layout, train.data) == (
+        "TinyLlama/TinyLlama_v1.1", 13_000_000_000, 192, "random", ["lt-runs/paper/teacher/bootstrap.jsonl"])
+    synth = configfile.read_text((REPO / "runs" / "paper" / "synthesize-bootstrap.toml").read_text(), "toml", SynthesizeRun)
+    assert synth.api.batch and synth.backend.backend == "api" and synth.stream.input == "data/finemath/bootstrap.jsonl"
