@@ -77,6 +77,10 @@ def command(
 
         n = write_html(documents, html, title=display_name(input), note=f"filter: {keep.describe()}" if keep else "")
         log(f"wrote {html} ({n:,} documents)")
+        if n > 10_000:
+            from ..console import warn
+
+            warn(f"{html} holds {n:,} documents: a browser may be slow to open it (--limit N or a filter makes it smaller)")
         return 0
     if not plain and sys.stdout.isatty() and _has_tty():
         from ..view.pager import run_pager

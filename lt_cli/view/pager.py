@@ -10,6 +10,7 @@ list of keys and a recording console.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Callable, Iterable, Iterator
 
@@ -22,7 +23,12 @@ NEXT = {"n", "j", " ", "right", "down", "enter"}
 PREVIOUS = {"p", "k", "left", "up", "backspace"}
 
 
-def browse(documents: list[DocumentView], console, keys: Iterator[str], ask: Callable[[str], str], *, start_filter: Filter | None = None) -> None:
+#: documents the pager holds (a larger input: narrow it with --limit, --id or the other filters)
+PAGER_DOCUMENTS = 10_000
+
+
+def browse(documents: list[DocumentView], console, keys: Iterator[str], ask: Callable[[str], str], *, start_filter: Filter | None = None,
+           note: str = "") -> None:
     """Show ``documents`` one at a time on ``console`` until ``q`` (or the keys run out)."""
     from rich.text import Text
 
@@ -39,7 +45,7 @@ def browse(documents: list[DocumentView], console, keys: Iterator[str], ask: Cal
         else:
             console.print(Text("no document matches the filter" if documents else "no documents", style="yellow"))
         status = f"filter: {active.describe()} · " if active else ""
-        console.print(Text(f"{status}{len(shown)} of {len(documents)} documents · {HELP}" + (f" · {message}" if message else ""), style="dim"))
+        console.print(Text(f"{status}{len(shown)} of {len(documents)} documents{note} · {HELP}" + (f" · {message}" if message else ""), style="dim"))
         message = ""
         key = next(keys, "q")
         if key in ("q", "escape", "ctrl-c"):
@@ -106,4 +112,6 @@ def run_pager(documents: Iterable[DocumentView], start_filter: Filter | None = N
             text.flush()
             return text.readline().strip()
 
-        browse(list(documents), console, terminal_keys(tty), ask, start_filter=start_filter)
+        held = list(itertools.islice(documents, PAGER_DOCUMENTS + 1))
+        note = f" (the first {PAGER_DOCUMENTS:,} read: narrow the input with --limit or a filter)" if len(held) > PAGER_DOCUMENTS else ""
+        browse(held[:PAGER_DOCUMENTS], console, terminal_keys(tty), ask, start_filter=start_filter, note=note)
