@@ -43,6 +43,9 @@ _WORD = re.compile(r"\s*\S+")
 
 #: ``ChunkingConfig.sentences`` values
 SENTENCE_SPLITTERS = ("reference", "english")
+#: ``ChunkingConfig.mode`` and ``ChunkingConfig.units`` values
+MODES = ("random", "uniform")
+UNITS = ("sentence", "paragraph", "word")
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,9 @@ class ChunkingConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.mode not in ("random", "uniform"):
+        if self.mode not in MODES:
             raise UsageError(f"chunking mode must be random or uniform, got {self.mode!r}")
-        if self.units not in ("sentence", "paragraph", "word"):
+        if self.units not in UNITS:
             raise UsageError(f"chunking units must be sentence, paragraph or word, got {self.units!r}")
         if self.sentences not in SENTENCE_SPLITTERS:
             raise UsageError(f"sentence splitter must be {' or '.join(SENTENCE_SPLITTERS)}, got {self.sentences!r}")

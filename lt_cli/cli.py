@@ -26,6 +26,7 @@ Examples:
   lt sample-thoughts --model M --k 8 docs.jsonl | lt select > augmented.jsonl
   lt train --model M --data augmented.jsonl --output ckpt/
   lt eval --model ckpt/ --task gsm8k --limit 50
+  lt view candidates.jsonl      # thoughts, candidates by weight, ESS, ELBO
 
 Every command reads and writes JSONL (stdin/stdout by default); logs and progress go to stderr.
 """
@@ -43,6 +44,7 @@ COMMANDS = [
     ("merge", "merge"),
     ("push", "push"),
     ("env", "env"),
+    ("view", "view"),
 ]
 
 
@@ -118,8 +120,36 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the libraries' own progress bars and logs (LT_VERBOSE=1)."),
 ) -> None:
-    pass
+    if verbose:
+        import os
+
+        os.environ["LT_VERBOSE"] = "1"  # inherited by the stages lt bootstrap launches
+
+
+class SectionedCommand(typer.core.TyperCommand):
+    """A command whose ``--help`` lists its options in sections: each option's ``rich_help_panel``
+    names its section (typer draws those panels only with rich markup, which lt's plain help, kept
+    readable in pipes and logs, does not use). Options without a panel come first, as "Options"."""
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments, sections = [], {"Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append(record)
+            else:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        for title, records in sections.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
 
 
 def command_help(module) -> str:
@@ -129,7 +159,9 @@ def command_help(module) -> str:
 
 for _name, _module_name in COMMANDS:
     _module = importlib.import_module(f".commands.{_module_name}", __package__)
-    app.command(_name, help=command_help(_module), short_help=_module.HELP, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", False))(_module.command)
+    app.command(
+        _name, cls=SectionedCommand, help=command_help(_module), short_help=_module.HELP, no_args_is_help=getattr(_module, "NO_ARGS_IS_HELP", False),
+    )(_module.command)
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ rich's default console, and rich's Progress re-routing ``print``. ``lt`` answers
   subprocesses (vLLM engine workers) and stray ``print`` calls land on stderr.
 
 When stderr is not a terminal (Slurm logs, CI) a plain progress line is printed every
-``LT_PROGRESS_INTERVAL`` seconds (default 10) instead of a live bar.
+``LT_PROGRESS_INTERVAL`` seconds (default 10) instead of a live bar: done/total, items/s,
+tokens/s, elapsed and ETA (:class:`ProgressReporter`, the one progress printer of every stage).
 """
 
 from __future__ import annotations
@@ -101,27 +102,64 @@ def reset_record_stream() -> None:
     _record_stream = None
 
 
-class ProgressReporter:
-    """Counts work items; a rich bar on a terminal, a plain line every few seconds otherwise."""
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s``, ``59s``: the ETA and elapsed times of progress lines."""
+    seconds = max(int(round(seconds)), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
-    def __init__(self, description: str, total: int | None = None, unit: str = "items"):
+
+def quiet_libraries() -> None:
+    """Turn off the progress bars of Hugging Face libraries (transformers' "Loading weights",
+    hub downloads, datasets) unless ``LT_VERBOSE`` is set (``lt --verbose``): lt prints one
+    progress line per stage itself. Must run before those libraries are imported; an explicit
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` or ``HF_DATASETS_DISABLE_PROGRESS_BARS`` is left alone."""
+    if os.environ.get("LT_VERBOSE"):
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
+class ProgressReporter:
+    """One stage's progress: done/total, the rate in items/s (and tokens/s when items report
+    tokens), elapsed time and ETA while the total is known.
+
+    On a terminal it is a rich bar; otherwise (Slurm logs, CI, pipes) a plain line every
+    ``LT_PROGRESS_INTERVAL`` seconds (default 10), or every ``every`` items when given (``lt train
+    --log-every``), and one at the end. Rates count only the work of this process: items that an
+    interrupted run had already finished (:meth:`resume`) count towards done, not towards the rate.
+    The total may arrive later (:meth:`set_total`, from a thread counting the input's lines).
+    """
+
+    def __init__(self, description: str, total: int | None = None, unit: str = "items", *, every: int | None = None, token_unit: str = "tokens"):
         self.description = description
         self.total = total
         self.unit = unit
+        self.token_unit = token_unit
+        self.every = every
         self.done = 0
+        self.resumed = 0
+        self.tokens = 0
+        self.status = ""
         self._start = time.monotonic()
         self._last_line = self._start
+        self._printed = -1
         self._interval = float(os.environ.get("LT_PROGRESS_INTERVAL", "10"))
         self._progress = None
         self._task = None
         if err.is_terminal and not os.environ.get("LT_NO_PROGRESS"):
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[figures]}"),
                 console=err,
                 redirect_stdout=False,
                 redirect_stderr=False,
@@ -131,39 +169,90 @@ class ProgressReporter:
     def __enter__(self) -> "ProgressReporter":
         if self._progress is not None:
             self._progress.start()
-            self._task = self._progress.add_task(self.description, total=self.total)
+            self._task = self._progress.add_task(self.description, total=self.total, figures="")
         return self
 
-    def advance(self, n: int = 1) -> None:
+    # ------------------------------------------------------------------ counting
+    def resume(self, n: int) -> None:
+        """``n`` items finished by an earlier, interrupted run."""
         self.done += n
+        self.resumed += n
+        self._refresh()
+
+    def set_total(self, total: int | None) -> None:
+        self.total = total
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=total)
+
+    def advance(self, n: int = 1, *, tokens: int | None = None, status: str | None = None) -> None:
+        self.done += n
+        if tokens:
+            self.tokens += tokens
+        if status is not None:
+            self.status = status
+        self._refresh()
         if self._progress is not None:
-            self._progress.update(self._task, advance=n)
+            if self.every and self.done % self.every == 0:
+                self._progress.console.print(self.line(), markup=False, highlight=False)
             return
         now = time.monotonic()
-        if now - self._last_line >= self._interval:
+        if self.every:
+            if self.done % self.every == 0:
+                self._last_line = now
+                self._plain_line()
+        elif now - self._last_line >= self._interval:
             self._last_line = now
             self._plain_line()
 
-    def _plain_line(self) -> None:
+    # ------------------------------------------------------------------ figures
+    def rates(self) -> tuple[float, float]:
+        """(items/s, tokens/s) of the work done in this process."""
         elapsed = max(time.monotonic() - self._start, 1e-9)
-        rate = self.done / elapsed
-        line = f"{self.description}: {self.done:,}"
+        return (self.done - self.resumed) / elapsed, self.tokens / elapsed
+
+    def eta_s(self) -> float | None:
+        rate = self.rates()[0]
+        if not self.total or rate <= 0:
+            return None
+        return max(self.total - self.done, 0) / rate
+
+    def figures(self) -> str:
+        """``3.20 docs/s, 812 tokens/s, elapsed 37s, ETA 4m35s`` (+ the status)."""
+        rate, token_rate = self.rates()
+        parts = [f"{rate:.2f} {self.unit}/s" if rate < 100 else f"{rate:,.0f} {self.unit}/s"]
+        if self.tokens:
+            parts.append(f"{token_rate:,.0f} {self.token_unit}/s")
+        parts.append(f"elapsed {format_duration(time.monotonic() - self._start)}")
+        eta = self.eta_s()
+        if eta is not None and self.done < (self.total or 0):
+            parts.append(f"ETA {format_duration(eta)}")
+        return ", ".join(parts) + (f" | {self.status}" if self.status else "")
+
+    def line(self) -> str:
+        """``sample-thoughts: 120/1,000 docs (12.0%), 3.20 docs/s, ..., ETA 4m35s``"""
+        head = f"{self.description}: {self.done:,}"
         if self.total:
-            line += f"/{self.total:,}"
-            if rate > 0:
-                line += f" {self.unit}, {rate:.2f} {self.unit}/s, ETA {(self.total - self.done) / rate:,.0f}s"
+            head += f"/{self.total:,} {self.unit} ({100 * self.done / self.total:.1f}%)"
         else:
-            line += f" {self.unit}, {rate:.2f} {self.unit}/s"
-        print(line, file=sys.stderr, flush=True)
+            head += f" {self.unit}"
+        return f"{head}, {self.figures()}"
+
+    def _refresh(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=self.done, figures=self.figures())
+
+    def _plain_line(self) -> None:
+        self._printed = self.done
+        print(self.line(), file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.stop()
-        elif self.done:
+        elif self.done > self.resumed and self._printed != self.done:
             self._plain_line()
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int | None = None, unit: str = "items") -> Iterator[ProgressReporter]:
-    with ProgressReporter(description, total, unit) as reporter:
+def progress(description: str, total: int | None = None, unit: str = "items", **options) -> Iterator[ProgressReporter]:
+    with ProgressReporter(description, total, unit, **options) as reporter:
         yield reporter

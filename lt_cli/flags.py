@@ -241,3 +241,22 @@ def json_paths(data: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in data.items():
         out.update(json_paths(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
+
+
+def parse_tokens(value: str | None) -> int | None:
+    """Token budgets are large: accept 13e9, 13_000_000_000, 800M, 13B."""
+    if value is None:
+        return None
+    text = value.strip().replace("_", "").replace(",", "")
+    multiplier = 1
+    suffixes = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+    if text and text[-1].lower() in suffixes:
+        multiplier = suffixes[text[-1].lower()]
+        text = text[:-1]
+    try:
+        number = float(text) * multiplier
+    except ValueError:
+        raise UsageError(f"--tokens must be a number like 13e9 or 800M, got {value!r}") from None
+    if number != int(number):
+        raise UsageError(f"--tokens must be a whole number, got {value!r}")
+    return int(number)

@@ -171,6 +171,15 @@ def finetune_completion(thought: str, answer_text: str, latent: bool) -> str:
     return thought + (END_OF_LATENT if latent else "") + answer_text
 
 
+def reading_order(latent: str | None, text: str) -> list[tuple[str, str]]:
+    """One chunk as a person reads it (``lt view``): ``[("thought", latent), ("text", text)]``, the
+    thought first as in the prior layout (``<SoL><PRIOR> latent <EoL> text``: the thought is what
+    the writer had in mind before the text it explains); a chunk without a latent is its text.
+    Both are shown as they are (a special token inside a sampled thought is worth seeing)."""
+    parts = [("thought", latent)] if latent else []
+    return parts + [("text", text)]
+
+
 def strip_special_tokens(text: str) -> str:
     """Remove the four special-token strings (for display and for graders of raw variants)."""
     for token in SPECIAL_TOKENS:

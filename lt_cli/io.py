@@ -209,6 +209,28 @@ def open_binary_no_follow(path: str | os.PathLike, mode: str) -> BinaryIO:
     return os.fdopen(open_no_follow(path, flags), mode)
 
 
+def count_records(path: str | os.PathLike | None, *, limit: int | None = None, shard: Shard | None = None) -> int | None:
+    """How many records a reader of ``path`` will yield with ``limit`` and ``shard`` (for progress
+    totals), counted as newline bytes in 1 MiB blocks (a .gz file is decompressed, nothing is
+    parsed); None for stdin, a pipe or a device. Blank lines are counted too: an upper bound."""
+    if is_std(path) or is_device(path) or not Path(path).is_file():
+        return None
+    try:
+        with _open_binary_input(path) as f:
+            lines, last = 0, b"\n"
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except (OSError, EOFError, UsageError):
+        return None
+    lines += last != b"\n"
+    if limit is not None:
+        lines = min(lines, limit)
+    if shard is not None:
+        lines = len(range(shard.index, lines, shard.count))
+    return lines
+
+
 class RejectsWriter:
     """Appends rejected lines (with their source, line number and reason) to a JSONL file."""
 
@@ -441,6 +463,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, stream_device: b
         if isinstance(exc, OSError):  # named by the final path, not the temporary one
             raise FileError.from_os(OSError(exc.errno, exc.strerror), path) from None
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a UTF-8 text file atomically (config.toml, HTML views)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _mkstemp_public(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode("utf-8"))
+    os.replace(tmp, path)
 
 
 def read_json(path: str | os.PathLike) -> Any:

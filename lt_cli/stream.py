@@ -13,6 +13,7 @@ these commands share.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -76,6 +77,9 @@ def run_stream(
     resume: bool = True,
     marker: bool = False,
     identity: dict[str, Any] | None = None,
+    count_tokens: Callable[[Record], int] | None = None,
+    token_unit: str = "tokens",
+    outputs_per_input: int = 1,
 ) -> int:
     """Read ``args.input``, write ``produce(records, skip)`` to ``args.output``; the exit code.
 
@@ -85,7 +89,9 @@ def run_stream(
     marker that ``lt merge`` checks (always on with ``--shard``). ``identity``
     (:func:`lt_cli.provenance.run_identity` of the command and its config) is saved with a
     resumable partial, together with the input's content hash, and a partial of another run is
-    refused. Returns 0, or 3 when ``--skip-bad`` set records aside.
+    refused. The progress line counts output records against the input's record count (counted in
+    a thread, so a large input costs no waiting; unknown for stdin), and ``count_tokens(record)``
+    adds a tokens/s figure (``token_unit``). Returns 0, or 3 when ``--skip-bad`` set records aside.
     """
     from .console import log, progress
 
@@ -105,19 +111,47 @@ def run_stream(
     with_identity = resume and args.to_file and identity is not None
     try:
         with open_output(args.output, resume=resume, marker=marker, shard=shard, identity=full_identity if with_identity else None,
-                         restart=args.restart) as writer, progress(description, unit="docs") as bar:
+                         restart=args.restart) as writer, progress(description, unit="docs", token_unit=token_unit) as bar:
+            count_total(bar, args.input, limit=args.limit, shard=shard, per_input=outputs_per_input)
             if writer.done:
                 log(f"{description}: resuming after {writer.done:,} finished record(s) in {writer.partial_path}")
-                bar.advance(writer.done)
+                bar.resume(writer.done)
                 if on_resumed is not None:
                     on_resumed(writer.resumed_records)
             for record in produce(reader, writer.done):
                 writer.write(record)
-                bar.advance()
+                bar.advance(tokens=count_tokens(record) if count_tokens is not None else None)
     finally:
         if rejects_writer is not None:
             rejects_writer.close()
     return report_bad(reader, rejects_writer)
+
+
+def count_total(bar: Any, path: str | None, *, limit: int | None, shard: Any, per_input: int = 1) -> None:
+    """Give ``bar`` its total once a thread has counted the input's records (files only)."""
+    import threading
+
+    from .io import count_records
+
+    def count() -> None:
+        total = count_records(path, limit=limit, shard=shard)
+        if total is not None:
+            bar.set_total(total * per_input)
+
+    if is_std(path) or is_device(path):
+        return
+    try:
+        small = os.path.getsize(path) < SYNC_COUNT_BYTES
+    except OSError:
+        return
+    if small:
+        count()
+    else:
+        threading.Thread(target=count, name="lt-count-input", daemon=True).start()
+
+
+#: inputs smaller than this are counted before the first record (a few milliseconds)
+SYNC_COUNT_BYTES = 64 << 20
 
 
 def map_records(

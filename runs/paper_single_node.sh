@@ -84,27 +84,28 @@ done
 model="$OUT/warm/trial0"
 for (( t = 1; t <= ITERS; t++ )); do
   it="$OUT/iter$t"
-  # E-step: one sample-thoughts process per GPU, each on every NGPU-th document
+  # E-step: one sample-thoughts process per GPU, each on every NGPU-th document; iteration t samples
+  # and selects with seed 42 + t, as lt bootstrap does (runs/paper/bolt.toml is this run as one file)
   for (( g = 0; g < NGPU; g++ )); do
     run_bg env CUDA_VISIBLE_DEVICES=$g lt sample-thoughts --model "$model" --backend vllm --k "$K" --max-new-tokens 1024 \
-      --prefix-chunks 3 --max-model-len 2048 ${QUIRKS[@]+"${QUIRKS[@]}"} --shard "$g/$NGPU" "$DATA/bootstrap.jsonl" -o "$it/candidates.$g.jsonl"
+      --prefix-chunks 3 --max-model-len 2048 ${QUIRKS[@]+"${QUIRKS[@]}"} --seed $((42 + t)) --shard "$g/$NGPU" "$DATA/bootstrap.jsonl" -o "$it/candidates.$g.jsonl"
   done
   wait_all
   run lt merge --num-shards "$NGPU" -o "$it/candidates.jsonl" "$it/candidates.{i}.jsonl"
-  run lt select "$it/candidates.jsonl" -o "$it/augmented.jsonl" --seed 42
+  run lt select "$it/candidates.jsonl" -o "$it/augmented.jsonl" --seed $((42 + t))
   # M-step: from the BASE model (not model t-1), 13B tokens
   for (( trial = 0; trial < TRIALS; trial++ )); do
     run "${TORCHRUN[@]}" train --model "$BASE_MODEL" --data "$it/augmented.jsonl" --layout random \
-      --batch-size 192 --tokens 13e9 --save-every 2500 --seed $((42 + trial)) "${TRAIN_COMMON[@]}" --output "$it/trial$trial"
+      --batch-size 192 --tokens 13e9 --save-every 1000 --seed $((42 + trial)) "${TRAIN_COMMON[@]}" --output "$it/trial$trial"
   done
   model="$it/trial0"
 done
 
 # ---------------------------------------------------------------- 4. raw baselines
 run "${TORCHRUN[@]}" train --model "$BASE_MODEL" --data "$DATA/bootstrap.jsonl" --layout raw \
-  --batch-size 192 --tokens 3.84e9 --save-every 1250 --seed 42 "${TRAIN_COMMON[@]}" --output "$OUT/raw-token-matched"
+  --batch-size 192 --tokens 3.84e9 --save-every 1000 --seed 42 "${TRAIN_COMMON[@]}" --output "$OUT/raw-token-matched"
 run "${TORCHRUN[@]}" train --model "$BASE_MODEL" --data "$DATA/bootstrap.jsonl" --layout raw \
-  --batch-size 192 --tokens 13e9 --save-every 2500 --seed 42 "${TRAIN_COMMON[@]}" --output "$OUT/raw-flops-matched"
+  --batch-size 192 --tokens 13e9 --save-every 1000 --seed 42 "${TRAIN_COMMON[@]}" --output "$OUT/raw-flops-matched"
 
 # ---------------------------------------------------------------- 5. evaluation (greedy, vLLM)
 evaluate() {  # evaluate MODEL VARIANT

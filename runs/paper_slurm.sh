@@ -100,19 +100,20 @@ model="$OUT/warm/trial0"
 after=warm
 for (( t = 1; t <= ITERS; t++ )); do
   it="$OUT/iter$t"
+  # iteration t samples and selects with seed 42 + t, as lt bootstrap does (runs/paper/bolt.toml)
   submit "estep-$t" "$after" --array=0-$((E_SHARDS - 1)) "${GPU_JOB[@]}" -- \
     "$(q lt sample-thoughts --model "$model" --backend vllm --k "$K" --max-new-tokens 1024 --prefix-chunks 3 --max-model-len 2048 \
-      ${QUIRKS[@]+"${QUIRKS[@]}"} --shard "$TASK/$E_SHARDS" "$DATA/bootstrap.jsonl" -o "$it/candidates.$TASK.jsonl")"
+      ${QUIRKS[@]+"${QUIRKS[@]}"} --seed $((42 + t)) --shard "$TASK/$E_SHARDS" "$DATA/bootstrap.jsonl" -o "$it/candidates.$TASK.jsonl")"
   submit "merge-$t" "estep-$t" --cpus-per-task=2 --time=04:00:00 -- \
     "$(q lt merge --num-shards "$E_SHARDS" -o "$it/candidates.jsonl" "$it/candidates.{i}.jsonl")"
   submit "select-$t" "merge-$t" --cpus-per-task=2 --time=04:00:00 -- \
-    "$(q lt select "$it/candidates.jsonl" -o "$it/augmented.jsonl" --seed 42)"
+    "$(q lt select "$it/candidates.jsonl" -o "$it/augmented.jsonl" --seed $((42 + t)))"
   train_job "train-$t" "select-$t" --data "$it/augmented.jsonl" --layout random --batch-size 192 --tokens 13e9 \
-    --save-every 2500 --seed 42 --output "$it/trial0"
+    --save-every 1000 --seed 42 --output "$it/trial0"
   eval_job "eval-$t" "train-$t" "$it/trial0" latent
   for (( trial = 1; trial < TRIALS; trial++ )); do
     train_job "train-$t-trial$trial" "select-$t" --data "$it/augmented.jsonl" --layout random --batch-size 192 --tokens 13e9 \
-      --save-every 2500 --seed $((42 + trial)) --output "$it/trial$trial"
+      --save-every 1000 --seed $((42 + trial)) --output "$it/trial$trial"
     eval_job "eval-$t-trial$trial" "train-$t-trial$trial" "$it/trial$trial" latent
   done
   model="$it/trial0"
@@ -121,8 +122,8 @@ done
 
 # ---------------------------------------------------------------- 4. raw baselines (need only the data)
 train_job raw-token prep --data "$DATA/bootstrap.jsonl" --layout raw --batch-size 192 --tokens 3.84e9 \
-  --save-every 1250 --seed 42 --output "$OUT/raw-token-matched"
+  --save-every 1000 --seed 42 --output "$OUT/raw-token-matched"
 eval_job eval-raw-token raw-token "$OUT/raw-token-matched" raw
 train_job raw-flops prep --data "$DATA/bootstrap.jsonl" --layout raw --batch-size 192 --tokens 13e9 \
-  --save-every 2500 --seed 42 --output "$OUT/raw-flops-matched"
+  --save-every 1000 --seed 42 --output "$OUT/raw-flops-matched"
 eval_job eval-raw-flops raw-flops "$OUT/raw-flops-matched" raw

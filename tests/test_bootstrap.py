@@ -380,6 +380,14 @@ def test_tiny_demo_runs_and_resumes_after_an_interruption(tmp_path, capsys):
     _check_run(run_dir, report, [2], 2)
     err = capsys.readouterr().err
     assert "held-out acc" in err and "claim 2" in err
+    # the report follows the same documents' thoughts through the iterations, and links a page of
+    # each iteration's thoughts and candidates (lt view --html)
+    examples = report["examples"]
+    assert examples and [(t["arm"], t["iter"]) for t in examples[0]["thoughts"]] == [("k2", 1), ("k2", 2)] and examples[0]["teacher"] is not None
+    md = (run_dir / "report.md").read_text()
+    assert f"### {examples[0]['id']}" in md and "[k2 iteration 2](k2/iter2/view.html)" in md
+    page = (run_dir / "k2" / "iter2" / "view.html").read_text()
+    assert f'data-id="{examples[0]["id"]}"' in page and 'class="cand drawn"' in page and "thoughts of " in err
 
     # An interruption inside k2/iter2/train: that stage "running", later ones never started, a
     # half-written checkpoint folder. Rerunning the same config redoes only what is missing.

@@ -300,3 +300,74 @@ def test_recipe_training_budgets_give_the_papers_step_counts():
             "lt-runs/paper/raw-token-matched": 9765,
             "lt-runs/paper/raw-flops-matched": 33060,
         }, recipe
+
+
+# ------------------------------------------------------------------------------- the config file
+def _stage_config(words: list[str]):
+    """An lt command line as the config the command builds from it (the real CLI parses it)."""
+    import typer
+
+    from lt_cli.cli import COMMANDS, app
+    from lt_cli.commands.common import FILE_PARAMS
+
+    command = typer.main.get_command(app).commands[words[0]]
+    params = command.make_context(words[0], list(words[1:])).params
+    module = importlib.import_module(f"lt_cli.commands.{dict(COMMANDS)[words[0]]}")
+    return module.config_from_flags({k: v for k, v in params.items() if k not in FILE_PARAMS})
+
+
+#: settings that name files, which the two layouts place differently (lt-runs/paper/iter1/trial0
+#: against RUN/k4/iter1/model); --shard splits the E-step over GPUs in the recipe only
+PATH_SETTINGS = {"input", "output", "data", "log_samples", "shard"}
+
+
+def _settings(config) -> dict:
+    from lt_cli import flags
+
+    values = flags.flat(config)
+    out = {k: v for k, v in values.items() if k not in PATH_SETTINGS}
+    if "lt-runs" in str(out.get("model")):
+        out["model"] = "<checkpoint of the previous stage>"
+    return out
+
+
+def test_the_paper_config_prints_the_recipes_commands(tmp_path):
+    """`lt bootstrap --config runs/paper/bolt.toml --dry-run` runs every lt command of
+    runs/paper_single_node.sh with the same settings (files aside): synthesis, warm start, three
+    E-steps (sample-thoughts, select), three M-steps, both raw baselines and every evaluation."""
+    done = subprocess.run([sys.executable, "-m", "lt_cli", "bootstrap", "--config", "runs/paper/bolt.toml", "--dry-run"],
+                          capture_output=True, text=True, cwd=REPO, env=_env())
+    assert done.returncode == 0, done.stderr
+    stages: dict[str, list] = {}
+    key = None
+    for line in done.stdout.splitlines():
+        if line.startswith("# "):
+            key = line[2:].split(" (")[0]
+            continue
+        words = shlex.split(line)
+        stages.setdefault(key, []).append(words[words.index("lt_cli") + 1:])
+    recipe: dict[str, list] = {}
+    for words in _lt_invocations(_dry("paper_single_node.sh", "--dry-run")):
+        value = dict(zip(words, words[1:]))
+        if words[0] == "synthesize" and value["--shard"] == "0/20":
+            recipe["warm/synthesize"] = [words]
+        elif words[0] == "train":
+            out = value["--output"]
+            name = {"lt-runs/paper/warm/trial0": "warm", "lt-runs/paper/raw-token-matched": "baseline-raw-tokens",
+                    "lt-runs/paper/raw-flops-matched": "baseline-raw"}.get(out) or f"k4/{out.split('/')[2]}"
+            recipe[f"{name}/train"] = [words]
+        elif words[0] == "sample-thoughts" and value["--shard"].startswith("0/"):
+            recipe[f"k4/{value['-o'].split('/')[2]}/sample"] = [words]
+        elif words[0] == "select":
+            recipe[f"k4/{words[1].split('/')[2]}/select"] = [words]
+        elif words[0] == "eval":
+            model = value["--model"]
+            name = {"lt-runs/paper/warm/trial0": "warm", "lt-runs/paper/raw-token-matched": "baseline-raw-tokens",
+                    "lt-runs/paper/raw-flops-matched": "baseline-raw"}.get(model) or f"k4/{model.split('/')[2]}"
+            recipe.setdefault(f"{name}/eval", []).append(words)
+    assert set(recipe) == set(stages), sorted(set(recipe) ^ set(stages))
+    assert len(stages) == 1 + 2 + 2 * 2 + 3 * 4
+    for key in stages:
+        mine = sorted((_settings(_stage_config(w)) for w in stages[key]), key=repr)
+        theirs = sorted((_settings(_stage_config(w)) for w in recipe[key]), key=repr)
+        assert mine == theirs, key

@@ -493,11 +493,13 @@ def test_cli_metrics_carry_tokens_per_s_per_device_and_mfu_with_an_explicit_peak
     seconds = sum(4 * 64 / m["tokens_per_s_per_device"] for m in metrics)
     assert result["tokens_per_s_per_device"] == pytest.approx(6 * 4 * 64 / seconds, rel=1e-3)
     assert result["mfu"] == pytest.approx(TINY_FLOPS_PER_TOKEN * result["tokens_per_s_per_device"] / (peak * 1e12), rel=1e-4)
-    # the progress line shows tokens/s per device, MFU and the ETA; the peak's source is logged once
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("step ")]
+    # one progress printer: one line per --log-every steps with done/total, steps/s, tokens/s, the
+    # ETA (none once done), the loss, tokens/s per device and MFU; the peak's source is logged once
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
     assert [line.split()[1] for line in lines] == ["3/6", "6/6"]
-    assert all("tok/s/device, MFU " in line and "%, ETA " in line for line in lines)
-    assert lines[-1].endswith("ETA 0s")
+    assert [line for line in proc.stderr.splitlines() if "3/6" in line or "6/6" in line] == lines
+    assert all(" steps/s, " in line and " tokens/s, " in line and "| loss " in line and " tok/s/device, MFU " in line for line in lines)
+    assert ", ETA " in lines[0] and "ETA" not in lines[-1]
     assert f"against {peak:g} TFLOP/s per device (--peak-tflops)" in proc.stderr
     assert json.loads((out / "train_config.json").read_text())["peak_tflops"] == peak
 

@@ -320,6 +320,11 @@ class Usage:
         self.completion_tokens += completion_tokens
 
 
+#: ``--dtype`` and ``--device`` values of the backends
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass
 class BackendConfig:
     """What every backend constructor takes (extra backend-specific options live in ``options``)."""

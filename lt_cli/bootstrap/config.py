@@ -26,6 +26,7 @@ from ..estep.config import SampleConfig, SelectConfig
 from ..evaluation.config import EvalConfig
 from ..evaluation.finetune import FinetuneConfig
 from ..flags import from_json, group, json_paths
+from ..teacher.config import ApiArgs, SynthesizeConfig
 from ..tracking import TrackingConfig
 from ..training.config import TrainConfig
 
@@ -39,11 +40,45 @@ SAMPLE_FLAGS = (
     "k_step", "stop_rule", "stop_threshold",
 )
 SELECT_FLAGS = ("method",)
-TRAIN_FLAGS = ("layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "save_every")
+TRAIN_FLAGS = (
+    "layout", "loss_on", "seq_len", "batch_size", "micro_batch_size", "lr", "warmup_steps", "weight_decay", "strategy", "gradient_checkpointing",
+    "save_every", "val_data", "val_every", "val_limit",
+)
 EVAL_FLAGS = ("data", "limit", "max_new_tokens", "batch_size")
 #: flags that set only the adaptive arm (an error without one: they would be silently ignored)
 ADAPTIVE_ONLY_FLAGS = ("adaptive_k", "k_max", "k_step", "stop_rule", "stop_threshold")
 FINETUNE_FLAGS = ("task", "train_data", "data", "limit", "train_limit", "seeds", "epochs", "samples", "max_new_tokens")
+TEACHER_API_FLAGS = ("batch",)
+
+#: Fields of the stage templates that every stage sets itself, and the setting that decides them
+#: instead. A config file may not set them (a value equal to the template's default, as in a
+#: recorded config.json, is accepted); every other field of a template reaches its stages.
+SET_PER_STAGE: dict[str, str] = {
+    "train.output": "run_dir (each stage trains into its own folder)",
+    "train.data": "data, warm_data or teacher_data",
+    "train.model": "model (or warm_model / continue_training)",
+    "train.init_config": "model",
+    "train.seed": "seed",
+    "train.dtype": "dtype",
+    "train.steps": "warm_steps or mstep_steps",
+    "train.tokens": "warm_tokens, mstep_tokens or raw_token_matched_tokens",
+    "sample.k": "ks (--k, --sweep-k) or adaptive_k",
+    "sample.k_max": "k_max (the adaptive arm)",
+    "sample.seed": "seed (iteration t samples with seed + t)",
+    "select.seed": "seed (iteration t selects with seed + t)",
+    "select.k": "ks",
+    "eval.task": "eval_tasks",
+    "eval.model": "the stage's checkpoint",
+    "eval.variant": "the stage (latent for thought models, raw for raw baselines)",
+    "eval.backend": "backend",
+    "eval.dtype": "dtype",
+    "eval.log_samples": "run_dir",
+    "eval.output": "run_dir",
+    "finetune.model": "the stage's checkpoint",
+    "finetune.output": "run_dir",
+    "finetune.backend": "backend",
+    "finetune.dtype": "dtype",
+}
 
 
 def _train_template() -> TrainConfig:
@@ -83,6 +118,10 @@ class BootstrapConfig:
     teacher_model: str | None = None  # teacher for --synthesize
     teacher_backend: str = "api"
     teacher_data: str | None = None  # teacher thoughts on all of `data` (the teacher baseline); demo: built
+    #: what --synthesize asks the teacher (lt synthesize's settings; a config file's [teacher])
+    teacher: SynthesizeConfig = field(default_factory=SynthesizeConfig, metadata=group(prefix="teacher_", include=()))
+    #: how --synthesize talks to an API teacher (--teacher-batch: the Batch API, as the paper)
+    teacher_api: ApiArgs = field(default_factory=ApiArgs, metadata=group(prefix="teacher_", include=TEACHER_API_FLAGS))
     # ---------------------------------------------------------------- eval
     eval_tasks: list[str] = field(default_factory=lambda: ["demo"])  # the first one's headline leads the report
     eval: EvalConfig = field(default_factory=EvalConfig, metadata=group(prefix="eval_", include=EVAL_FLAGS))
@@ -103,6 +142,8 @@ class BootstrapConfig:
     #: Sampled tokens do not depend on it (each row has its own seed); log-probs move by float
     #: rounding only (about 1e-6 between 16 and 512 on the demo).
     estep_batch_size: int | None = None
+    #: context length of the E-step's backend (None: the model's; the paper: 2048)
+    estep_max_model_len: int | None = None
     # ---------------------------------------------------------------- M-step and warm start
     train: TrainConfig = field(default_factory=_train_template, metadata=group(include=TRAIN_FLAGS))
     continue_training: bool = False  # train iteration t from model t-1 (default: from the base model)
@@ -148,6 +189,8 @@ class BootstrapConfig:
             raise UsageError("--estep-limit must be >= 1")
         if self.estep_batch_size is not None and self.estep_batch_size < 1:
             raise UsageError("--estep-batch-size must be >= 1")
+        if self.estep_max_model_len is not None and self.estep_max_model_len < 1:
+            raise UsageError("--estep-max-model-len must be >= 1")
         if not self.eval_tasks:
             raise UsageError("--eval-tasks needs at least one task")
         if not self.demo:
@@ -190,16 +233,24 @@ class BootstrapConfig:
 
 
 # ------------------------------------------------------------------------------------ resolution
-def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
-    """A validated BootstrapConfig from flag values (None = not given) plus demo or generic defaults.
+def resolve_config(options: dict[str, Any], found=None) -> BootstrapConfig:
+    """A validated BootstrapConfig from flag values (None = not given), a config file's values
+    (``found``, a :class:`lt_cli.configfile.FileValues`; flags win over it) and the demo or generic
+    defaults.
 
-    No ``--data`` and no ``--model`` means the embedded demo: its calibrated settings
-    (:data:`lt_cli.demo.DEMO_SETTINGS`, keyed by flag name) apply to every flag not given.
+    No ``--data`` and no ``--model`` (in the flags or the file) means the embedded demo: its
+    calibrated settings (:data:`lt_cli.demo.DEMO_SETTINGS`, keyed by flag name) apply to every
+    setting given neither way.
     """
     from pathlib import Path
 
+    from ..configfile import apply
     from ..flags import build
 
+    options = dict(options)
+    later: dict[tuple[str, ...], Any] = {}
+    if found is not None:
+        options, later = _file_values(options, found)
     given = {k: v for k, v in options.items() if v is not None}
     adaptive_only = [f"--{name.replace('_', '-')}" for name in ADAPTIVE_ONLY_FLAGS if name in given]
     if adaptive_only and not given.get("adaptive"):
@@ -225,6 +276,14 @@ def resolve_config(options: dict[str, Any]) -> BootstrapConfig:
     values["name"] = values.get("name") or ("demo" if demo else _data_name(str(values.get("data"))))
     values.setdefault("run_dir", str((Path("lt-runs") / values["name"]).absolute()))
     config = build(BootstrapConfig, values)
+    if later:
+        for path in NESTED_PATH_FIELDS:
+            if later.get(path):
+                later[path] = _absolute(str(later[path]))
+        try:
+            config = apply(config, later)
+        except UsageError as exc:
+            raise UsageError(f"{found.source}: {exc}") from None
     config.validate()
     return config
 
@@ -240,6 +299,40 @@ def _data_name(data: str) -> str:
 
         return HubSpec.parse(data).name
     return Path(data).stem
+
+
+#: what --print-config leaves out: the fields each stage sets, and what is derived or run-only
+PRINT_SKIP = frozenset(SET_PER_STAGE) | frozenset({"demo", "dry_run"})
+
+#: fields without a bootstrap flag that hold a path (made absolute like the flags' paths)
+NESTED_PATH_FIELDS = (("train", "val_data"), ("eval", "task_file"))
+#: fields a recorded config.json holds that lt derives (no data and no model: the demo)
+DERIVED_FIELDS = ("demo",)
+
+
+def _file_values(options: dict[str, Any], found) -> tuple[dict[str, Any], dict[tuple[str, ...], Any]]:
+    """Split a config file's values into flag values (where no flag was given) and the nested
+    fields no flag reaches; refuse the fields every stage sets itself."""
+    from ..flags import get, leaves
+
+    names = {leaf.path: leaf.name for leaf in leaves(BootstrapConfig)}
+    defaults = BootstrapConfig()
+    later: dict[tuple[str, ...], Any] = {}
+    for path, value in found.values.items():
+        dotted = ".".join(path)
+        if path[0] in DERIVED_FIELDS:
+            continue
+        owned = next((instead for prefix, instead in SET_PER_STAGE.items() if dotted == prefix or dotted.startswith(prefix + ".")), None)
+        if owned is not None:
+            if value != get(defaults, path):
+                raise found.error(path, f"is set by each stage; set {owned} instead")
+            continue
+        if path in names:
+            if options.get(names[path]) is None:
+                options[names[path]] = value
+        else:
+            later[path] = value
+    return options, later
 
 
 def _absolute(spec: str) -> str:

@@ -281,8 +281,20 @@ def print_report(report: dict[str, Any]) -> None:
     from ..console import err
 
     err.print("", markup=False)
-    for line in teacher_lines(report) + baseline_lines(report) + [""] + table_lines(report) + [""] + claim_lines(report):
+    for line in teacher_lines(report) + baseline_lines(report) + [""] + table_lines(report) + [""] + claim_lines(report) + example_summary(report):
         err.print(line, markup=False, highlight=False)
+
+
+def example_summary(report: dict[str, Any]) -> list[str]:
+    """The first example document's thoughts over the iterations (stderr); report.md has them all."""
+    examples = report.get("examples") or []
+    if not examples:
+        return []
+    first = examples[0]
+    lines = ["", f"thoughts of {first['id']} over the iterations (report.md has {len(examples)} documents; ARM/iterT/view.html every one):"]
+    if first.get("teacher") is not None:
+        lines.append(f"  teacher: {first['teacher']}")
+    return lines + [f"  {item['arm']} iteration {item['iter']}: {item['thought']}" for item in first["thoughts"]]
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -302,7 +314,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += ["", f"± s.e.: the {STDERR_NOTE}.", "", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
     lines += ["", "![accuracy per iteration](report.png)", ""]
     from ..io import write_bytes_atomic
+    from .examples import VIEW_DOCUMENTS, example_lines
 
+    if report.get("examples"):
+        lines += ["## Example thoughts (the same documents in every iteration)", ""] + example_lines(report)
+    views = [row for row in report.get("iterations", []) if row.get("view")]
+    if views:
+        lines += [f"## Thoughts of each iteration (`lt view`: the first {VIEW_DOCUMENTS} documents, candidates ranked by weight)", ""]
+        lines += [f"- [{row['arm']} iteration {row['iter']}]({row['view']})" for row in views] + [""]
     write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
 
 
@@ -386,6 +405,8 @@ def build_report(config, manifest) -> dict[str, Any]:
                 "seconds": seconds(sample_key_of(manifest.stages, arm, t), f"{prefix}/select", f"{prefix}/train", f"{prefix}/eval"),
                 "tasks": result(f"{prefix}/eval").get("tasks", {}),
                 "finetune": result(f"{prefix}/finetune") or None,
+                # the iteration's thoughts as a page (written by write_report; lt view --html)
+                "view": f"{arm}/iter{t}/view.html" if select else None,
             }
             for name in totals:  # running totals over iterations 1..t (None once one is unknown)
                 totals[name] = None if totals[name] is None or row[name] is None else totals[name] + row[name]
@@ -403,6 +424,11 @@ def build_report(config, manifest) -> dict[str, Any]:
     }
     if config.demo:
         report["chance_accuracy"] = result("demo/corpus").get("chance_accuracy")
+    from pathlib import Path
+
+    from .examples import example_thoughts
+
+    report["examples"] = example_thoughts(config, Path(config.run_dir), iterations)
     if result("warm/synthesize").get("usage"):
         report["teacher_usage"] = result("warm/synthesize")["usage"]  # what lt synthesize sent (this run's requests)
     return report
@@ -418,7 +444,10 @@ def _tightest(elbos: dict[str, float] | None) -> float | None:
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
     from ..io import write_json
 
+    from .examples import write_views
+
     report["claims"] = claims(report)
+    write_views(report, run_dir)
     write_json(run_dir / "report.json", report)
     write_markdown(report, run_dir / "report.md")
     from .plot import write_plot

@@ -77,6 +77,19 @@ def check_config(run_dir: Path, config: BootstrapConfig) -> None:
             shown = ", ".join(names.get(k, k) for k in differing)
             raise UsageError(f"{run_dir} holds a run with different settings ({shown}); rerun the original command to resume it, or pass a new --run-dir")
     write_json(path, config.to_dict())
+    write_config_toml(run_dir, config)
+
+
+def write_config_toml(run_dir: Path, config: BootstrapConfig) -> None:
+    """``RUN/config.toml``: config.json as a config file (``lt bootstrap --config RUN/config.toml``
+    reruns or resumes the run; either file can be passed back)."""
+    from .. import __version__
+    from ..configfile import dumps
+    from ..io import write_text
+    from .config import PRINT_SKIP
+
+    header = f"lt bootstrap config of {run_dir} (lt {__version__}); rerun or resume with: lt bootstrap --config {run_dir / 'config.toml'}"
+    write_text(run_dir / "config.toml", dumps(config, skip=PRINT_SKIP, header=header))
 
 
 def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> None:

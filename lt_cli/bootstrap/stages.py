@@ -107,7 +107,8 @@ def synthesize_stage() -> Stage:
 
         c = ctx.config
         stream = StreamArgs(input=str(c.synthesize), output=str(ctx.path("warm", "teacher.jsonl")))
-        return [SynthesizeRun(stream=stream, backend=BackendArgs(backend=c.teacher_backend, model=c.teacher_model))]
+        backend = BackendArgs(backend=c.teacher_backend, model=c.teacher_model)
+        return [SynthesizeRun(stream=stream, backend=backend, synth=c.teacher, api=c.teacher_api)]
 
     def result(ctx: RunContext, configs: list[Any]) -> Result:
         out = configs[0].stream.output
@@ -239,7 +240,7 @@ def sample_stage(key: str, folder_parts: tuple[str, ...], model_fn: Callable[[Ru
         c = ctx.config
         stream = StreamArgs(input=raw_data(ctx), output=str(ctx.path(*folder_parts, "candidates.jsonl")), limit=c.estep_limit)
         sample = c.sample.for_arm(k, k_max, seed=seed)
-        backend = BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype)
+        backend = BackendArgs(backend=c.backend, model=model_fn(ctx), dtype=c.dtype, max_model_len=c.estep_max_model_len)
         if c.estep_batch_size is not None:
             backend = replace(backend, batch_size=c.estep_batch_size)
         return [SampleThoughtsRun(stream=stream, backend=backend, sample=sample)]

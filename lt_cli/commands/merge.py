@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import OutputOpt, run_command
+from .common import OutputOpt, one_of, run_command
 
 HELP = "Merge the shard outputs of a --shard I/N run (every shard must be complete)."
 EXAMPLES = """\
@@ -27,12 +27,16 @@ NO_ARGS_IS_HELP = True
 
 @run_command
 def command(
-    shards: Annotated[List[str], typer.Argument(help="Shard files in shard order, a glob, or a pattern with {i} (with --num-shards).", show_default=False)],
+    shards: Annotated[List[str], typer.Argument(
+        help="Shard files in shard order, a glob, or a pattern with {i} (with --num-shards).", show_default=False, metavar="FILE",
+    )],
     output: OutputOpt = None,
     num_shards: Annotated[Optional[int], typer.Option(
         "--num-shards", "-n", help="N of the --shard I/N run: expands {i} patterns and checks the count.", show_default=False,
     )] = None,
-    order: Annotated[str, typer.Option(help="interleave (round-robin: the unsharded order) or concat.")] = "interleave",
+    order: Annotated[str, typer.Option(
+        help="interleave (round-robin: the unsharded order) or concat.", autocompletion=one_of("lt_cli.merge.ORDERS"),
+    )] = "interleave",
     check: Annotated[bool, typer.Option("--check", help="Only verify the shards (markers, counts, hashes); print a JSON summary.")] = False,
 ) -> int:
     from ..console import log

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, ReportToOpt, RestartOpt, RunNameOpt, ShardOpt, SkipBadOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt,
-    check_stdin, run_command, tracking_flags,
+    BackendOpt, BatchSizeOpt, CacheOpt, ConfigOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt,
+    PrefixChunksOpt, PrintConfigOpt, QuirksOpt, RejectsOpt, ReportToOpt, RestartOpt, RunNameOpt, STOP_RULES, ShardOpt, SkipBadOpt, TrackingDirOpt,
+    WandbEntityOpt, WandbProjectOpt, check_stdin, require, resolve, run_command, tracking_flags,
 )
 
 HELP = "E-step proposal: K latent thoughts per chunk from q(Z|X), with log q, log p(Z,X) and log w."
@@ -46,33 +46,46 @@ With -o FILE: resumable (FILE.partial), cache FILE.cache.sqlite. An -o that is n
 
 @run_command
 def command(
+    ctx: typer.Context,
     input: InputArg = None,
     output: OutputOpt = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint (folder or hub id) that plays both q and p.")] = ...,
-    k: Annotated[int, typer.Option("--k", help="Samples per chunk (reference: 4); with --k-max, the first round's.")] = 4,
-    k_max: Annotated[Optional[int], typer.Option(
-        "--k-max", help="Adaptive: sample in rounds, at most this many per chunk, until --stop-rule holds.", show_default=False,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Checkpoint (folder or hub id) that plays both q and p.", show_default=False, rich_help_panel="Sampling", metavar="MODEL",
     )] = None,
-    k_step: Annotated[Optional[int], typer.Option("--k-step", help="Adaptive: samples added per later round (default: double).", show_default=False)] = None,
+    k: Annotated[int, typer.Option("--k", help="Samples per chunk (reference: 4); with --k-max, the first round's.", rich_help_panel="Sampling")] = 4,
+    k_max: Annotated[Optional[int], typer.Option(
+        "--k-max", help="Adaptive: sample in rounds, at most this many per chunk, until --stop-rule holds.",
+        show_default=False, rich_help_panel="Adaptive sampling",
+    )] = None,
+    k_step: Annotated[Optional[int], typer.Option(
+        "--k-step", help="Adaptive: samples added per later round (default: double).", show_default=False, rich_help_panel="Adaptive sampling",
+    )] = None,
     stop_rule: Annotated[Optional[str], typer.Option(
         "--stop-rule", help="Adaptive: coverage (default), mass, repeat or ess (docs/estep.md).", show_default=False,
+        rich_help_panel="Adaptive sampling", autocompletion=STOP_RULES,
     )] = None,
     stop_threshold: Annotated[Optional[float], typer.Option(
         "--stop-threshold",
         help="Adaptive: posterior mass certified (coverage, default 0.1), heaviest latent's weight share (mass, repeat) or ESS/samples (ess) (default 0.9).",
-        show_default=False,
+        show_default=False, rich_help_panel="Adaptive sampling",
     )] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Latent tokens per sample, <EoL> included.")] = 1024,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Latent tokens per sample, <EoL> included.", rich_help_panel="Sampling")] = 1024,
     prefix_chunks: PrefixChunksOpt = 3,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (1 = the model's own posterior).")] = 1.0,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="User seed; each sample's seed derives from it, the document and the chunk.")] = 42,
-    score: Annotated[bool, typer.Option("--score/--no-score", help="Compute log p and log w now (--no-score: lt select --model scores later).")] = True,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", help="Sampling temperature (1 = the model's own posterior).", rich_help_panel="Sampling",
+    )] = 1.0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).", rich_help_panel="Sampling")] = 1.0,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="User seed; each sample's seed derives from it, the document and the chunk.", rich_help_panel="Sampling",
+    )] = 42,
+    score: Annotated[bool, typer.Option(
+        "--score/--no-score", help="Compute log p and log w now (--no-score: lt select --model scores later).", rich_help_panel="Sampling",
+    )] = True,
     reference_quirks: QuirksOpt = False,
     max_prompt_tokens: Annotated[Optional[int], typer.Option(
         "--max-prompt-tokens",
         help="Keep at most the last N tokens of each posterior prompt (default: lt's rule, up to 3/4 of the context; 1024 with --reference-quirks).",
-        show_default=False,
+        show_default=False, rich_help_panel="Sampling",
     )] = None,
     docs_per_call: DocsPerCallOpt = None,
     backend: BackendOpt = "transformers",
@@ -91,12 +104,18 @@ def command(
     wandb_entity: WandbEntityOpt = None,
     run_name: RunNameOpt = None,
     tracking_dir: TrackingDirOpt = None,
+    config_file: ConfigOpt = None,
+    print_config: PrintConfigOpt = False,
 ) -> int:
     flags = dict(locals())
     from ..runners import run
 
-    check_stdin(input)
-    return run("sample-thoughts", config_from_flags(flags))
+    config = resolve(flags, config_from_flags)
+    if config is None:
+        return 0
+    require(model=config.backend.model)
+    check_stdin(config.stream.input)
+    return run("sample-thoughts", config)
 
 
 def config_from_flags(flags: dict):

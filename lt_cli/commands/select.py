@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    BackendOpt, BatchSizeOpt, CacheOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrefixChunksOpt,
-    QuirksOpt, RejectsOpt, ReportToOpt, RestartOpt, RunNameOpt, ShardOpt, SkipBadOpt, TrackingDirOpt, WandbEntityOpt, WandbProjectOpt,
-    check_stdin, run_command, tracking_flags,
+    BackendOpt, BatchSizeOpt, CacheOpt, ConfigOpt, DocsPerCallOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt,
+    PrefixChunksOpt, PrintConfigOpt, QuirksOpt, RejectsOpt, ReportToOpt, RestartOpt, RunNameOpt, ShardOpt, SkipBadOpt, TrackingDirOpt,
+    WandbEntityOpt, WandbProjectOpt, check_stdin, one_of, resolve, run_command, tracking_flags,
 )
 
 HELP = "E-step resampling: one latent per chunk drawn from softmax(log w); ELBO_n and ESS per document."
@@ -38,15 +38,22 @@ with -o FILE, to FILE.stats.json.
 
 @run_command
 def command(
+    ctx: typer.Context,
     input: InputArg = None,
     output: OutputOpt = None,
-    method: Annotated[str, typer.Option("--method", help="importance, uniform, argmax or first.")] = "importance",
-    seed: Annotated[int, typer.Option("--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.")] = 42,
-    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.")] = False,
+    method: Annotated[str, typer.Option(
+        "--method", help="importance, uniform, argmax or first.", rich_help_panel="Selection", autocompletion=one_of("lt_cli.estep.config.SELECT_METHODS"),
+    )] = "importance",
+    seed: Annotated[int, typer.Option(
+        "--seed", help="User seed; each chunk's draw derives from it, the document id and the chunk index.", rich_help_panel="Selection",
+    )] = 42,
+    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="Keep chunks[].candidates in the output.", rich_help_panel="Selection")] = False,
     k: Annotated[Optional[int], typer.Option(
-        "--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False,
+        "--k", help="Use only the first K candidates of every chunk (a K sweep from one sampling run).", show_default=False, rich_help_panel="Selection",
     )] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Score candidates that lack log p with this model.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Score candidates that lack log p with this model.", show_default=False, rich_help_panel="Scoring (--model)", metavar="MODEL",
+    )] = None,
     prefix_chunks: PrefixChunksOpt = 3,
     reference_quirks: QuirksOpt = False,
     docs_per_call: DocsPerCallOpt = None,
@@ -66,12 +73,17 @@ def command(
     wandb_entity: WandbEntityOpt = None,
     run_name: RunNameOpt = None,
     tracking_dir: TrackingDirOpt = None,
+    config_file: ConfigOpt = None,
+    print_config: PrintConfigOpt = False,
 ) -> int:
     flags = dict(locals())
     from ..runners import run
 
-    check_stdin(input)
-    return run("select", config_from_flags(flags))
+    config = resolve(flags, config_from_flags)
+    if config is None:
+        return 0
+    check_stdin(config.stream.input)
+    return run("select", config)
 
 
 def config_from_flags(flags: dict):

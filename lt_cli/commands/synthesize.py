@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (
-    CacheOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, RejectsOpt, RestartOpt, ShardOpt, SkipBadOpt, check_stdin, run_command,
+    BACKENDS, CacheOpt, ConfigOpt, DtypeOpt, InputArg, LimitOpt, MaxModelLenOpt, NoCacheOpt, OutputOpt, PrintConfigOpt, RejectsOpt, RestartOpt,
+    ShardOpt, SkipBadOpt, check_stdin, one_of, resolve, run_command,
 )
 
 HELP = "Teacher synthesis: latent thoughts per chunk (default) or WRAP / WRAP-CoT rephrasings per document."
@@ -39,39 +40,50 @@ and prints the expected and worst-case cost.
 
 @run_command
 def command(
+    ctx: typer.Context,
     input: InputArg = None,
     output: OutputOpt = None,
-    method: Annotated[str, typer.Option("--method", help="latent, wrap or wrap-cot.")] = "latent",
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher model (an API model name, or a local instruct checkpoint).")] = "gpt-4o-mini-2024-07-18",
-    backend: Annotated[str, typer.Option("--backend", help="api (OpenAI-compatible HTTP), vllm or transformers (chat template).")] = "api",
-    batch: Annotated[bool, typer.Option("--batch", help="api backend: send requests through the Batch API (needs -o; state in OUTPUT.batches.jsonl).")] = False,
-    batch_poll_interval: Annotated[float, typer.Option("--batch-poll-interval", help="Seconds between Batch API status checks.")] = 30.0,
-    temperature: Annotated[float, typer.Option("--temperature", help="Teacher sampling temperature.")] = 0.7,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")] = 1.0,
+    method: Annotated[str, typer.Option(
+        "--method", help="latent, wrap or wrap-cot.", rich_help_panel="Teacher", autocompletion=one_of("lt_cli.teacher.config.METHODS"),
+    )] = "latent",
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Teacher model (an API model name, or a local instruct checkpoint).", rich_help_panel="Teacher",
+    )] = "gpt-4o-mini-2024-07-18",
+    backend: Annotated[str, typer.Option(
+        "--backend", help="api (OpenAI-compatible HTTP), vllm or transformers (chat template).", rich_help_panel="Backend", autocompletion=BACKENDS,
+    )] = "api",
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="api backend: send requests through the Batch API (needs -o; state in OUTPUT.batches.jsonl).", rich_help_panel="API",
+    )] = False,
+    batch_poll_interval: Annotated[float, typer.Option("--batch-poll-interval", help="Seconds between Batch API status checks.", rich_help_panel="API")] = 30.0,
+    temperature: Annotated[float, typer.Option("--temperature", help="Teacher sampling temperature.", rich_help_panel="Teacher")] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).", rich_help_panel="Teacher")] = 1.0,
     max_new_tokens: Annotated[Optional[int], typer.Option(
-        "--max-new-tokens", help="Tokens per reply (default 6000 latent, 5000 wrap, 8000 wrap-cot).", show_default=False,
+        "--max-new-tokens", help="Tokens per reply (default 6000 latent, 5000 wrap, 8000 wrap-cot).", show_default=False, rich_help_panel="Teacher",
     )] = None,
-    passes: Annotated[int, typer.Option("--passes", help="Replies per document (or chunk), written as separate records.")] = 1,
-    prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Previous chunks shown to the teacher (reference: 1).")] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="User seed: request seeds and WRAP style draws derive from it.")] = 42,
+    passes: Annotated[int, typer.Option("--passes", help="Replies per document (or chunk), written as separate records.", rich_help_panel="Teacher")] = 1,
+    prefix_chunks: Annotated[int, typer.Option("--prefix-chunks", help="Previous chunks shown to the teacher (reference: 1).", rich_help_panel="Teacher")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="User seed: request seeds and WRAP style draws derive from it.", rich_help_panel="Teacher")] = 42,
     docs_per_call: Annotated[Optional[int], typer.Option(
-        "--docs-per-call", help="Documents per backend call (default 8; all with --batch).", show_default=False,
+        "--docs-per-call", help="Documents per backend call (default 8; all with --batch).", show_default=False, rich_help_panel="Teacher",
     )] = None,
-    max_concurrency: Annotated[int, typer.Option("--max-concurrency", help="api backend: requests in flight at once.")] = 8,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", help="api backend: requests in flight at once.", rich_help_panel="API")] = 8,
     input_price: Annotated[Optional[float], typer.Option(
-        "--input-price", help="USD per 1M input tokens for the cost report (default: the price table for known models).", show_default=False,
+        "--input-price", help="USD per 1M input tokens for the cost report (default: the price table for known models).",
+        show_default=False, rich_help_panel="Cost",
     )] = None,
     output_price: Annotated[Optional[float], typer.Option(
-        "--output-price", help="USD per 1M output tokens for the cost report (default: the price table).", show_default=False,
+        "--output-price", help="USD per 1M output tokens for the cost report (default: the price table).", show_default=False, rich_help_panel="Cost",
     )] = None,
     estimate: Annotated[bool, typer.Option(
-        "--estimate", help="Print the requests, estimated tokens and cost a run would spend (JSON on stdout); send nothing.",
+        "--estimate", help="Print the requests, estimated tokens and cost a run would spend (JSON on stdout); send nothing.", rich_help_panel="Cost",
     )] = False,
     output_ratio: Annotated[Optional[float], typer.Option(
-        "--output-ratio", help="--estimate: completion tokens per raw token explained (default 2.3 latent, 1.0 wrap, 2.0 wrap-cot).", show_default=False,
+        "--output-ratio", help="--estimate: completion tokens per raw token explained (default 2.3 latent, 1.0 wrap, 2.0 wrap-cot).",
+        show_default=False, rich_help_panel="Cost",
     )] = None,
     dtype: DtypeOpt = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass (local backends).")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass (local backends).", rich_help_panel="Backend")] = 16,
     max_model_len: MaxModelLenOpt = None,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
@@ -80,12 +92,17 @@ def command(
     skip_bad: SkipBadOpt = False,
     rejects: RejectsOpt = None,
     restart: RestartOpt = False,
+    config_file: ConfigOpt = None,
+    print_config: PrintConfigOpt = False,
 ) -> int:
     flags = dict(locals())
     from ..runners import run
 
-    check_stdin(input)
-    return run("synthesize", config_from_flags(flags))
+    config = resolve(flags, config_from_flags)
+    if config is None:
+        return 0
+    check_stdin(config.stream.input)
+    return run("synthesize", config)
 
 
 def config_from_flags(flags: dict):

@@ -53,7 +53,7 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
     started = time.monotonic()
     code = run_stream(
         run.stream, produce, validate=validate_document, description="sample-thoughts", on_resumed=lambda records: [stats.add(r) for r in records],
-        identity=run_identity("sample-thoughts", run),
+        identity=run_identity("sample-thoughts", run), count_tokens=latent_tokens, token_unit="latent tokens",
     )
     seconds = time.monotonic() - started
     if stats.candidates:
@@ -62,6 +62,11 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
     _write_stats(run.stream.sidecar(STATS_SUFFIX), "sample-thoughts", stats.to_json(), run, seconds)
     log_summary(run.tracking, output=run.stream.output, prefix="sample", summary=stats.to_json(), run_config=run)
     return code
+
+
+def latent_tokens(document: Record) -> int:
+    """Tokens sampled for a document's candidates (its progress figure, tokens/s)."""
+    return sum(int(c.get("n_tokens") or 0) for chunk in document.get("chunks") or [] for c in chunk.get("candidates") or [])
 
 
 def run_select(run: SelectRun) -> int:

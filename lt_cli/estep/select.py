@@ -144,7 +144,6 @@ def select_document(document: Record, method: str = "importance", seed: int = 42
     doc_id = document_id(document)
     out = dict(document)
     chunks = []
-    all_log_w: list[list[float]] = []
     for i, chunk in enumerate(document["chunks"]):
         candidates = chunk.get("candidates")
         if not candidates:
@@ -157,23 +156,27 @@ def select_document(document: Record, method: str = "importance", seed: int = 42
         if keep_candidates:
             new_chunk["candidates"] = candidates
         chunks.append(new_chunk)
-        if log_w is not None:
-            all_log_w.append(log_w)
     out["chunks"] = chunks
     out["num_chunks"] = len(chunks)
-    if chunks and len(all_log_w) == len(chunks):
-        from .adaptive import unbiased_counts
-
-        k_min = unbiased_counts(document["chunks"])  # adaptive: the first round only (the unbiased bounds)
-        out["elbo"] = {str(n): math.fsum(elbo_n(w, n) for w in all_log_w) for n in elbo_sample_counts(k_min)}
-        out["ess"] = math.fsum(effective_sample_size(w) for w in all_log_w) / len(all_log_w)
-        flat = [v for w in all_log_w for v in w]
-        out["mean_log_w"] = math.fsum(flat) / len(flat)
-    else:
-        out["elbo"] = None
-        out["ess"] = None
-        out["mean_log_w"] = None
+    out.update(document_diagnostics(document["chunks"]))
     return out
+
+
+def document_diagnostics(chunks: Sequence[dict]) -> dict[str, Any]:
+    """``{"elbo", "ess", "mean_log_w"}`` of a document's candidate chunks (what :func:`select_document`
+    adds; all null unless every chunk has candidates with ``log_w``)."""
+    all_log_w = [chunk_log_w(chunk) for chunk in chunks if chunk.get("candidates")]
+    if not chunks or len(all_log_w) != len(chunks) or any(w is None for w in all_log_w):
+        return {"elbo": None, "ess": None, "mean_log_w": None}
+    from .adaptive import unbiased_counts
+
+    k_min = unbiased_counts(chunks)  # adaptive: the first round only (the unbiased bounds)
+    flat = [v for w in all_log_w for v in w]
+    return {
+        "elbo": {str(n): math.fsum(elbo_n(w, n) for w in all_log_w) for n in elbo_sample_counts(k_min)},
+        "ess": math.fsum(effective_sample_size(w) for w in all_log_w) / len(all_log_w),
+        "mean_log_w": math.fsum(flat) / len(flat),
+    }
 
 
 def validate_candidates_document(record: Record) -> None:

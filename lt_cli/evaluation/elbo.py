@@ -96,7 +96,7 @@ class ElboTask:
 
                 count_tokens = model_info(backend, config.model, max_model_len=config.max_model_len).count_tokens
             raw_docs = [{"id": d["id"], "text": d["text"]} if d.get("id") is not None else {"text": d["text"]} for d in docs]
-            with progress("eval elbo", total=len(raw_docs), unit="docs") as bar:
+            with progress("eval elbo", total=len(raw_docs), unit="docs", token_unit="latent tokens") as bar:
                 for index, doc in enumerate(estep.sample_candidates(backend, raw_docs, sample_config)):
                     chunks = doc["chunks"]
                     pairs = [(prefix_text(chunks, i, None), c["text"]) for i, c in enumerate(chunks)]
@@ -127,7 +127,7 @@ class ElboTask:
                                                "candidates": [_candidate_log(c) for c in chunk["candidates"]]})
                     n_suffix_cut += doc_cut
                     n_chunks += len(chunks)
-                    bar.advance()
+                    bar.advance(tokens=sum(int(c.get("n_tokens") or 0) for chunk in chunks for c in chunk.get("candidates") or []))
                     doc_tokens = max(0, whole.n_tokens + whole.n_continuation_truncated - doc_cut) if quirks else chunk_tokens
                     if config.log_samples:
                         line = {"index": index, **({"id": doc["id"]} if "id" in doc else {}), "text": doc["text"],

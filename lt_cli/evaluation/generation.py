@@ -62,11 +62,15 @@ def fit_prompt(task: GenerationTask, record: Record, latent: bool, max_shots: in
     return FittedPrompt(None, 0, n_tokens)
 
 
+#: ``--variant`` values
+VARIANTS = ("auto", "latent", "raw")
+
+
 def resolve_variant(requested: str, has_latent_tokens: bool | None, trained_variant: str | None = None) -> str:
     """``latent``/``raw`` as asked. ``auto``: the variant the checkpoint was trained for when lt
     trained it (``trained_variant``, from its training layout: :mod:`.provenance`), else latent
     exactly when the tokenizer has the 4 tokens."""
-    if requested not in ("latent", "raw", "auto"):
+    if requested not in VARIANTS:
         raise UsageError(f"--variant must be latent, raw or auto, got {requested!r}")
     if requested != "auto":
         return requested
@@ -217,19 +221,21 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
             f"{config.samples} sample(s) each, temperature {config.temperature:g}")
         n_length = 0
         n_output_tokens = 0
-        with progress(f"eval {task.name}", total=len(todo), unit="problems") as bar:
+        with progress(f"eval {task.name}", total=len(todo), unit="problems", token_unit="output tokens") as bar:
             step = max(1, config.batch_size)
             for start in range(0, len(todo), step):
                 batch = todo[start:start + step]
                 seeds = [[derive_seed("eval", config.seed, task.name, _problem_id(r.record, r.index), j) for j in range(config.samples)] for r in batch]
                 samples = backend.sample([r.prompt for r in batch], params, seeds)
+                batch_tokens = 0
                 for result, problem_samples in zip(batch, samples):
                     result.outputs = [s.text for s in problem_samples]
                     result.finish_reasons = [s.finish_reason for s in problem_samples]
                     n_length += sum(1 for s in problem_samples if not s.finished)
-                    n_output_tokens += sum(len(s.token_ids) for s in problem_samples)
+                    batch_tokens += sum(len(s.token_ids) for s in problem_samples)
                     _grade_problem(grader, result, latent)
-                bar.advance(len(batch))
+                n_output_tokens += batch_tokens
+                bar.advance(len(batch), tokens=batch_tokens)
     finally:
         if owned:
             backend.close()

@@ -112,7 +112,7 @@ class NllTask:
         log: list[Record] = []
         try:
             docs, cut_report = cut_documents(docs, backend, config)
-            with progress("eval nll", total=len(docs), unit="docs") as bar:
+            with progress("eval nll", total=len(docs), unit="docs", token_unit="scored tokens") as bar:
                 step = max(1, config.batch_size)
                 for start in range(0, len(docs), step):
                     batch = docs[start:start + step]
@@ -130,7 +130,7 @@ class NllTask:
                             log.append({"index": start + offset, **({"id": doc["id"]} if "id" in doc else {}), "text": doc["text"],
                                        "n_text_tokens": doc["n_text_tokens"], "n_tokens_cut": doc["n_tokens_cut"],
                                        "n_tokens_scored": score.n_tokens, "nll": nll, "nll_per_token": nll / score.n_tokens})
-                    bar.advance(len(batch))
+                    bar.advance(len(batch), tokens=sum(score.n_tokens for score in scores))
         finally:
             if owned:
                 backend.close()

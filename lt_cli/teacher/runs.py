@@ -58,7 +58,18 @@ def run_synthesize(run: SynthesizeRun) -> int:
                 parameters.append(getattr(backend, "n_parameters", None))
 
     started = time.monotonic()
-    code = run_stream(run.stream, produce, validate=validate_document, description="synthesize", identity=run_identity("synthesize", run))
+    sent = [0]
+
+    def completion_tokens(record: Record) -> int:
+        """The teacher's completion tokens since the last record (the progress line's tokens/s)."""
+        total = stats.usage.usage.completion_tokens
+        delta, sent[0] = total - sent[0], total
+        return delta
+
+    code = run_stream(
+        run.stream, produce, validate=validate_document, description="synthesize", identity=run_identity("synthesize", run), outputs_per_input=config.passes,
+        count_tokens=completion_tokens, token_unit="teacher tokens",
+    )
     seconds = time.monotonic() - started
     usage = stats.usage.to_json(prices, parameters[0] if parameters else None)
     if stats.records:

@@ -259,7 +259,11 @@ def train(config: TrainConfig) -> TrainResult:
         trained_time, trained_tokens = 0.0, 0
         meter = ThroughputMeter(flops, peak_tflops, env.world_size, total_steps, step)
         try:
-            with progress("train", total=total_steps - step, unit="steps") if env.is_main else contextlib.nullcontext() as bar:
+            # the one progress printer of the run: done/total steps, steps/s, tokens/s, ETA, loss
+            bar_context = progress("train", total=total_steps, unit="steps", every=config.log_every) if env.is_main else contextlib.nullcontext()
+            with bar_context as bar:
+                if bar is not None:
+                    bar.resume(step)
                 while step < total_steps:
                     step_start = time.perf_counter()
                     input_ids, labels, position = prefetcher.next()
@@ -314,9 +318,7 @@ def train(config: TrainConfig) -> TrainResult:
                     }
                     reporter.write(record)
                     if env.is_main:
-                        bar.advance()
-                        if step % config.log_every == 0 or step == total_steps:
-                            log(f"step {step}/{total_steps} loss {last_loss:.4f} lr {lr:.3g} {meter.describe()}")
+                        bar.advance(tokens=config.tokens_per_step, status=f"loss {last_loss:.4f} lr {lr:.3g} {meter.describe(eta=False)}")
                     if validation.due(config, step, total_steps):
                         if env.is_main:
                             val_record = validation.validate(model, tokenizer, config, step, autocast=autocast if use_bf16 else None)

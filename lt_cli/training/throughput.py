@@ -28,6 +28,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from ..console import format_duration
+
 #: Dense peak TFLOP/s per device: (pattern on torch.cuda.get_device_name(), bf16, fp32).
 #: Sources: NVIDIA datasheets (A100 2020, A10 2021, H100 2022/2023, L4 and L40S 2023, H200 2024);
 #: bf16 is half the "with sparsity" tensor figure, fp32 the plain (non-tensor) rate, which is what
@@ -109,17 +111,6 @@ def _significant(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(int(round(seconds)), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
 class ThroughputMeter:
     """Per-step fields for metrics.jsonl and the progress line; run totals for TrainResult."""
 
@@ -153,12 +144,14 @@ class ThroughputMeter:
             return 0.0
         return self.seconds / self.steps_here * (self.total_steps - self.step_count)
 
-    def describe(self) -> str:
-        """``12,345 tok/s/device, MFU 41.2%, ETA 3m05s`` (MFU left out when there is no peak)."""
+    def describe(self, eta: bool = True) -> str:
+        """``12,345 tok/s/device, MFU 41.2%, ETA 3m05s`` (MFU left out when there is no peak;
+        ``eta=False``: without the ETA, which the progress line gives)."""
         parts = [f"{self.last.get('tokens_per_s_per_device') or 0:,.0f} tok/s/device"]
         if self.last.get("mfu") is not None:
             parts.append(f"MFU {100 * self.last['mfu']:.1f}%")
-        parts.append(f"ETA {format_duration(self.eta_s())}")
+        if eta:
+            parts.append(f"ETA {format_duration(self.eta_s())}")
         return ", ".join(parts)
 
     def totals(self) -> tuple[float | None, float | None]:
