@@ -64,7 +64,7 @@ def test_values_of_options_with_a_fixed_set_come_from_the_library():
     assert _bash(["lt", "bootstrap", "--select-method", ""]) == ["importance", "uniform", "argmax"]
     assert _bash(["lt", "train", "--seq-len", ""]) == []  # a number: nothing to offer, not file names
     assert "README.md" in _bash(["lt", "train", "--data", "READ"])  # files where a file is expected
-    assert _bash(["lt", "train", "--output", "lt_c"]) == ["lt_cli"]  # folders where a folder is expected
+    assert _bash(["lt", "train", "--output", "benc"]) == ["bench"]  # folders where a folder is expected
     assert "README.md" in _bash(["lt", "view", "READ"])  # and the input file of a stream command
 
 

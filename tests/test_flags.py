@@ -20,7 +20,7 @@ from lt_cli.runners import RUNNERS, config_class
 CHOICES = {
     "backend": "vllm", "dtype": "bfloat16", "method": "argmax", "layout": "prior", "loss_on": "observed", "strategy": "fsdp",
     "data_sharding": "rank", "device": "cpu", "variant": "raw", "task": "math", "shard": "1/4", "report_to": ["wandb"],
-    "val_elbo_n": [1, 3], "sentences": "english", "stop_rule": "ess", "k_max": 12,
+    "val_elbo_n": [1, 3], "sentences": "english", "stop_rule": "ess", "k_max": 12, "loss": "chunked",
 }
 SYNTH_CHOICES = {"method": "wrap", "backend": "transformers"}
 

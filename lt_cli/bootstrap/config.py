@@ -249,10 +249,15 @@ def resolve_config(options: dict[str, Any], found=None) -> BootstrapConfig:
 
     options = dict(options)
     later: dict[tuple[str, ...], Any] = {}
+    on_command_line = {k for k, v in options.items() if v is not None}
     if found is not None:
         options, later = _file_values(options, found)
     given = {k: v for k, v in options.items() if v is not None}
-    adaptive_only = [f"--{name.replace('_', '-')}" for name in ADAPTIVE_ONLY_FLAGS if name in given]
+    # a recorded config file holds every setting, the adaptive arm's defaults too: only a value a
+    # flag gave, or a file changed, makes a fixed-K run an error
+    defaults = BootstrapConfig()
+    adaptive_only = [f"--{name.replace('_', '-')}" for name in ADAPTIVE_ONLY_FLAGS
+                     if name in given and (name in on_command_line or given[name] != getattr(defaults, name, None))]
     if adaptive_only and not given.get("adaptive"):
         raise UsageError(
             f"{' and '.join(adaptive_only)} only {'applies' if len(adaptive_only) == 1 else 'apply'} to the adaptive arm: add adaptive to --k or --sweep-k "
