@@ -14,6 +14,7 @@ import pytest
 
 from lt_cli.backends import load_backend
 from lt_cli.backends import hf_engine
+from lt_cli.backends.hf_stops import StopWatch
 from lt_cli.backends.base import BackendConfig, SamplingParams
 
 PROMPTS = ["hello", "a much longer prompt than the first one, with more words in it", "x", "", "0123456789" * 3]
@@ -71,7 +72,7 @@ def test_row_uniforms_are_the_per_step_draws():
 
 def _check_stopwatch(decode, vocab: list[int], stops: tuple[str, ...], rng: random.Random, n_sequences: int = 150) -> int:
     """Every prefix of random sequences: the watch's answer equals a search of the whole text."""
-    watch = hf_engine.StopWatch(decode, stops)
+    watch = StopWatch(decode, stops)
     hits = 0
     for _ in range(n_sequences):
         tokens: list[int] = []

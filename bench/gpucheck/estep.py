@@ -134,8 +134,6 @@ def static_generate(backend, prompts: list[str], k: int, max_new_tokens: int, se
     """transformers ``generate`` with the static cache: ``len(prompts)`` x ``k`` rows, sampled."""
     import torch
 
-    tokenizer = backend.tokenizer
-    tokenizer.padding_side = "left"
     encoded = [backend.encode(p) for p in prompts]
     width = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), width), backend.pad_id, dtype=torch.long)
@@ -266,7 +264,6 @@ def run(ctx: PartContext) -> None:
 def profile_decode(ctx: PartContext, state: dict, backend) -> None:
     """torch.profiler over one sampling call at the largest row count: the kernels a decode step
     spends its time in (logs/decode-profile.txt holds the table), for whoever tunes the engine next."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from lt_cli.backends.base import SamplingParams
@@ -286,7 +283,6 @@ def profile_decode(ctx: PartContext, state: dict, backend) -> None:
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, "device_time_total", 0) or getattr(e, "cpu_time_total", 0), reverse=True)
     ctx.set("decode_profile.kernels", len(events))
     ctx.set("decode_profile.top", "; ".join(e.key[:60] for e in events[:5]))
-    del torch
 
 
 def run_lt(ctx: PartContext, state: dict, rows: int) -> None:

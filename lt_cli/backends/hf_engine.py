@@ -28,7 +28,8 @@ own seed and equals the dynamic path's; the step reads ``u[slot, token index]`` 
 
 Host work per step: one device-to-host copy of the ``S`` sampled tokens and their log-probs (the
 step after it is already running, so that copy overlaps the GPU), and per row an EOS, stop-string
-and length check. Stop strings are checked incrementally (:class:`StopWatch`). Admissions add one
+and length check (``HFBackend._finish_reason``, the dynamic loop's rule; stop strings are checked
+incrementally, hf_stops.py). Admissions add one
 sync each. ``LT_ENGINE_PROFILE=1`` logs, per call, the time spent waiting for the GPU, on the host
 and in admissions (bench/gpucheck/estep.py reads it).
 """
@@ -38,9 +39,8 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
 
-from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP
+from .hf_stops import StopWatch
 
 #: the name the engine's attention function is registered under (transformers' AttentionInterface)
 ATTENTION_NAME = "lt_slots"
@@ -65,6 +65,19 @@ def draw_tokens(torch, logprobs, u):
 def row_uniforms(torch, seed: int, n: int):
     """The ``n`` uniforms a row uses, one per generated token, from its own generator."""
     return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def kv_layout(model) -> tuple[int, int, int]:
+    """(layers, kv heads, head dim) of a decoder: the shape of one token's K or V per layer."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers, config.num_key_value_heads or config.num_attention_heads, head_dim
+
+
+def slot_kv_bytes(model, capacity: int) -> int:
+    """Bytes of one slot's K and V buffers over ``capacity`` columns, in the model's dtype."""
+    layers, kv_heads, head_dim = kv_layout(model)
+    return 2 * layers * kv_heads * capacity * head_dim * next(model.parameters()).element_size()
 
 
 def unsupported_reason(model) -> str | None:
@@ -141,46 +154,6 @@ def _layer_kv(cache, layer: int):
     return cache.key_cache[layer], cache.value_cache[layer]
 
 
-class StopWatch:
-    """Stop strings checked incrementally, with the same answer as searching the whole decoded text.
-
-    A stop string can only newly appear where the latest token changed the text, so it must end
-    inside the latest token's text ``t``: ``t`` holds the whole stop, or ``t`` begins with the stop's
-    last few characters. Only then (or when ``t`` is empty or a partial character, U+FFFD, whose text
-    depends on its neighbours) is a window of the last tokens decoded (4 per character of the longest
-    stop, plus margin) and searched, and a hit confirmed on the whole text, as the dynamic loop
-    decides it. A stop ending in whitespace is always checked: a SentencePiece token carries its
-    leading space only in context. Whether a token can complete a stop is cached per token id, so a
-    step costs a dictionary lookup per row unless a stop may have just been written.
-    """
-
-    def __init__(self, decode: Callable[[list[int]], str], stops: tuple[str, ...]):
-        self.decode = decode
-        self.stops = tuple(stops)
-        self.window = 4 * max((len(s) for s in self.stops), default=0) + 8
-        self.always = any(s[-1].isspace() for s in self.stops)
-        self._triggers: dict[int, bool] = {}
-
-    def _may_complete(self, token: int) -> bool:
-        hit = self._triggers.get(token)
-        if hit is None:
-            text = self.decode([token])
-            hit = (not text) or "\ufffd" in text or any(
-                s in text or any(text.startswith(s[-n:]) for n in range(1, min(len(s), len(text) + 1))) for s in self.stops
-            )
-            self._triggers[token] = hit
-        return hit
-
-    def hit(self, tokens: list[int]) -> bool:
-        if not self.stops or not (self.always or self._may_complete(tokens[-1])):
-            return False
-        tail = self.decode(tokens[-self.window :])
-        if not any(s in tail for s in self.stops):
-            return False
-        text = self.decode(tokens)
-        return any(s in text for s in self.stops)
-
-
 @dataclass
 class _Row:
     """One sample being generated: prompt ``prompt_index``, sample slot ``j``."""
@@ -210,14 +183,12 @@ class SlotDecoder:
         self.backend, self.torch, self.params = backend, torch, params
         self.n_slots, self.capacity, self.max_new_tokens = n_slots, capacity, max_new_tokens
         model = backend.model
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        kv_heads = config.num_key_value_heads or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        layers, kv_heads, head_dim = kv_layout(model)
         dtype = next(model.parameters()).dtype
         device = backend.device
         shape = (n_slots, kv_heads, capacity, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.columns = torch.arange(capacity, device=device)
         self.slot_index = torch.arange(n_slots, device=device)
         self.input_ids = torch.full((n_slots, 1), backend.pad_id, dtype=torch.long, device=device)
@@ -229,7 +200,7 @@ class SlotDecoder:
         self.out_logprobs = torch.zeros(n_slots, dtype=torch.float32, device=device)
         self.cache = _SlotCache(self.keys, self.values, self.slot_index, self.write_cols)
         self._configs = [m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation_internal")]
-        self.kv_bytes = 2 * len(self.keys) * self.keys[0].numel() * self.keys[0].element_size()
+        self.kv_bytes = n_slots * slot_kv_bytes(model, capacity)
         self.graph = None
         self.mode = "eager"
         if graph and device.type == "cuda":
@@ -388,12 +359,9 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
     def record(row: _Row, token: int, logprob: float) -> bool:
         row.tokens.append(token)
         row.logprobs.append(logprob)
-        if token in backend.eos_ids:
-            finish(row, FINISH_EOS)
-        elif stops.hit(row.tokens):
-            finish(row, FINISH_STOP)
-        elif len(row.tokens) >= max_new or row.prompt_len + len(row.tokens) >= backend.max_model_len:
-            finish(row, FINISH_LENGTH)
+        reason = backend._finish_reason(row.tokens, stops, row.prompt_len + len(row.tokens), max_new)
+        if reason is not None:
+            finish(row, reason)
         return row.done
 
     def process(flight) -> None:
@@ -470,4 +438,4 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
             f"{profile['admissions']} admissions ({profile['prefill_prompts']} prompts prefilled) {profile['admit_s']:.3f} s")
 
 
-__all__ = ["SlotDecoder", "StopWatch", "draw_tokens", "row_uniforms", "sample_with_slots", "unsupported_reason"]
+__all__ = ["SlotDecoder", "draw_tokens", "slot_kv_bytes", "row_uniforms", "sample_with_slots", "unsupported_reason"]

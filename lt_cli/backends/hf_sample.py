@@ -25,7 +25,8 @@ from typing import Sequence
 
 from ..errors import LtError
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
-from .hf_engine import SlotDecoder, draw_tokens, row_uniforms, sample_with_slots, unsupported_reason
+from .hf_engine import SlotDecoder, draw_tokens, row_uniforms, sample_with_slots, slot_kv_bytes, unsupported_reason
+from .hf_stops import StopWatch
 
 #: engines ``options["engine"]`` accepts; "auto" is the slot engine on CUDA when the model allows it
 ENGINES = ("auto", "slots", "dynamic")
@@ -130,11 +131,7 @@ class HFSampling:
         torch = self._torch
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-            config = self.model.config.get_text_config()
-            head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-            per_slot = 2 * config.num_hidden_layers * (config.num_key_value_heads or config.num_attention_heads) * capacity * head_dim
-            per_slot *= next(self.model.parameters()).element_size()
-            fits = int(KV_MEMORY_SHARE * torch.cuda.mem_get_info(self.device)[0] // per_slot)
+            fits = int(KV_MEMORY_SHARE * torch.cuda.mem_get_info(self.device)[0] // slot_kv_bytes(self.model, capacity))
             if fits < n_slots:
                 from ..console import warn
 
@@ -172,7 +169,7 @@ class HFSampling:
             tokens_out: list[list[int]] = [[] for _ in row_keys]
             logprobs_out: list[list[float]] = [[] for _ in row_keys]
             active = list(range(len(row_keys)))  # original row index of each live batch row
-            stops = tuple(params.stop)
+            stops = StopWatch(self.decode, tuple(params.stop))  # one per call: it caches per-token answers
             while active:
                 logprobs = self._process_logits(logits, params)
                 if params.temperature == 0:
@@ -192,7 +189,7 @@ class HFSampling:
                         keep.append(b)
                     else:
                         i, j = row_keys[r]
-                        results[i][j] = self._make_sample(tokens_out[r], logprobs_out[r], finish, stops, prompt_lengths[r])
+                        results[i][j] = self._make_sample(tokens_out[r], logprobs_out[r], finish, stops.stops, prompt_lengths[r])
                 if not keep:
                     break
                 if len(keep) != len(active):
@@ -219,13 +216,15 @@ class HFSampling:
             layer.values = layer.values[:, :, first:, :]
         return mask[:, first:]
 
-    def _finish_reason(self, tokens: list[int], stops: tuple[str, ...], context_len: int, max_new_tokens: int) -> str | None:
+    def _finish_reason(self, tokens: list[int], stops: StopWatch | tuple[str, ...], context_len: int, max_new_tokens: int) -> str | None:
+        """Why a sample ends after its latest token (None: it goes on): EOS, then a stop string, then
+        length. Both engines decide with this; pass a :class:`StopWatch` kept for the whole call
+        (a tuple of stop strings makes a fresh one)."""
         if tokens[-1] in self.eos_ids:
             return FINISH_EOS
-        if stops:
-            text = self.decode(tokens)
-            if any(s in text for s in stops):
-                return FINISH_STOP
+        watch = stops if isinstance(stops, StopWatch) else StopWatch(self.decode, tuple(stops))
+        if watch.hit(tokens):
+            return FINISH_STOP
         if len(tokens) >= max_new_tokens or context_len >= self.max_model_len:
             return FINISH_LENGTH
         return None
