@@ -17,7 +17,7 @@ Every error SQLite can raise (disk full, read-only, locked by another process, a
 foreign file) becomes one line naming the cache file (:func:`cache_error`); the stage's finished
 records stay in its ``.partial``, so a rerun after the cause is fixed resumes. The cache's path and
 SQLite's files beside it (``-wal``, ``-shm``, ``-journal``) must not be symbolic links: SQLite would
-write through them (:func:`lt_cli.io.check_plain_file`). There is no default cache beside an
+write through them (:func:`lt_cli.nofollow.check_plain_file`). There is no default cache beside an
 output that is not a regular file (``/dev/null``, a FIFO).
 """
 
@@ -148,7 +148,7 @@ class SampleCache:
     """
 
     def __init__(self, path: str | os.PathLike, *, timeout: float = 60):
-        from .io import check_plain_file
+        from .nofollow import check_plain_file
 
         self.path = Path(path)
         self._db = None

@@ -106,7 +106,7 @@ class Launcher:
             code = subprocess.run(command, stdout=_stderr_fd(), input=stdin_text, text=True, env=env).returncode
         else:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            from .io import open_no_follow
+            from .nofollow import open_no_follow
 
             with os.fdopen(open_no_follow(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8") as log:
                 log.write(f"# {line}\n")

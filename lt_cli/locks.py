@@ -11,7 +11,7 @@ it behind, unlocked. After taking the lock the holder checks that the path still
 locked (another process may have removed it in between) and retries otherwise.
 
 The lock's path is predictable, so it is opened without following links (``O_NOFOLLOW``,
-:func:`lt_cli.io.open_no_follow`): a symbolic link planted at ``OUTPUT.lock`` by someone who can
+:func:`lt_cli.nofollow.open_no_follow`): a symbolic link planted at ``OUTPUT.lock`` by someone who can
 write into the folder is refused with one line (exit 2), and neither the link nor its target is
 touched. A lock path that is not a regular file, or a file with other hard links, is refused the
 same way (truncating it would truncate every name it has).
@@ -70,7 +70,7 @@ class OutputLock:
         import fcntl
 
         from .errors import FileError, UsageError
-        from .io import open_no_follow
+        from .nofollow import open_no_follow
 
         while True:
             try:

@@ -18,7 +18,7 @@
   stream: no temporary file, partial, lock or marker beside it, a flush per record, and a write of
   zero bytes when it is opened, so a device that refuses writes fails before any work.
 * The files beside an output (``.lock``, ``.partial``) are opened without following links
-  (:func:`lt_cli.io.open_no_follow`). A partial is read up to a torn last line (an interrupted
+  (:func:`lt_cli.nofollow.open_no_follow`). A partial is read up to a torn last line (an interrupted
   write, dropped with a note on stderr); a complete line that is not a JSON object (a damaged or
   hand-edited partial) is refused, naming the partial and the line, because the records after it
   would otherwise be silently recomputed or lost.
@@ -35,9 +35,8 @@ from typing import Any, BinaryIO, Callable
 import orjson
 
 from .errors import FileError, UsageError
-from .io import (
-    Record, Shard, _mkstemp_public, check_plain_file, dumps, file_sha256, is_device, is_std, open_binary_no_follow, parse_shard, write_json,
-)
+from .io import Record, Shard, _mkstemp_public, dumps, file_sha256, is_device, is_std, parse_shard, write_json
+from .nofollow import check_plain_file, open_binary_no_follow
 from .locks import OutputLock
 
 

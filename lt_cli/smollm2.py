@@ -103,7 +103,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 def _file_lock(path: Path) -> Iterator[None]:
     import fcntl
 
-    from .io import open_no_follow
+    from .nofollow import open_no_follow
 
     with os.fdopen(open_no_follow(path, os.O_RDWR | os.O_CREAT), "r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

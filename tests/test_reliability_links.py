@@ -1,7 +1,7 @@
 """Links planted beside an output. The lock, partial, rejects and cache files have predictable
 names, so anyone who can write into a shared output folder can plant a symbolic link there; lt
 must refuse it (one ``lt: error:`` line, exit 2) and never write, truncate or remove the link's
-target, nor remove the link (lt_cli/io.py ``open_no_follow``)."""
+target, nor remove the link (lt_cli/nofollow.py ``open_no_follow``)."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ class BatchRunner:
 
     def _append_state(self, record: BatchRecord) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        from ..io import open_no_follow  # a predictable name beside the output: never written through a link
+        from ..nofollow import open_no_follow  # a predictable name beside the output: never written through a link
 
         with os.fdopen(open_no_follow(self.state_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(record)) + "\n")
