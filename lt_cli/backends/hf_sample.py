@@ -169,7 +169,7 @@ class HFSampling:
             tokens_out: list[list[int]] = [[] for _ in row_keys]
             logprobs_out: list[list[float]] = [[] for _ in row_keys]
             active = list(range(len(row_keys)))  # original row index of each live batch row
-            stops = StopWatch(self.decode, tuple(params.stop))  # one per call: it caches per-token answers
+            stops = StopWatch(self.decode, tuple(params.stop))  # one per batch: it caches its per-token answers
             while active:
                 logprobs = self._process_logits(logits, params)
                 if params.temperature == 0:
