@@ -36,7 +36,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(BENCH.parent))
 
-from gpucheck.profile import PARTS, PROFILES  # noqa: E402
+from gpucheck.profile import DEFAULT_PARTS, PARTS, PROFILES  # noqa: E402
 
 
 def _passed(report: dict) -> bool:
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (gloo instead of NCCL)")
     mode.add_argument("--full", action="store_true", help="the real check on a CUDA device (the default)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)} (default: {','.join(DEFAULT_PARTS)})")
     parser.add_argument("--budget-s", type=float, default=None, help="whole-check budget in seconds (default: the profile's, 460 full / 240 smoke)")
     parser.add_argument("--run-part", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)

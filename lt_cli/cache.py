@@ -63,20 +63,28 @@ def model_fingerprint(model: str) -> str:
     return "dir:" + digest.hexdigest()[:24]
 
 
-def backend_identity(backend) -> dict[str, Any]:
+def backend_identity(backend, *, sampling: bool = False) -> dict[str, Any]:
     """What, besides the request, decides a backend's outputs: its kind, the model's files, the
-    precision it computes in and its context length (which decides how prompts are cut)."""
+    precision it computes in and its context length (which decides how prompts are cut). With
+    ``sampling``, also the sampler's numerics where the backend reports them (the transformers
+    backend's slot engine: compiled or not, which attention; its bf16 samples differ at rounding
+    level from the dynamic loop's), so a cache never mixes samples of two samplers. The dynamic
+    loop reports none, so keys written before the slot engine existed stay valid."""
     config = getattr(backend, "config", None)
     dtype = getattr(config, "dtype", None)
     model = getattr(backend, "model", None)
     if model is not None and hasattr(model, "parameters"):
         dtype = str(next(model.parameters()).dtype)  # "auto" resolved: fp32 on CPU, bf16 on GPU
-    return {
+    identity = {
         "backend": getattr(backend, "name", type(backend).__name__),
         "model": model_fingerprint(str(getattr(backend, "model_id", ""))),
         "dtype": dtype,
         "max_model_len": getattr(backend, "max_model_len", None),
     }
+    sampler = getattr(backend, "sampler_identity", None) if sampling else None
+    if callable(sampler) and sampler() is not None:
+        identity["sampler"] = sampler()
+    return identity
 
 
 def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | None], compute: Callable[[list[int]], Sequence[Any]]) -> list[Any]:

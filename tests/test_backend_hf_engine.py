@@ -20,8 +20,9 @@ from lt_cli.backends.base import BackendConfig, SamplingParams
 PROMPTS = ["hello", "a much longer prompt than the first one, with more words in it", "x", "", "0123456789" * 3]
 
 
-def _backend(model_dir, engine: str, batch_size: int, **kwargs):
-    return load_backend("hf", BackendConfig(model=str(model_dir), batch_size=batch_size, options={"engine": engine}, **kwargs))
+def _backend(model_dir, engine: str, batch_size: int, options_extra: dict | None = None, **kwargs):
+    options = {"engine": engine, **(options_extra or {})}
+    return load_backend("hf", BackendConfig(model=str(model_dir), batch_size=batch_size, options=options, **kwargs))
 
 
 def _same(a, b) -> None:
@@ -149,3 +150,114 @@ def test_equal_prompts_are_prefilled_once(tiny_model_dir, monkeypatch, capsys):
     assert prefilled == [3]
     assert "slot engine profile: 12 rows" in capsys.readouterr().err
     _same(slots, _backend(tiny_model_dir, "dynamic", 16).sample(prompts, params, seeds))
+
+
+def test_compiled_step_equals_the_dynamic_loop_and_compiles_once(tiny_model_dir, capsys):
+    """torch.compile of the decode step (the default on CUDA) changes no sample; the columns and the
+    uniforms are dynamic, so a longer prompt or another max_new_tokens reuses the compiled step."""
+    from torch._dynamo.utils import counters
+
+    compiled = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True})
+    dynamic = _backend(tiny_model_dir, "dynamic", 4)
+    params = SamplingParams(n=3, temperature=0.9, top_p=0.95, max_new_tokens=12, stop=("e",))
+    prompts = [p + str(i) for i in range(2) for p in PROMPTS]
+    _same(compiled.sample(prompts, params), dynamic.sample(prompts, params))
+    decoder = compiled._decoder_cache[1]
+    assert decoder.mode == "compiled eager" and decoder.attention == "sdpa"
+    assert "decode step compiled in" in capsys.readouterr().err
+    graphs = counters["stats"]["unique_graphs"]
+    longer = SamplingParams(n=2, temperature=0.9, top_p=0.95, max_new_tokens=20)
+    _same(compiled.sample(["a much longer prompt " * 12], longer), dynamic.sample(["a much longer prompt " * 12], longer))
+    assert compiled._decoder_cache[1] is not decoder and compiled._decoder_cache[1].capacity > decoder.capacity
+    assert counters["stats"]["unique_graphs"] == graphs  # no new compile
+
+
+def test_a_step_that_does_not_compile_falls_back(tiny_model_dir, monkeypatch, capsys):
+    """Flex attention that inductor cannot compile falls back to compiled SDPA; a step that does not
+    compile at all runs uncompiled; each says so once."""
+    calls = []
+
+    def fake_compiled(torch):
+        def step(decoder):
+            calls.append(decoder.attention)
+            if decoder.attention == "flex" or fail_all:
+                raise RuntimeError("no kernel for this")
+            return hf_engine.SlotDecoder._step_ops(decoder)
+        return step
+
+    monkeypatch.setattr(hf_engine, "_compiled_step", fake_compiled)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6)
+    reference = _backend(tiny_model_dir, "dynamic", 4).sample(PROMPTS, params)
+    fail_all = False
+    backend = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True, "attention": "flex"})
+    _same(backend.sample(PROMPTS, params), reference)
+    assert calls[:2] == ["flex", "sdpa"] and backend._decoder_cache[1].attention == "sdpa"
+    assert backend._decoder_cache[1].mode == "compiled eager"
+    err = capsys.readouterr().err
+    assert "with flex attention could not be compiled (RuntimeError: no kernel for this)" in err
+    fail_all = True
+    backend = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True})
+    _same(backend.sample(PROMPTS, params), reference)
+    assert backend._decoder_cache[1].mode == "eager"
+    assert "runs uncompiled, with SDPA attention" in capsys.readouterr().err
+
+
+def test_flex_block_mask_is_the_boolean_mask():
+    """The block mask reads blocks up to each row's write column (all full but the last) and gives
+    the same attention as SDPA with the boolean mask, grouped-query heads included."""
+    import torch
+
+    from lt_cli.backends import hf_slot_attention as attention
+
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(6, 8, 1, 16, generator=g)
+    key, value = torch.randn(6, 2, 384, 16, generator=g), torch.randn(6, 2, 384, 16, generator=g)
+    write, columns = torch.tensor([0, 5, 127, 128, 300, 383]), torch.arange(384)
+    mask = attention.block_mask(torch, columns, write)
+    assert mask.full_kv_num_blocks.flatten().tolist() == [0, 0, 0, 1, 2, 2]
+    assert mask.kv_indices[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 2, 2]
+    assert mask.to_dense()[:, 0, 0].tolist() == [[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]]
+    with torch.inference_mode(), pytest.warns(UserWarning, match="without torch.compile"):
+        flex, _ = attention.slot_attention(None, query, key, value, mask, scaling=0.25)
+    sdpa, _ = attention.slot_attention(None, query, key, value, attention.boolean_mask(columns, write), scaling=0.25)
+    assert sdpa.shape == (6, 1, 8, 16)
+    assert torch.allclose(flex, sdpa, atol=1e-5)
+
+
+@pytest.mark.parametrize(("options", "env", "message"), [
+    ({"compile": "sometimes"}, {}, "compile must be auto, true or false"),
+    ({"attention": "paged"}, {}, "attention must be one of sdpa, flex"),
+])
+def test_bad_step_options_are_refused(tiny_model_dir, options, env, message):
+    from lt_cli.errors import LtError
+
+    with pytest.raises(LtError, match=message):
+        _backend(tiny_model_dir, "slots", 4, options_extra=options)
+
+
+def test_step_options_from_the_environment(tiny_model_dir, monkeypatch):
+    from lt_cli.backends.hf_engine import StepOptions
+    from lt_cli.errors import LtError
+
+    backend = _backend(tiny_model_dir, "slots", 4)
+    assert backend.step_options() == StepOptions(compile=False, graph=True, attention="sdpa")  # auto: compiled on CUDA only
+    monkeypatch.setenv("LT_HF_COMPILE", "1")
+    monkeypatch.setenv("LT_HF_ATTENTION", "flex")
+    assert backend.step_options() == StepOptions(compile=True, graph=True, attention="flex")
+    monkeypatch.setenv("LT_HF_ATTENTION", "xformers")
+    with pytest.raises(LtError, match="attention must be one of"):
+        backend.step_options()
+
+
+def test_the_sample_cache_keys_the_slot_engine_settings(tiny_model_dir):
+    """bf16 samples of the slot engine (compiled or not) differ from the dynamic loop's at rounding
+    level, so sample cache keys name the sampler; the dynamic loop's keys are those of before."""
+    from lt_cli.cache import backend_identity
+
+    dynamic = _backend(tiny_model_dir, "dynamic", 4)
+    assert "sampler" not in backend_identity(dynamic, sampling=True)
+    slots = _backend(tiny_model_dir, "slots", 4)
+    compiled = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True, "attention": "flex"})
+    assert backend_identity(slots, sampling=True)["sampler"] == "slots/uncompiled/sdpa"
+    assert backend_identity(compiled, sampling=True)["sampler"] == "slots/compiled/flex"
+    assert backend_identity(compiled) == backend_identity(dynamic)  # scores do not depend on the sampler

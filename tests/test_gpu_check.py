@@ -16,13 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 
-from gpucheck import ceilings, contract, demo, estep, training  # noqa: E402
+from gpucheck import ceilings, contract, demo, engines, estep, training  # noqa: E402
 from gpucheck.part import PartContext, StepSkipped  # noqa: E402
-from gpucheck.profile import PARTS, SMOKE  # noqa: E402
+from gpucheck.profile import DEFAULT_PARTS, PARTS, SMOKE  # noqa: E402
 from gpucheck.runner import null_fields  # noqa: E402
 from gpucheck.shapes import SMOLLM2_135M, TINYLLAMA_1_1B, padded_byte_tokenizer  # noqa: E402
 
-MODULES = {"ceilings": ceilings, "contract": contract, "training": training, "estep": estep, "demo": demo}
+MODULES = {"ceilings": ceilings, "contract": contract, "training": training, "estep": estep, "demo": demo, "engines": engines}
 
 
 def _env() -> dict[str, str]:
@@ -43,7 +43,7 @@ def test_smoke_check_fills_every_field_from_real_measurements(tmp_path):
     assert summary == {"check": "gpu_check", "mode": "smoke", "passed": True, "null_fields": 0, "seconds": summary["seconds"]}
     report = json.loads((out / "gpu_check.json").read_text())
     assert null_fields(report) == []
-    assert list(report["parts"]) == list(PARTS)
+    assert list(report["parts"]) == list(DEFAULT_PARTS)
     for name, entry in report["parts"].items():
         assert entry["status"] == "ok" and entry["null_reasons"] == {} and "errors" not in entry, (name, entry)
         for field in MODULES[name].FIELDS:  # every declared field is there, with a value
@@ -87,7 +87,28 @@ def test_smoke_check_fills_every_field_from_real_measurements(tmp_path):
     assert (out / "demo" / "report.json").exists() and (out / "logs" / "train-fsdp.log").exists()
     md = (out / "gpu_check.md").read_text()
     assert md.startswith("# gpu_check (smoke): cpu") and "null:" not in md
-    assert all(f"## {name}: ok" in md for name in PARTS)
+    assert all(f"## {name}: ok" in md for name in DEFAULT_PARTS)
+
+
+@pytest.mark.slow
+def test_smoke_engines_part_measures_each_step_setting(tmp_path):
+    """The engines part (not a default part) runs lt sample-thoughts on the slot engine under each
+    step setting and fills every field; on a CPU FlexAttention does not compile and falls back."""
+    out = tmp_path / "engines"
+    proc = _check(out, "--smoke", "--parts", "ceilings,engines")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert list(report["parts"]) == ["ceilings", "engines"] and null_fields(report) == []
+    e = report["parts"]["engines"]["results"]
+    assert e["rows"] == max(SMOKE.estep_rows)
+    assert e["graph"]["engine"].endswith("eager decode step, sdpa attention")  # no CUDA graph on a CPU
+    assert e["compiled"]["engine"].endswith("compiled eager decode step, sdpa attention")
+    assert e["compiled_flex"]["engine"].endswith("compiled eager decode step, sdpa attention")  # the fallback
+    for name in engines.VARIANTS:
+        assert e[name]["samples"] == e["graph"]["samples"] > 0
+        assert e[name]["lt_fraction"] == pytest.approx(e[name]["tokens_per_s"] / e["hw_limit_tokens_per_s"], rel=1e-2, abs=1e-4)
+        assert e[name]["over_graph"] == pytest.approx(e[name]["tokens_per_s"] / e["graph"]["tokens_per_s"], rel=1e-2, abs=1e-3)
+    assert "could not be compiled" in (out / "logs" / "estep-compiled_flex.log").read_text()
 
 
 def test_no_time_left_skips_every_part_with_the_reason(tmp_path):
@@ -98,7 +119,8 @@ def test_no_time_left_skips_every_part_with_the_reason(tmp_path):
     for name, entry in report["parts"].items():
         assert entry["status"] == "skipped" and entry["reason"].startswith("time short: 0 s of the check's 1 s budget left")
         assert entry["results"] and set(entry["null_reasons"]) == set(MODULES[name].FIELDS)
-    assert len(null_fields(report)) == sum(len(m.FIELDS) for m in MODULES.values())
+    assert list(report["parts"]) == list(DEFAULT_PARTS)
+    assert len(null_fields(report)) == sum(len(MODULES[name].FIELDS) for name in DEFAULT_PARTS)
     assert "| demo claim 1: teacher beats raw | null: time short:" in (out / "gpu_check.md").read_text()
     assert json.loads(proc.stdout)["passed"] is False
 
@@ -192,3 +214,8 @@ def test_padded_byte_tokenizer_round_trips_every_id():
         assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids, text
     with pytest.raises(ValueError, match="smaller than the byte tokenizer"):
         padded_byte_tokenizer(100)
+
+
+def test_every_part_has_its_module_and_the_default_run_leaves_out_engines():
+    assert list(MODULES) == list(PARTS)
+    assert DEFAULT_PARTS == tuple(p for p in PARTS if p != "engines")

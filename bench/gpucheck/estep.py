@@ -48,13 +48,15 @@ SCORE_FIELDS = ("pairs", "tokens", "score_tokens_per_s", "bare_tokens_per_s", "r
 ROWS = (64, 256)  # the profiles' estep_rows (field names carry them)
 
 
+SETUP_FIELDS = ("model", "chunks_per_doc", "k", "max_new_tokens", "mean_prompt_tokens", "weight_bytes", "kv_bytes_per_token", "bandwidth_gb_per_s")
+
+
 def fields_for(rows: tuple[int, ...]) -> tuple[str, ...]:
     per_rows = []
     for r in rows:
         per_rows += [f"lt_{r}.{f}" for f in LT_FIELDS] + [f"generate_static_{r}.{f}" for f in STATIC_FIELDS]
         per_rows += [f"hw_limit_{r}.{f}" for f in LIMIT_FIELDS]
-    return ("model", "chunks_per_doc", "k", "max_new_tokens", "mean_prompt_tokens", "weight_bytes", "kv_bytes_per_token", "bandwidth_gb_per_s",
-            *per_rows, "generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate_loop",
+    return (*SETUP_FIELDS, *per_rows, "generate_loop.samples", "generate_loop.tokens", "generate_loop.tokens_per_s", "speedup_vs_generate_loop",
             *(f"scoring.{f}" for f in SCORE_FIELDS), "decode_profile.kernels", "decode_profile.top")
 
 
@@ -96,7 +98,7 @@ def _tokens_per_document(path) -> list[tuple[int, int]]:
 
 
 PROGRESS = re.compile(r"^sample-thoughts: ([\d,]+)(?:/[\d,]+)? docs")
-ENGINE = re.compile(r"transformers backend: (slot engine, .*)$")
+ENGINE = re.compile(r"transformers backend: slot engine, (\d+) rows x \d+ KV columns \([^)]*\), (.*)$")
 ENGINE_PROFILE = re.compile(r"slot engine profile: \d+ rows, (\d+) steps, ([\d.]+) s: ([\d.]+) ms/step waiting for the GPU, ([\d.]+) ms/step host, "
                             r"(\d+) admissions \((\d+) prompts prefilled\) ([\d.]+) s")
 
@@ -165,27 +167,7 @@ def run(ctx: PartContext) -> None:
     if p.estep_rows != ROWS:
         raise ValueError(f"the profile's E-step rows {p.estep_rows} are not the declared {ROWS}")
     state: dict = {}
-    with ctx.step("setup", ("model", "chunks_per_doc", "k", "max_new_tokens", "mean_prompt_tokens", "weight_bytes", "kv_bytes_per_token",
-                            "bandwidth_gb_per_s")):
-        from lt_cli.models import load_tokenizer
-
-        state["folder"] = model_folder(p.train_shape, ctx.work / "models", p.device, dtype="bfloat16")
-        n_docs = max(p.estep_docs.values())
-        docs_path = ctx.work / "estep-docs.jsonl"
-        chunked = write_docs(docs_path, n_docs)
-        prompts = posterior_prompts(chunked)
-        tokenizer = load_tokenizer(str(state["folder"]))
-        lengths = [1 + len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompts]  # + BOS
-        state.update(chunked=chunked, prompts=prompts)
-        shape = p.train_shape
-        ctx.set("model", shape.name)
-        ctx.set("chunks_per_doc", round(len(prompts) / n_docs, 3))
-        ctx.set("k", p.estep_k)
-        ctx.set("max_new_tokens", p.estep_max_new_tokens)
-        ctx.set("mean_prompt_tokens", round(sum(lengths) / len(lengths), 1))
-        ctx.set("weight_bytes", shape.decode_weight_bytes(2))
-        ctx.set("kv_bytes_per_token", shape.kv_bytes_per_token(2))
-        ctx.set("bandwidth_gb_per_s", significant(ceilings.load(ctx)["copy_gb_per_s"]))
+    setup(ctx, state)
 
     for rows in p.estep_rows:
         run_lt(ctx, state, rows)
@@ -218,11 +200,7 @@ def run(ctx: PartContext) -> None:
         limit_fields = [f"hw_limit_{rows}.{f}" for f in LIMIT_FIELDS]
         with ctx.step(f"hw_limit_{rows}", limit_fields):
             ctx.require("mean_prompt_tokens", "bandwidth_gb_per_s")
-            samples = ctx.get(f"lt_{rows}.samples") or rows
-            step_rows = min(rows, samples)
-            context = ctx.get("mean_prompt_tokens") + (p.estep_max_new_tokens + 1) / 2
-            per_step_bytes = ctx.get("weight_bytes") + step_rows * ctx.get("kv_bytes_per_token") * context
-            limit = step_rows / (per_step_bytes / (ctx.get("bandwidth_gb_per_s") * 1e9))
+            step_rows, context, limit = memory_bound_limit(ctx, rows, ctx.get(f"lt_{rows}.samples") or rows)
             ctx.set(f"hw_limit_{rows}.rows_per_step", step_rows)
             ctx.set(f"hw_limit_{rows}.mean_context_tokens", round(context, 1))
             ctx.set(f"hw_limit_{rows}.tokens_per_s", round(limit, 1))
@@ -256,14 +234,49 @@ def run(ctx: PartContext) -> None:
         measure_scoring(ctx, state, _backend(ctx, state, backend_holder))
 
     with ctx.step("decode_profile", ("decode_profile.kernels", "decode_profile.top")):
-        ctx.need(15)
+        ctx.need(60)  # the step compiles first
         ctx.require("model")
         profile_decode(ctx, state, _backend(ctx, state, backend_holder))
 
 
+def memory_bound_limit(ctx: PartContext, rows: int, samples: int) -> tuple[int, float, float]:
+    """(rows per step, mean context tokens, tokens/s): the decode rate at which each step reads every
+    weight once and each row's K/V, at the measured copy bandwidth (the setup step's fields)."""
+    step_rows = min(rows, samples)
+    context = ctx.get("mean_prompt_tokens") + (ctx.profile.estep_max_new_tokens + 1) / 2
+    per_step_bytes = ctx.get("weight_bytes") + step_rows * ctx.get("kv_bytes_per_token") * context
+    return step_rows, context, step_rows / (per_step_bytes / (ctx.get("bandwidth_gb_per_s") * 1e9))
+
+
+def setup(ctx: PartContext, state: dict) -> None:
+    """The model folder, the documents and the limit's inputs (fields of the setup step)."""
+    p = ctx.profile
+    with ctx.step("setup", SETUP_FIELDS):
+        from lt_cli.models import load_tokenizer
+
+        state["folder"] = model_folder(p.train_shape, ctx.work / "models", p.device, dtype="bfloat16")
+        n_docs = max(p.estep_docs.values())
+        docs_path = ctx.work / "estep-docs.jsonl"
+        chunked = write_docs(docs_path, n_docs)
+        prompts = posterior_prompts(chunked)
+        tokenizer = load_tokenizer(str(state["folder"]))
+        lengths = [1 + len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompts]  # + BOS
+        state.update(chunked=chunked, prompts=prompts)
+        shape = p.train_shape
+        ctx.set("model", shape.name)
+        ctx.set("chunks_per_doc", round(len(prompts) / n_docs, 3))
+        ctx.set("k", p.estep_k)
+        ctx.set("max_new_tokens", p.estep_max_new_tokens)
+        ctx.set("mean_prompt_tokens", round(sum(lengths) / len(lengths), 1))
+        ctx.set("weight_bytes", shape.decode_weight_bytes(2))
+        ctx.set("kv_bytes_per_token", shape.kv_bytes_per_token(2))
+        ctx.set("bandwidth_gb_per_s", significant(ceilings.load(ctx)["copy_gb_per_s"]))
+
+
 def profile_decode(ctx: PartContext, state: dict, backend) -> None:
     """torch.profiler over one sampling call at the largest row count: the kernels a decode step
-    spends its time in (logs/decode-profile.txt holds the table), for whoever tunes the engine next."""
+    spends its time in (logs/decode-profile.txt holds the table), for whoever tunes the engine next.
+    The step is compiled as in lt sample-thoughts but not captured, so each kernel shows."""
     from torch.profiler import ProfilerActivity, profile
 
     from lt_cli.backends.base import SamplingParams
@@ -285,27 +298,30 @@ def profile_decode(ctx: PartContext, state: dict, backend) -> None:
     ctx.set("decode_profile.top", "; ".join(e.key[:60] for e in events[:5]))
 
 
-def run_lt(ctx: PartContext, state: dict, rows: int) -> None:
+def run_lt(ctx: PartContext, state: dict, rows: int, key: str | None = None, env: dict[str, str] | None = None) -> None:
+    """``lt sample-thoughts`` at ``rows`` rows per step into the fields ``KEY.*`` (default
+    ``lt_ROWS``), with ``env`` added to its environment (the engines part's step settings)."""
     p = ctx.profile
-    key = f"lt_{rows}"
+    key = key or f"lt_{rows}"
     with ctx.step(key, [f"{key}.{f}" for f in LT_FIELDS]):
         ctx.need(25)
         ctx.require("model")
         n_docs, per_call = p.estep_docs[rows], p.estep_docs_per_call[rows]
         docs = ctx.work / f"estep-docs-{rows}.jsonl"
         docs.write_text("".join(line + "\n" for line in (ctx.work / "estep-docs.jsonl").read_text().splitlines()[:n_docs]))
-        out = ctx.work / f"estep-cand-{rows}.jsonl"
+        out = ctx.work / ("estep-cand-{rows}.jsonl" if key == f"lt_{rows}" else f"estep-cand-{key}.jsonl").format(rows=rows)
         for stale in (out, out.with_name(out.name + ".partial")):  # a killed earlier run would be resumed
             stale.unlink(missing_ok=True)
         args = ["sample-thoughts", "--model", str(state["folder"]), "--k", str(p.estep_k), "--max-new-tokens", str(p.estep_max_new_tokens),
                 "--batch-size", str(rows), "--docs-per-call", str(per_call), "--no-score", "--no-cache", str(docs), "-o", str(out)]
         lines: list = []
-        wall = ctx.lt(args, f"estep-lt-{rows}", env={"LT_PROGRESS_INTERVAL": "0", "LT_ENGINE_PROFILE": "1"}, line_times=lines)
+        log_name = f"estep-lt-{rows}" if key == f"lt_{rows}" else f"estep-{key}"
+        wall = ctx.lt(args, log_name, env={"LT_PROGRESS_INTERVAL": "0", "LT_ENGINE_PROFILE": "1", **(env or {})}, line_times=lines)
         doc_tokens = _tokens_per_document(out)
         tokens = sum(t for _, t in doc_tokens)
         first_group_s, end_s = group_times(lines, len(doc_tokens), per_call)
         steady_tokens = sum(t for _, t in doc_tokens[per_call:])
-        engines = sorted({m.group(1).split(" rows x")[0] + ", " + m.group(1).rsplit(", ", 1)[-1] for _, line in lines if (m := ENGINE.search(line))})
+        engines = sorted({f"slot engine, {m.group(1)} rows, {m.group(2)}" for _, line in lines if (m := ENGINE.search(line))})
         ctx.set(f"{key}.docs", n_docs)
         ctx.set(f"{key}.docs_per_call", per_call)
         ctx.set(f"{key}.wall_s", round(wall, 2))
@@ -323,8 +339,10 @@ def _backend(ctx: PartContext, state: dict, holder: dict):
         from lt_cli.backends import load_backend
         from lt_cli.backends.base import BackendConfig
 
+        # no CUDA graph, so the decode profile sees the step's kernels one by one (the step is still
+        # compiled, as lt sample-thoughts runs it); generate and scoring do not use the slot engine
         holder["backend"] = load_backend("transformers", BackendConfig(model=str(state["folder"]), device=ctx.profile.device,
-                                                                       batch_size=max(ctx.profile.estep_rows)))
+                                                                       batch_size=max(ctx.profile.estep_rows), options={"cuda_graphs": False}))
     return holder["backend"]
 
 

@@ -40,18 +40,28 @@ import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
+from . import hf_slot_attention as attention
 from .hf_stops import StopWatch
 
-#: the name the engine's attention function is registered under (transformers' AttentionInterface)
-ATTENTION_NAME = "lt_slots"
-#: KV columns are allocated in multiples of this (SDPA's masked kernels want aligned rows; fewer
-#: distinct sizes mean fewer new buffers and graph captures as longer prompts arrive)
-COLUMN_ALIGN = 128
+#: KV columns are allocated in multiples of this (SDPA's masked kernels want aligned rows, and
+#: FlexAttention's blocks tile the buffer)
+COLUMN_ALIGN = attention.FLEX_BLOCK
 #: model types whose every layer is plain causal full attention through transformers' attention
 #: interface (others, e.g. sliding-window or soft-capped attention, use the dynamic loop)
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "granite", "smollm3"})
 #: padded prompt tokens per admission prefill forward
 PREFILL_TOKENS = 32768
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How the decode step runs. ``compile``: torch.compile (inductor) fuses the step's small
+    kernels before it is captured; ``graph``: capture it as a CUDA graph; ``attention``: "sdpa" or
+    "flex" (hf_slot_attention.py)."""
+
+    compile: bool = False
+    graph: bool = True
+    attention: str = "sdpa"
 
 
 def draw_tokens(torch, logprobs, u):
@@ -97,36 +107,6 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
-def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Decode attention over the slot buffers: each K/V head serves its query-head group at once.
-
-    ``query`` is ``[S, heads, 1, head dim]``; the G = heads / kv heads query heads of one group become
-    G queries against the group's K/V, so nothing is repeated; ``attention_mask`` is the engine's
-    ``[S, 1, 1, C]`` boolean mask. Returns ``[S, 1, heads, head dim]`` as transformers' SDPA does.
-    """
-    import torch.nn.functional as F
-
-    slots, heads, q_len, head_dim = query.shape
-    kv_heads = key.shape[1]
-    if q_len != 1:
-        raise RuntimeError("slot attention is for one-token decode steps")
-    grouped = query.reshape(slots, kv_heads, heads // kv_heads, head_dim)
-    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=attention_mask, scale=scaling)
-    return out.reshape(slots, heads, 1, head_dim).transpose(1, 2), None
-
-
-_registered = False
-
-
-def _register_attention() -> None:
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-
-        AttentionInterface.register(ATTENTION_NAME, slot_attention)
-        _registered = True
-
-
 class _SlotCache:
     """What the model's attention layers see as their cache during a decode step: each slot's new
     key and value go to its own column ``write_cols[slot]``; attention gets the whole buffer (masked)."""
@@ -144,6 +124,18 @@ class _SlotCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0  # positions are always given explicitly
+
+
+_COMPILED_STEP = None
+
+
+def _compiled_step(torch):
+    """``SlotDecoder._step_ops`` compiled once per process (dynamo keys its cache on the function, and
+    guards on the decoder's tensor shapes and settings)."""
+    global _COMPILED_STEP
+    if _COMPILED_STEP is None:
+        _COMPILED_STEP = torch.compile(SlotDecoder._step_ops, fullgraph=True, dynamic=False)
+    return _COMPILED_STEP
 
 
 def _layer_kv(cache, layer: int):
@@ -173,13 +165,14 @@ def _align(n: int) -> int:
 class SlotDecoder:
     """The fixed buffers of ``n_slots`` slots x ``capacity`` columns and the decode step over them.
 
-    ``graph``: capture the step as a CUDA graph (CUDA only). Capture failures fall back to eager
-    steps with a warning; ``mode`` says which ran.
+    ``options`` (:class:`StepOptions`) say whether the step is compiled and captured as a CUDA graph
+    (CUDA only) and which attention it uses. A step that cannot be compiled runs uncompiled with SDPA,
+    one that cannot be captured runs eagerly, each with a warning; ``mode`` says what runs.
     """
 
-    def __init__(self, backend, n_slots: int, capacity: int, max_new_tokens: int, params, *, graph: bool):
+    def __init__(self, backend, n_slots: int, capacity: int, max_new_tokens: int, params, options: StepOptions):
         torch = backend._torch
-        _register_attention()
+        attention.register()
         self.backend, self.torch, self.params = backend, torch, params
         self.n_slots, self.capacity, self.max_new_tokens = n_slots, capacity, max_new_tokens
         model = backend.model
@@ -201,17 +194,22 @@ class SlotDecoder:
         self.cache = _SlotCache(self.keys, self.values, self.slot_index, self.write_cols)
         self._configs = [m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation_internal")]
         self.kv_bytes = n_slots * slot_kv_bytes(model, capacity)
+        self.attention = options.attention
+        self._step_fn = SlotDecoder._step_ops
         self.graph = None
-        self.mode = "eager"
-        if graph and device.type == "cuda":
+        self.compile_s = None
+        if options.compile or self.attention == "flex":  # FlexAttention runs only compiled
+            self._compile(compile_sdpa=options.compile)
+        if options.graph and device.type == "cuda":
             self._capture()
+        self.mode = ("compiled " if self._step_fn is not SlotDecoder._step_ops else "") + ("cuda-graph" if self.graph else "eager")
 
     # ------------------------------------------------------------------ the step
     @contextlib.contextmanager
     def _slot_attention(self):
         saved = [c._attn_implementation_internal for c in self._configs]
         for c in self._configs:
-            c._attn_implementation_internal = ATTENTION_NAME
+            c._attn_implementation_internal = attention.ATTENTION_NAME
         try:
             yield
         finally:
@@ -219,16 +217,22 @@ class SlotDecoder:
                 c._attn_implementation_internal = value
 
     def _step_ops(self) -> None:
+        """One decode step on every slot: forward, sampling and counters, all on the device (what
+        the CUDA graph holds). Sizes come from tensors, not Python ints, so one compiled step
+        serves every capacity."""
         torch, params = self.torch, self.params
         # a free slot keeps stepping on junk: its column is clamped inside the buffer
-        torch.clamp(self.positions[:, 0], max=self.capacity - 1, out=self.write_cols)
-        mask = (self.columns <= self.write_cols.unsqueeze(1)).view(self.n_slots, 1, 1, self.capacity)
+        torch.minimum(self.positions[:, 0], self.columns[-1], out=self.write_cols)
+        if self.attention == "flex":
+            mask = attention.block_mask(torch, self.columns, self.write_cols)
+        else:
+            mask = attention.boolean_mask(self.columns, self.write_cols)
         logits = self.backend._call_model(self.input_ids, mask, self.positions, self.cache)[:, -1].float()
         logprobs = self.backend._process_logits(logits, params)
         if params.temperature == 0:
             chosen = logits.argmax(dim=-1)
         else:
-            index = self.token_index.clamp(max=self.max_new_tokens - 1).unsqueeze(1)
+            index = self.token_index.clamp(max=self.uniforms.shape[1] - 1).unsqueeze(1)
             chosen = draw_tokens(torch, logprobs, self.uniforms.gather(1, index).squeeze(1))
         self.out_logprobs.copy_(logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1))
         self.out_tokens.copy_(chosen)
@@ -241,7 +245,48 @@ class SlotDecoder:
             self.graph.replay()
         else:
             with self._slot_attention():
-                self._step_ops()
+                self._step_fn(self)
+
+    def _compile(self, *, compile_sdpa: bool) -> None:
+        """Compile the step (one compiled function per process, shared by every decoder: the columns
+        and the uniforms per row are marked dynamic, so a new capacity or ``max_new_tokens`` needs no
+        new compile; rows, dtype and sampling settings do) and run it once. Flex
+        attention that fails to compile falls back to SDPA, compiled when ``compile_sdpa``, and a
+        step that cannot be compiled at all runs uncompiled with SDPA."""
+        import time
+
+        from ..console import log, warn
+
+        torch = self.torch
+        for buffer in (*self.keys, *self.values):
+            torch._dynamo.mark_dynamic(buffer, 2)
+        torch._dynamo.mark_dynamic(self.columns, 0)
+        torch._dynamo.mark_dynamic(self.uniforms, 1)  # max_new_tokens
+        tries = [self.attention] + (["sdpa"] if self.attention == "flex" and compile_sdpa else [])
+        for attention_kind in tries:
+            self.attention = attention_kind
+            started = time.perf_counter()
+            try:
+                with self._slot_attention():
+                    _compiled_step(torch)(self)
+                self._synchronize()
+            except Exception as exc:  # an op inductor cannot compile
+                self._synchronize()
+                message = str(exc).splitlines()[0][:200] if str(exc) else ""
+                warn(f"transformers backend: the decode step with {attention_kind} attention could not be compiled ({type(exc).__name__}: {message})")
+                continue
+            self._step_fn, self.compile_s = _compiled_step(torch), time.perf_counter() - started
+            if self.compile_s > 1.0:  # else the step compiled for an earlier decoder served
+                log(f"transformers backend: decode step compiled in {self.compile_s:.1f} s ({attention_kind} attention)")
+            break
+        else:
+            warn("transformers backend: the decode step runs uncompiled, with SDPA attention")
+            self._step_fn, self.attention = SlotDecoder._step_ops, "sdpa"
+        self.reset()
+
+    def _synchronize(self) -> None:
+        if self.backend.device.type == "cuda":
+            self.torch.cuda.synchronize()
 
     def _capture(self) -> None:
         torch = self.torch
@@ -250,18 +295,18 @@ class SlotDecoder:
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side), self._slot_attention():
                 for _ in range(2):  # warm-up: cuBLAS handles, allocator pools
-                    self._step_ops()
+                    self._step_fn(self)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), self._slot_attention():
-                self._step_ops()
-            self.graph, self.mode = graph, "cuda-graph"
+                self._step_fn(self)
+            self.graph = graph
         except Exception as exc:  # an op the graph cannot hold: run the same step eagerly
             from ..console import warn
 
             torch.cuda.synchronize()
             warn(f"transformers backend: the decode step could not be captured as a CUDA graph ({type(exc).__name__}: {exc}); decoding eagerly")
-            self.graph, self.mode = None, "eager"
+            self.graph = None
         self.reset()
 
     def reset(self) -> None:
@@ -438,4 +483,4 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
             f"{profile['admissions']} admissions ({profile['prefill_prompts']} prompts prefilled) {profile['admit_s']:.3f} s")
 
 
-__all__ = ["SlotDecoder", "draw_tokens", "slot_kv_bytes", "row_uniforms", "sample_with_slots", "unsupported_reason"]
+__all__ = ["SlotDecoder", "StepOptions", "draw_tokens", "slot_kv_bytes", "row_uniforms", "sample_with_slots", "unsupported_reason"]

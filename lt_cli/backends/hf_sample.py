@@ -25,13 +25,26 @@ from typing import Sequence
 
 from ..errors import LtError
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
-from .hf_engine import SlotDecoder, draw_tokens, row_uniforms, sample_with_slots, slot_kv_bytes, unsupported_reason
+from .hf_engine import SlotDecoder, StepOptions, draw_tokens, row_uniforms, sample_with_slots, slot_kv_bytes, unsupported_reason
+from .hf_slot_attention import ATTENTIONS
 from .hf_stops import StopWatch
 
 #: engines ``options["engine"]`` accepts; "auto" is the slot engine on CUDA when the model allows it
 ENGINES = ("auto", "slots", "dynamic")
+#: what ``options["compile"]`` / ``LT_HF_COMPILE`` accept ("auto": compiled on CUDA)
+COMPILE_VALUES = {"auto": None, "1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 #: share of the free GPU memory the slot engine's KV buffers may take
 KV_MEMORY_SHARE = 0.5
+
+
+def parse_compile(value) -> bool | None:
+    """``options["compile"]`` as a flag (None: "auto")."""
+    if isinstance(value, bool):
+        return value
+    key = str(value).strip().lower()
+    if key not in COMPILE_VALUES:
+        raise LtError(f"transformers backend: compile must be auto, true or false, got {value!r}")
+    return COMPILE_VALUES[key]
 
 
 @dataclass
@@ -137,14 +150,35 @@ class HFSampling:
 
                 warn(f"transformers backend: {n_slots} rows x {capacity} KV columns do not fit in GPU memory; decoding {max(fits, 1)} rows at a time")
                 n_slots = max(fits, 1)
-        graphs = bool(self.config.options.get("cuda_graphs", True))
-        decoder = SlotDecoder(self, n_slots, capacity, params.max_new_tokens, params, graph=graphs)
+        decoder = SlotDecoder(self, n_slots, capacity, params.max_new_tokens, params, self.step_options())
         self._decoder_cache = (key, decoder)
         from ..console import log
 
         log(f"transformers backend: slot engine, {decoder.n_slots} rows x {capacity} KV columns ({decoder.kv_bytes / 2**30:.2f} GiB), "
-            f"{decoder.mode} decode step")
+            f"{decoder.mode} decode step, {decoder.attention} attention")
         return decoder
+
+    def sampler_identity(self) -> str | None:
+        """The slot engine's step settings that change bf16 samples at rounding level (part of the
+        sample cache's key, lt_cli/cache.py); None for the dynamic loop, the reference sampler."""
+        if self.sampling_engine() != "slots":
+            return None
+        options = self.step_options()
+        return f"slots/{'compiled' if options.compile else 'uncompiled'}/{options.attention}"
+
+    def step_options(self) -> StepOptions:
+        """The slot engine's step settings from the backend options, else the environment
+        (``LT_HF_COMPILE``, ``LT_HF_ATTENTION``): compiled on CUDA unless told otherwise."""
+        import os
+
+        options = self.config.options
+        compile_ = options.get("compile", os.environ.get("LT_HF_COMPILE") or "auto")
+        attention = options.get("attention", os.environ.get("LT_HF_ATTENTION") or "sdpa")
+        flag = parse_compile(compile_)
+        if attention not in ATTENTIONS:
+            raise LtError(f"transformers backend: attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+        return StepOptions(compile=self.device.type == "cuda" if flag is None else flag, graph=bool(options.get("cuda_graphs", True)),
+                           attention=attention)
 
     def _draw(self, logprobs, uniforms, step: int):
         """One token per row: the row's ``step``-th uniform inverted through its CDF."""

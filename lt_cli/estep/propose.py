@@ -138,7 +138,7 @@ def _sample_chunks(backend: Backend, docs: list[Record], config: SampleConfig, c
     ``prompt_tokens`` is the posterior prompt's length as the backend read it.
     """
     params = config.sampling_params()
-    identity = backend_identity(backend) if cache is not None else None
+    identity = backend_identity(backend, sampling=True) if cache is not None else None
     requests: list[_SampleRequest] = []
     for d, i, stop in targets:
         doc = docs[d]

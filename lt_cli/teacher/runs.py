@@ -156,5 +156,5 @@ def _cache_lookup(run: SynthesizeRun, config, backend_name: str, backend_config)
     if backend_name != "api" or path is None or not Path(path).exists():
         return None
     # the identity an OpenAIBackend has, without building one (that needs an API key)
-    identity = backend_identity(SimpleNamespace(name="api", model_id=backend_config.model, config=backend_config))
+    identity = backend_identity(SimpleNamespace(name="api", model_id=backend_config.model, config=backend_config), sampling=True)
     return _CachedKeys(SampleCache(path), identity, config.sampling_params())

@@ -117,7 +117,7 @@ def request_key(identity: dict, request: TeacherRequest, params) -> str:
 def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache, stats: SynthesisStats | None, count) -> list[Record]:
     """All output records of a group of documents (``passes`` per document, in order)."""
     params = config.sampling_params()
-    identity = backend_identity(backend) if cache is not None else None
+    identity = backend_identity(backend, sampling=True) if cache is not None else None
     requests = [request for d, doc in enumerate(docs) for request in requests_for(doc, config, d)]
     if cache is not None:
         for request in requests:
