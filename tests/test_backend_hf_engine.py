@@ -13,7 +13,7 @@ import random
 import pytest
 
 from lt_cli.backends import load_backend
-from lt_cli.backends import hf_engine
+from lt_cli.backends import hf_engine, hf_slot_decoder
 from lt_cli.backends.hf_stops import StopWatch
 from lt_cli.backends.base import BackendConfig, SamplingParams
 
@@ -185,7 +185,8 @@ def test_a_step_that_does_not_compile_falls_back(tiny_model_dir, monkeypatch, ca
             return hf_engine.SlotDecoder._step_ops(decoder)
         return step
 
-    monkeypatch.setattr(hf_engine, "_compiled_step", fake_compiled)
+    monkeypatch.setattr(hf_slot_decoder, "_compiled_step", fake_compiled)
+    monkeypatch.setattr(hf_slot_decoder, "_FAILED_COMPILES", set())
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=6)
     reference = _backend(tiny_model_dir, "dynamic", 4).sample(PROMPTS, params)
     fail_all = False
@@ -195,11 +196,15 @@ def test_a_step_that_does_not_compile_falls_back(tiny_model_dir, monkeypatch, ca
     assert backend._decoder_cache[1].mode == "compiled eager"
     err = capsys.readouterr().err
     assert "with flex attention could not be compiled (RuntimeError: no kernel for this)" in err
+    calls.clear()
+    backend.sample(["a longer prompt than before " * 6], params)  # a new decoder: flex is not tried again
+    assert calls[0] == "sdpa" and "could not be compiled" not in capsys.readouterr().err
     fail_all = True
     backend = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True})
     _same(backend.sample(PROMPTS, params), reference)
     assert backend._decoder_cache[1].mode == "eager"
     assert "runs uncompiled, with SDPA attention" in capsys.readouterr().err
+    assert hf_slot_decoder._FAILED_COMPILES == {"flex", "sdpa", "uncompiled"}
 
 
 def test_flex_block_mask_is_the_boolean_mask():
