@@ -73,7 +73,7 @@ FULL = Profile(
         "ceilings": Budget(40, 15),
         "contract": Budget(110, 30),  # the decode step compiles for the contract's model too
         "training": Budget(200, 80),
-        "estep": Budget(280, 60),
+        "estep": Budget(320, 60),
         "demo": Budget(150, 60),
         "engines": Budget(300, 120),
     },
