@@ -5,7 +5,7 @@ anyone who can write into that folder could plant a link there and make the next
 truncate, the link's target. These helpers refuse a link (and anything but a regular file) with
 one line, checking in the same system call as the open where they can (``O_NOFOLLOW``), and
 leave the link and its target untouched. A folder lt creates at a predictable name and writes
-into (a tracker's folder) is checked the same way (:func:`check_folder`): a link
+into (``checkpoints/``, a tracker's folder) is checked the same way (:func:`check_folder`): a link
 there would send every file lt, or a library lt hands the folder to, writes into the link's
 target. They depend on nothing but :mod:`lt_cli.errors`, so the lock, cache and output modules
 use them without importing the JSONL layer.
