@@ -4,8 +4,11 @@ Why: lock, partial, rejects, cache and log files have predictable names next to 
 anyone who can write into that folder could plant a link there and make the next run write, or
 truncate, the link's target. These helpers refuse a link (and anything but a regular file) with
 one line, checking in the same system call as the open where they can (``O_NOFOLLOW``), and
-leave the link and its target untouched. They depend on nothing but :mod:`lt_cli.errors`, so
-the lock, cache and output modules use them without importing the JSONL layer.
+leave the link and its target untouched. A folder lt creates at a predictable name and writes
+into (``checkpoints/``, a tracker's folder) is checked the same way (:func:`check_folder`): a link
+there would send every file lt, or a library lt hands the folder to, writes into the link's
+target. They depend on nothing but :mod:`lt_cli.errors`, so the lock, cache and output modules
+use them without importing the JSONL layer.
 """
 
 from __future__ import annotations
@@ -43,6 +46,23 @@ def check_plain_file(path: str | os.PathLike) -> bool:
         raise _link_error(path)
     if not stat.S_ISREG(mode):
         raise UsageError(f"{path}: not a regular file (lt creates this file itself; move what is there away)")
+    return True
+
+
+def check_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a real folder, False when it does not exist; a symbolic link (even to
+    a folder) or anything else there is refused with one line (exit 2). For folders lt creates
+    itself at a predictable name, never for one the user named."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise FileError.from_os(exc, path) from None
+    if stat.S_ISLNK(mode):
+        raise _link_error(path)
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"{path}: not a folder (lt creates this folder itself; move what is there away)")
     return True
 
 

@@ -21,6 +21,15 @@ TensorBoard the axis is each tag's step; in W&B it is the key's ``step_metric``
 (``define_metric``), so several axes live in one run and iterations of different arms may be
 logged in any order. The trackers are imported only when asked for, and a missing one is an error
 before any work starts.
+
+Links (the policy of :mod:`lt_cli.nofollow`): the files lt opens itself, ``tracking.jsonl``
+(appended) and ``wandb-run-id`` (read, then written whole), are never opened through a symbolic
+link, and the folders lt creates at a predictable name and hands to a library (the default
+``OUTPUT.tracking`` / ``RUN/tracking``, and ``tensorboard/`` and ``wandb/`` inside it) must not
+be links: a link at any of them is refused with one line (exit 2), before any work
+(:func:`check_paths`), and left untouched. What TensorBoard and W&B write inside their own folders
+is theirs: lt hands them a real folder and does not police their files. A folder the user names
+(``--tracking-dir``, ``lt train``'s ``--output``) is taken as it is, a link included, like ``-o``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Any
 
 from .errors import UsageError
 from .flags import flag
+from .nofollow import check_folder, check_plain_file, open_binary_no_follow
 
 REPORT_TO = ("tensorboard", "wandb", "jsonl")
 DEFAULT_WANDB_PROJECT = "lt"
@@ -91,6 +101,31 @@ def check_installed(config: TrackingConfig) -> None:
             raise UsageError(f"--report-to {name}: the {module} package is not installed (pip install 'lt-cli[{name}]')")
 
 
+def check_paths(
+    config: TrackingConfig, folder: str | os.PathLike, *, named: bool = False, exclude: tuple[str, ...] = (), resume: bool = True,
+) -> Path:
+    """The folder the trackers write into, once no link is planted where lt will write: the folder
+    itself when lt chose it (not ``--tracking-dir``, nor a ``folder`` the user ``named``), the
+    tracker folders lt creates there and the files lt opens there. Run before any work, and again
+    when the trackers open (the files are then opened without following links)."""
+    root = Path(config.tracking_dir or folder)
+    wanted = [kind for kind in config.report_to if kind not in exclude]
+    if not wanted:
+        return root
+    if config.tracking_dir is None and not named:
+        check_folder(root)
+    for kind in wanted:
+        if kind == "tensorboard":
+            check_folder(root / "tensorboard")
+        elif kind == "wandb":
+            check_folder(root / "wandb")  # where W&B puts its files under the dir lt gives it
+            if resume:
+                check_plain_file(root / WANDB_ID_FILE)
+        elif kind == "jsonl":
+            check_plain_file(root / JSONL_FILE)
+    return root
+
+
 # ------------------------------------------------------------------------------------ sinks
 class _TensorBoard:
     name = "tensorboard"
@@ -117,14 +152,16 @@ class _WandB:
 
         folder.mkdir(parents=True, exist_ok=True)
         id_file = folder / WANDB_ID_FILE if resume else None
-        run_id = id_file.read_text().strip() if id_file is not None and id_file.exists() else None
+        run_id = id_file.read_text().strip() if id_file is not None and check_plain_file(id_file) else None
         # console="off": W&B must not wrap stdout, which carries lt's records
         self.run = wandb.init(
             project=settings["project"], entity=settings["entity"], name=settings["name"], config=run_config, dir=str(folder),
             id=run_id, resume="allow", settings=wandb.Settings(console="off"),
         )
         if id_file is not None and run_id is None:
-            id_file.write_text(self.run.id + "\n", encoding="utf-8")
+            from .io import write_bytes_atomic  # renamed over the name: a link planted meanwhile is replaced
+
+            write_bytes_atomic(id_file, (self.run.id + "\n").encode())
         self._defined: set[str] = set()
 
     def log(self, metrics: dict[str, float], axis: str, step: int) -> None:
@@ -146,7 +183,7 @@ class _Jsonl:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "ab")
+        self.file = open_binary_no_follow(path, "ab")  # appended, never through a link
 
     def log(self, metrics: dict[str, float], axis: str, step: int) -> None:
         from .io import dumps
@@ -193,17 +230,18 @@ class Tracker:
 
 def open_tracker(
     config: TrackingConfig, *, folder: str | os.PathLike, name: str | None, run_config: dict[str, Any] | None = None,
-    exclude: tuple[str, ...] = (), purge_step: int | None = None, resume: bool = True,
+    exclude: tuple[str, ...] = (), purge_step: int | None = None, resume: bool = True, named: bool = False,
 ) -> Tracker:
     """The trackers ``config`` asks for, writing under ``config.tracking_dir`` or else ``folder``.
 
     ``exclude`` leaves sinks out (``lt train`` writes its own metrics.jsonl); ``purge_step``: a
     resumed training run drops TensorBoard events at or after the step it resumes from; ``resume``:
     continue the W&B run whose id ``folder`` keeps (runs that resume: train, bootstrap), or start a
-    new one every time (a stage's one-off summary).
+    new one every time (a stage's one-off summary); ``named``: ``folder`` is one the user named
+    (see :func:`check_paths`).
     """
     check_installed(config)
-    root = Path(config.tracking_dir or folder)
+    root = check_paths(config, folder, named=named, exclude=exclude, resume=resume)
     sinks: list[Any] = []
     for kind in config.report_to:
         if kind in exclude:
@@ -238,6 +276,13 @@ def output_folder(output: str | None) -> tuple[str, str]:
     if is_std(output) or is_device(output):
         return "lt-tracking", "lt"
     return f"{output}.tracking", Path(str(output)).name
+
+
+def preflight(config: TrackingConfig, output: str | None) -> None:
+    """Before a one-stage command's work: its trackers are installed, and no link is planted where
+    :func:`log_summary` will write."""
+    check_installed(config)
+    check_paths(config, output_folder(output)[0], resume=False)
 
 
 def log_summary(config: TrackingConfig, *, output: str | None, prefix: str, summary: dict[str, Any], run_config: Any = None) -> None:

@@ -197,3 +197,41 @@ class FakeTeacher:
 
     def close(self):
         pass
+
+
+class FakeWandB:
+    """Stands in for the ``wandb`` module in ``sys.modules`` (lt_cli.tracking's W&B sink): records
+    each ``init``, hands out run ids (the id asked for, else ``run-N``) and calls ``during_init``
+    inside ``init``, to change the folder while W&B starts (a link planted meanwhile)."""
+
+    def __init__(self, during_init=None):
+        import importlib.machinery
+
+        self.__spec__ = importlib.machinery.ModuleSpec("wandb", None)  # importlib.util.find_spec reads it
+        self.inits: list[dict] = []
+        self.during_init = during_init
+
+    @staticmethod
+    def Settings(**kwargs):
+        return kwargs
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        if self.during_init is not None:
+            self.during_init()
+        return _FakeWandBRun(kwargs.get("id") or f"run-{len(self.inits)}")
+
+
+class _FakeWandBRun:
+    def __init__(self, run_id: str):
+        self.id = run_id
+        self.logged: list[dict] = []
+
+    def define_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def log(self, row: dict) -> None:
+        self.logged.append(row)
+
+    def finish(self) -> None:
+        pass

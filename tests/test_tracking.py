@@ -80,6 +80,17 @@ def test_select_and_eval_log_their_statistics_to_jsonl(tmp_path):
     assert line["metrics"]["eval/gsm8k/accuracy_stderr"] == pytest.approx(metrics["accuracy_stderr"]) and metrics["accuracy_stderr"] > 0
 
 
+def test_tracking_jsonl_is_appended_across_runs(tmp_path):
+    """Opened without following links (lt_cli/nofollow.py), the log still grows run after run."""
+    from lt_cli.tracking import open_tracker
+
+    for step in (0, 1):
+        with open_tracker(TrackingConfig(report_to=["jsonl"]), folder=tmp_path / "out.tracking", name="x") as tracker:
+            tracker.log({"a": step}, axis="s/step", step=step)
+    lines = [json.loads(line) for line in (tmp_path / "out.tracking" / "tracking.jsonl").read_text().splitlines()]
+    assert lines == [{"axis": "s/step", "step": 0, "metrics": {"a": 0.0}}, {"axis": "s/step", "step": 1, "metrics": {"a": 1.0}}]
+
+
 # ------------------------------------------------------------------------------------ the loop
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of the event files in ``folder``, read with tensorboard's own reader."""

@@ -98,8 +98,10 @@ def preflight(config: BootstrapConfig, plan: list[Stage], ctx: RunContext) -> No
     from ..evaluation import get_task
     from ..io import input_exists
     from ..tracking import check_installed
+    from .tracking import check_tracking_paths
 
     check_installed(config.tracking)
+    check_tracking_paths(config)
     finetune = (("--finetune-train-data", config.finetune.train_data), ("--finetune-data", config.finetune.data)) if config.finetune_eval else ()
     for label, path in (
         ("--data", config.data), ("--synthesize", config.synthesize), ("--teacher-data", config.teacher_data), ("--eval-data", config.eval.data), *finetune

@@ -4,7 +4,9 @@ Stages run with their own tracking off; the loop logs what each one wrote (its r
 manifest, its ``OUTPUT.stats.json``, its ``metrics.jsonl``), so a stage logs the same numbers
 whether it ran in this process or under a launcher, and a resumed run logs the stages it has not
 logged yet (``TRACKING_DIR/logged.json`` remembers which, per tracker: turning a tracker on in a
-rerun logs the finished stages too). The tags (docs/bootstrap.md, "Tracking"):
+rerun logs the finished stages too; it is never read through a link, nor is ``TRACKING_DIR``
+one when lt chose it: :func:`check_tracking_paths`, before the first stage). The tags
+(docs/bootstrap.md, "Tracking"):
 
 * ``ARM/estep/...`` (the selection statistics: ELBO_n, log w, ESS, true-thought rate in the demo,
   ``compute/...`` tokens and FLOPs), ``ARM/sample/...``, ``ARM/eval/TASK/METRIC`` and
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from ..io import read_json, write_json
-from ..tracking import Tracker, flat_metrics, open_tracker
+from ..nofollow import check_plain_file
+from ..tracking import Tracker, check_paths, flat_metrics, open_tracker
 from .config import BootstrapConfig
 from .stages import RunContext
 
@@ -38,6 +41,14 @@ def tracking_folder(config: BootstrapConfig) -> Path:
     return Path(config.tracking.tracking_dir or Path(config.run_dir) / "tracking")
 
 
+def check_tracking_paths(config: BootstrapConfig) -> None:
+    """No link planted where the loop's trackers will write (lt_cli.tracking.check_paths, and
+    ``logged.json``): refused before the first stage."""
+    if config.tracking.enabled:
+        check_paths(config.tracking, tracking_folder(config))
+        check_plain_file(tracking_folder(config) / LOGGED_FILE)
+
+
 class LoopTracker:
     """The run's trackers and which stages each has been given."""
 
@@ -45,7 +56,7 @@ class LoopTracker:
         folder = tracking_folder(config)
         self.tracker: Tracker = open_tracker(config.tracking, folder=folder, name=config.name, run_config=config.to_dict())
         self.state_path = folder / LOGGED_FILE
-        self.logged: dict[str, list[str]] = read_json(self.state_path) if self.state_path.exists() else {}
+        self.logged: dict[str, list[str]] = read_json(self.state_path) if check_plain_file(self.state_path) else {}
 
     def log_stage(self, key: str, ctx: RunContext) -> None:
         pending = {name for name in self.tracker.names if key not in self.logged.get(name, [])}

@@ -20,7 +20,7 @@ from ..provenance import run_identity
 from ..records import document_id, ensure_chunks
 from ..session import backend_session
 from ..stream import run_stream
-from ..tracking import check_installed, log_summary
+from ..tracking import log_summary, preflight
 from .config import SampleThoughtsRun, SelectRun
 from .propose import sample_candidates, score_candidates
 from .select import chunk_log_w, first_candidates, is_adaptive, select_document, validate_candidates_document
@@ -40,7 +40,7 @@ def run_sample_thoughts(run: SampleThoughtsRun) -> int:
     backend_name = canonical_backend_name(run.backend.backend)
     config = replace(run.sample, docs_per_call=run.sample.group_size(backend_name))
     config.check_runnable()
-    check_installed(run.tracking)
+    preflight(run.tracking, run.stream.output)  # installed, and no link where it will write
     backend_config = run.backend.config({"logprobs": True} if backend_name == "api" else {})
     stats = SampleStats()
 
@@ -72,7 +72,7 @@ def latent_tokens(document: Record) -> int:
 def run_select(run: SelectRun) -> int:
     """``lt select``: one latent per chunk, ELBO/ESS per document, a summary table; the exit code."""
     method, k = run.select.method, run.select.k
-    check_installed(run.tracking)
+    preflight(run.tracking, run.stream.output)  # installed, and no link where it will write
     stats = SelectionStats()
     #: chunks whose suffix was cut to fit all K candidates' joint strings: the first k keep that cut
     cut_before = [0]

@@ -25,11 +25,11 @@ def run_eval(config: EvalConfig) -> dict:
     file, such as /dev/stdout); with ``--report-to`` the numbers also go to the trackers
     (``eval/TASK/...``)."""
     from ..io import is_device, write_json
-    from ..tracking import check_installed, log_summary
+    from ..tracking import log_summary, preflight
     from . import evaluate
 
     check_outputs(config)
-    check_installed(config.tracking)
+    preflight(config.tracking, config.output)  # installed, and no link where it will write
     metrics = evaluate(config)
     if config.output and config.output != "-":
         write_json(config.output, metrics, stream_device=True)

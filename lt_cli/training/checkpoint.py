@@ -8,9 +8,12 @@ NumPy, torch, CUDA; per rank) to JSON.
 
 A checkpoint is written into a hidden temporary folder and renamed into place, so a run killed in
 the middle of saving leaves the previous checkpoint intact (a failed save removes its temporary
-folder); ``state.json`` is written last and marks a complete checkpoint. States are gathered as
-full (unsharded) state dicts on every strategy (plain, DDP, FSDP2), so a checkpoint resumes under
-any world size or strategy. Multi-node resume needs the output folder on a filesystem every node
+folder); ``state.json`` is written last and marks a complete checkpoint. That folder is made
+fresh (``mkdir``, never reused), so no link can be planted inside it; a link at ``checkpoints/``,
+at a ``step-N`` it replaces or at the temporary name is refused
+(:func:`lt_cli.nofollow.check_folder`) and left untouched: saving through it would write, or
+prune, folders elsewhere. States are gathered as full (unsharded) state dicts on every strategy
+(plain, DDP, FSDP2), so a checkpoint resumes under any world size or strategy. Multi-node resume needs the output folder on a filesystem every node
 sees. A checkpoint in the pickle layout of older lt versions (``model.pt``...) is refused.
 """
 
@@ -23,6 +26,7 @@ from typing import Any
 
 from ..errors import FileError, UsageError
 from ..io import read_json, write_json
+from ..nofollow import check_folder
 from .distributed import DistEnv, barrier, gather_objects
 
 CHECKPOINTS = "checkpoints"
@@ -154,15 +158,16 @@ def save_checkpoint(output: str | Path, step: int, model, optimizer, state: dict
     final = checkpoint_root(output) / f"step-{step:08d}"
     if env.is_main:
         tmp = final.with_name(f".{final.name}.tmp")
+        check_folder(final.parent)  # a link planted at checkpoints/ since the run started
         try:
-            if tmp.exists():
+            if check_folder(tmp):  # left by a killed run
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             save_file(_unshared(model_state), str(tmp / "model.safetensors"))
             _save_optimizer(optim_state, tmp)
             write_json(tmp / "rng.json", {"ranks": rng_states}, indent=False)
             write_json(tmp / "state.json", {**state, "step": step, "world_size": env.world_size})
-            if final.exists():
+            if check_folder(final):
                 shutil.rmtree(final)
             tmp.rename(final)
         except BaseException as exc:

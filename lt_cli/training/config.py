@@ -152,9 +152,14 @@ class TrainConfig:
                 raise UsageError("pass exactly one of --model and --init-config")
             if self.init_config is not None and not Path(self.init_config).exists():
                 raise UsageError(f"--init-config {self.init_config}: no such file")
+            from ..nofollow import check_folder
             from ..tracking import check_installed
+            from ..tracking import check_paths as check_tracking_paths
 
             check_installed(self.tracking)
+            # links planted where the run will write: refused before the model loads
+            check_tracking_paths(self.tracking, self.output, named=True, exclude=("jsonl",))
+            check_folder(Path(self.output) / "checkpoints")
         if self.layout not in LAYOUTS:
             raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.loss_on not in LOSS_ON:

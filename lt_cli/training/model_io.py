@@ -3,11 +3,14 @@
 Training keeps fp32 master weights (bf16 only inside autocast on GPUs) and adds the four latent
 special tokens when the model lacks them, seeded, so the same base model always gets the same new
 rows. The final model is saved in the training precision as a Hugging Face folder through
-``models.save_model_folder``, like every checkpoint lt writes.
+``models.save_model_folder``, like every checkpoint lt writes: written into a fresh hidden folder
+inside the output and renamed into place, so a link planted at ``config.json`` or another name
+it writes is replaced, never written through.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ..console import log
@@ -67,6 +70,8 @@ def save_final_model(output: Path, base_model, model, tokenizer, strategy: str, 
     if save_dtype != torch.float32:
         state = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in state.items()}
         base_model.config.dtype = save_dtype
+    for stale in output.glob(".lt-model.*.tmp"):  # a save killed with kill -9 (the output lock keeps other writers out)
+        shutil.rmtree(stale, ignore_errors=True)
     from transformers.utils import logging as hf_logging
 
     bar_was_enabled = hf_logging.is_progress_bar_enabled()

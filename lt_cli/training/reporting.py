@@ -40,7 +40,7 @@ class MetricsReporter:
 
             self._tracker = open_tracker(
                 config.tracking, folder=output, name=output.name if output.name != "model" else output.parent.name, run_config=config.to_dict(),
-                exclude=("jsonl",), purge_step=resume_step + 1,
+                exclude=("jsonl",), purge_step=resume_step + 1, named=True,  # --output is the user's: tensorboard/, wandb/ are checked
             )
 
     def write(self, record: dict[str, Any]) -> None:

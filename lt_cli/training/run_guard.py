@@ -98,7 +98,7 @@ def _cleanup(output: Path, existed: bool, before: set[str]) -> None:
     if not output.is_dir():
         return
     root = ckpt.checkpoint_root(output)
-    if root.is_dir():
+    if root.is_dir() and not root.is_symlink():  # never clean up inside a link's target
         for leftover in root.glob(".step-*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)
     resumable = ckpt.latest_checkpoint(output) is not None
