@@ -301,3 +301,23 @@ def test_a_link_at_a_checkpoint_name_is_refused_and_left_alone(tmp_path, name):
     error_line(2, err, code, f"{out / 'checkpoints' / name} is a symbolic link")
     folder_untouched(out / "checkpoints" / name, victim)
     assert [p.name for p in (out / "checkpoints").iterdir()] == [name]
+
+
+def test_the_command_record_of_a_run_folder_is_never_appended_through_a_link(tmp_path, monkeypatch):
+    """RUN/commands.jsonl (what lt push cards name) is appended; a link planted there is refused."""
+    import sys
+
+    from lt_cli.bootstrap.runner import COMMANDS_FILE, record_invocation
+
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir()
+    victim.write_bytes(b"precious\n")
+    monkeypatch.setattr(sys, "argv", ["lt", "bootstrap", "--iters", "1"])
+    record_invocation(run)
+    record_invocation(run)
+    assert [line.count(b'"bootstrap"') for line in (run / COMMANDS_FILE).read_bytes().splitlines()] == [1, 1]
+    (run / COMMANDS_FILE).unlink()
+    plant(run / COMMANDS_FILE, victim)
+    with pytest.raises(UsageError, match=f"{COMMANDS_FILE} is a symbolic link"):
+        record_invocation(run)
+    untouched(tmp_path, run / COMMANDS_FILE, victim, b"precious\n")

@@ -134,8 +134,9 @@ def record_invocation(run_dir: Path) -> None:
         return
     from .. import __version__
     from ..io import dumps
+    from ..nofollow import open_binary_no_follow
 
-    with open(run_dir / COMMANDS_FILE, "ab") as f:
+    with open_binary_no_follow(run_dir / COMMANDS_FILE, "ab") as f:  # a predictable name in the run folder
         f.write(dumps({"argv": ["lt", *sys.argv[1:]], "lt_version": __version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
 
 
