@@ -313,7 +313,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append("| " + " | ".join(_cells(report, row)) + " |")
     lines += ["", f"± s.e.: the {STDERR_NOTE}.", "", "## Claims", ""] + [f"- {line}" for line in claim_lines(report)]
     lines += ["", "![accuracy per iteration](report.png)", ""]
-    from ..io import write_bytes_atomic
+    from ..files import write_bytes_atomic
     from .examples import VIEW_DOCUMENTS, example_lines
 
     if report.get("examples"):
@@ -442,7 +442,7 @@ def _tightest(elbos: dict[str, float] | None) -> float | None:
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
-    from ..io import write_json
+    from ..files import write_json
 
     from .examples import write_views
 

@@ -311,7 +311,7 @@ def _utils_source(lines: list[str]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from ..io import write_bytes_atomic
+    from ..files import write_bytes_atomic
 
     write_bytes_atomic(path, text.encode("utf-8"))
 
