@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .report import arm_label, arm_order
+from .claims import arm_label, arm_order
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
