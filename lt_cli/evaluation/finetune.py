@@ -105,7 +105,7 @@ class FinetuneConfig:
 def _finetuned_task(task):
     """The task as the fine-tuned model is prompted: zero-shot, the fine-tuning prompt, no stops."""
     from .finetune_data import finetune_prompt
-    from .registry import GenerationTask
+    from .taskfile import GenerationTask
 
     class FinetunedTask(GenerationTask):
         def question_prompt(self, record, latent):
@@ -264,7 +264,8 @@ def run_finetune_eval(config: FinetuneConfig) -> dict:
     from .finetune_data import finetune_record
     from .graders import get_grader
     from .metrics import STDERR_METHOD, mean_and_std
-    from .registry import get_task, load_task_file
+    from .registry import get_task
+    from .taskfile import load_task_file
 
     config.validate()
     task = load_task_file(config.task_file) if config.task_file else get_task(config.task)

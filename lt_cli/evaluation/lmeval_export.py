@@ -193,7 +193,7 @@ def task_spec(task, variant: str, *, data: str | None = None, split: str | None 
             raise UsageError(f"task {task.name} has one exemplar set per {task.exemplars_by}: export it with export_lm_eval")
         chosen = task.exemplar_sets[part]
     else:
-        from .registry import ExemplarSet
+        from .taskfile import ExemplarSet
 
         chosen = ExemplarSet(task.preamble, task.exemplars, task.latent_exemplars)
     available = task.max_shots(latent)
