@@ -105,7 +105,7 @@ def main() -> None:
             log(f"{name}: {results[name]}")
     lt_s = min(results["lt"]["seconds"], results["lt_again"]["seconds"])
     sdk_s = min(results["sdk"]["seconds"], results["sdk_again"]["seconds"])
-    files = ["lt_cli/backends/openai.py", "lt_cli/backends/openai_batch.py", "lt_cli/backends/openai_parse.py"]
+    files = ["lt_cli/backends/openai.py", "lt_cli/backends/openai_client.py", "lt_cli/backends/openai_batch.py", "lt_cli/backends/openai_parse.py"]
     summary = {
         "requests": args.requests, "concurrency": args.concurrency, "injected_failures": args.fail_first,
         "lt_requests_per_s": round(args.requests / lt_s, 1), "sdk_requests_per_s": round(args.requests / sdk_s, 1),

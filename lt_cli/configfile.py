@@ -14,7 +14,7 @@ The rules, the same for every command:
   the command line.
 * Precedence: a flag given on the command line > the file > the defaults.
 * An unknown key, a value of the wrong type or a malformed file is one error naming the file, the
-  line and the key.
+  line and the key (:mod:`lt_cli.configtext` parses each format and finds the lines).
 * TOML has no null: an optional number can be written ``"none"``; a missing key keeps its default.
 * :func:`dumps` writes a config back (``--print-config``); reading what it wrote gives the same
   config. A ``config.json`` a run recorded (``lt bootstrap``'s ``RUN/config.json``, ``lt train``'s
@@ -32,14 +32,13 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
+from .configtext import Path_, load
 from .errors import UsageError
 from .flags import NO_DEFAULT, _hints, build, leaves, parse_tokens
 
 FORMATS = {".toml": "toml", ".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 #: the string that stands for null in a TOML file (for optional numbers and lists only)
 NONE = "none"
-
-Path_ = tuple[str, ...]
 
 
 @dataclasses.dataclass
@@ -90,7 +89,7 @@ def read(path: str, cls: type) -> FileValues:
 
 def parse(text: str, fmt: str, source: str, cls: type) -> FileValues:
     """The settings a config text of format ``fmt`` gives ``cls``; ``source`` names it in errors."""
-    data, lines = _parse(source, fmt, text)
+    data, lines = load(source, fmt, text)
     if not isinstance(data, dict):
         raise UsageError(f"{source}: a config file holds a table of settings, not a {type(data).__name__}")
     if fmt == "json" and isinstance(data.get("config"), dict) and "command" in data:  # an OUTPUT.stats.json
@@ -109,101 +108,6 @@ def defaults(cls: type) -> Any:
 def read_text(text: str, fmt: str, cls: type) -> Any:
     """The config a config text describes (its values over the defaults)."""
     return merge(defaults(cls), parse(text, fmt, "<text>", cls), set())
-
-
-def _parse(path: str, fmt: str, text: str) -> tuple[Any, dict[Path_, int]]:
-    if fmt == "toml":
-        import tomllib
-
-        try:
-            return tomllib.loads(text), _toml_lines(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{path}: invalid TOML: {exc}") from None
-    if fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        return data, _json_lines(text, data)
-    try:
-        import yaml
-    except ImportError:
-        raise UsageError(f"--config {path}: YAML needs PyYAML (pip install pyyaml); TOML needs nothing") from None
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        raise UsageError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    lines: dict[Path_, int] = {}
-
-    def visit(n, prefix: Path_) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
-                here = prefix + (str(key.value),)
-                lines[here] = key.start_mark.line + 1
-                visit(value, here)
-
-    if node is not None:
-        visit(node, ())
-    return data, lines
-
-
-_TOML_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_TOML_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
-
-
-def _toml_key_parts(text: str) -> Path_:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
-    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in parts)
-
-
-def _toml_lines(text: str) -> dict[Path_, int]:
-    """``{key path: line}`` of a TOML text (headers, keys and dotted keys; multi-line values are
-    attributed to the line of their key)."""
-    lines: dict[Path_, int] = {}
-    table: Path_ = ()
-    in_multiline = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if in_multiline:
-            if in_multiline in line:
-                in_multiline = None
-            continue
-        header = _TOML_HEADER.match(line)
-        if header:
-            table = _toml_key_parts(header.group(1))
-            lines.setdefault(table, number)
-            continue
-        key = _TOML_KEY.match(line)
-        if key:
-            path = table + _toml_key_parts(key.group(1))
-            lines.setdefault(path, number)
-            rest = line[key.end():]
-            for quote in ('"""', "'''"):
-                if rest.count(quote) == 1:
-                    in_multiline = quote
-    return lines
-
-
-def _json_lines(text: str, data: Any) -> dict[Path_, int]:
-    """``{key path: line}`` of a JSON text: each key is looked for after its parent's key."""
-    lines: dict[Path_, int] = {}
-
-    def visit(obj: Any, prefix: Path_, start: int) -> None:
-        if not isinstance(obj, dict):
-            return
-        position = start
-        for key, value in obj.items():
-            match = re.compile(r'"' + re.escape(json.dumps(key)[1:-1]) + r'"\s*:').search(text, position)
-            if match is None:
-                continue
-            lines[prefix + (key,)] = text.count("\n", 0, match.start()) + 1
-            visit(value, prefix + (key,), match.end())
-            position = match.end()
-
-    visit(data, (), 0)
-    return lines
 
 
 def _section_type(kind: type, name: str) -> type | None:

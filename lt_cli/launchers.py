@@ -218,7 +218,7 @@ class SlurmLauncher(Launcher):
         text = "\n".join(lines) + "\n"
         if log_path is not None and not self.dry_run:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            from .io import write_bytes_atomic
+            from .files import write_bytes_atomic
 
             write_bytes_atomic(log_path.with_suffix(".sbatch"), text.encode("utf-8"))
         return text

@@ -35,7 +35,8 @@ from typing import BinaryIO, Iterator
 import orjson
 
 from .errors import LtError, UsageError
-from .io import open_output, parse_shard, read_json
+from .files import read_json
+from .io import open_output, parse_shard
 
 ORDERS = ("interleave", "concat")
 

@@ -35,7 +35,8 @@ from typing import Any, BinaryIO, Callable
 import orjson
 
 from .errors import FileError, UsageError
-from .io import Record, Shard, _mkstemp_public, dumps, file_sha256, is_device, is_std, parse_shard, write_json
+from .files import _mkstemp_public, file_sha256, write_json
+from .io import Record, Shard, dumps, is_device, is_std, parse_shard
 from .nofollow import check_plain_file, open_binary_no_follow
 from .locks import OutputLock
 

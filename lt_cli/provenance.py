@@ -23,7 +23,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .io import display_name, file_sha256, is_std
+from .files import file_sha256
+from .io import display_name, is_std
 
 #: flags that cannot change the bytes of a stream command's output
 FREE_FLAGS = frozenset(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LtError, UsageError
-from .io import read_json
+from .files import read_json
 
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "model.pt")
 #: never pushed from a run folder or a checkpoint (weights in a run folder: push the checkpoint itself)

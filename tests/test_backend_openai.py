@@ -137,7 +137,7 @@ def test_bad_seed_shapes_and_options(env, monkeypatch):
 
 
 def test_options_from_environment(monkeypatch):
-    from lt_cli.backends.openai import APIOptions
+    from lt_cli.backends.openai_client import APIOptions
 
     monkeypatch.setenv("LT_API_MAX_RETRIES", "2")
     monkeypatch.setenv("LT_API_LOGPROBS", "true")
@@ -150,7 +150,7 @@ def test_options_from_environment(monkeypatch):
 
 
 def test_env_precedence(monkeypatch):
-    from lt_cli.backends.openai import DEFAULT_BASE_URL, api_settings_from_env
+    from lt_cli.backends.openai_client import DEFAULT_BASE_URL, api_settings_from_env
 
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "LT_API_BASE_URL", "LT_API_KEY"):
         monkeypatch.delenv(name, raising=False)

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from lt_cli.bootstrap import BootstrapConfig, build_plan, resolve_config, run_bootstrap
+from lt_cli.bootstrap.claims import claims
 from lt_cli.bootstrap.manifest import DONE, FAILED, PENDING, RUNNING, Manifest
-from lt_cli.bootstrap.report import claims, table_lines, write_report
+from lt_cli.bootstrap.report import table_lines, write_report
 from lt_cli.errors import LtError, UsageError
-from lt_cli.io import read_json, write_json
+from lt_cli.files import read_json, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,8 @@ from lt_cli.demo import DemoCorpusConfig, StateMachine, parse_answer, write_demo
 from lt_cli.demo.accuracy import DemoEvalConfig, demo_prompt, evaluate_demo_accuracy, graded_text
 from lt_cli.demo.corpus import strip_latents, thought_text
 from lt_cli.errors import LtError
-from lt_cli.io import read_all, read_json
+from lt_cli.files import read_json
+from lt_cli.io import read_all
 
 from fakes import ScriptedBackend
 

@@ -163,7 +163,7 @@ def test_push_refuses_what_it_cannot_push_and_dry_run_sends_nothing(hub, tmp_pat
 
 def test_a_run_folder_pushes_data_and_reports_without_weights(tmp_path):
     from lt_cli.bootstrap import resolve_config
-    from lt_cli.io import write_json
+    from lt_cli.files import write_json
     from lt_cli.push import plan_upload
 
     run = tmp_path / "run"

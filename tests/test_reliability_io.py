@@ -137,7 +137,7 @@ def test_stdout_full_or_closed(tmp_path):
 
 def test_every_command_writing_stdout_names_it_when_the_write_fails(tmp_path):
     """`lt synthesize --estimate > /dev/full` and `lt bootstrap --dry-run > /dev/full` as reported:
-    one line naming stdout (lt chunk above; lt eval, train and merge --check share io.write_stdout_json)."""
+    one line naming stdout (lt chunk above; lt eval, train and merge --check share files.write_stdout_json)."""
     source = write_docs(tmp_path / "docs.jsonl", 2)
     for args in (["synthesize", "--estimate", source], ["bootstrap", "--dry-run", "--run-dir", tmp_path / "run"]):
         with open("/dev/full", "wb") as full:

@@ -108,7 +108,7 @@ def test_the_sample_cache_and_its_sqlite_files_refuse_links(tmp_path, side):
 def test_files_lt_rewrites_whole_replace_a_link_instead_of_writing_through_it(tmp_path):
     """Sidecars (stats, .done, .partial.json, configs, reports) are a temporary file renamed over
     the name: a planted link is replaced, its target never written."""
-    from lt_cli.io import write_bytes_atomic, write_json
+    from lt_cli.files import write_bytes_atomic, write_json
 
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious\n")

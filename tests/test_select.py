@@ -22,7 +22,7 @@ from lt_cli.estep import (
     validate_candidates_document,
 )
 from lt_cli.estep import SelectConfig, SelectRun, SelectionStats, read_stats, run_select
-from lt_cli.io import write_json
+from lt_cli.files import write_json
 from lt_cli.provenance import stream_identity
 from lt_cli.seeding import derive_seed
 from lt_cli.stream import StreamArgs

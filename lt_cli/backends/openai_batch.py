@@ -5,11 +5,11 @@ is half the price but takes hours, so a run must survive being killed while a ba
 Each submission is recorded in a state file before polling starts; a rerun that builds the same
 input file finds it there (by SHA-256) and re-attaches instead of paying again.
 
-It talks to the server only through the public client methods of
-:class:`~lt_cli.backends.openai.OpenAIBackend` (any object with the same methods will do):
+It talks to the server only through the public methods of
+:class:`~lt_cli.backends.openai_client.APIClient` (any object with the same methods will do):
 ``request`` (one HTTP request with the retry policy), ``generate`` (one synchronous generation
 request, its usage recorded), ``record_usage`` (count a reply's billed tokens), ``redact`` (scrub
-secrets from server text) and ``options`` (:class:`~lt_cli.backends.openai.APIOptions`).
+secrets from server text) and ``options`` (:class:`~lt_cli.backends.openai_client.APIOptions`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The run folder's manifest: which stages exist, which finished, and what each produced.
 
-``manifest.json`` is rewritten atomically (``io.write_json``: temporary file + rename) after every
+``manifest.json`` is rewritten atomically (``files.write_json``: temporary file + rename) after every
 status change, so a ``kill -9`` at any moment leaves either the previous or the next version, never
 a torn file. A stage is ``pending`` until it starts, ``running`` while it runs (a ``running`` stage
 found by a later invocation was interrupted and is redone), ``done`` with its ``result`` (the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json, write_json
+from ..files import read_json, write_json
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 MANIFEST_VERSION = 1

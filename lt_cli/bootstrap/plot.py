@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .report import arm_label, arm_order
+from .claims import arm_label, arm_order
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
@@ -51,7 +51,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     import io
 
-    from ..io import write_bytes_atomic
+    from ..files import write_bytes_atomic
 
     image = io.BytesIO()
     fig.savefig(image, format="png")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..io import read_all, read_json, write_json
+from ..files import read_json, write_json
+from ..io import read_all
 from .config import BootstrapConfig
 
 Result = dict[str, Any]

@@ -27,7 +27,7 @@ def command(
 ) -> int:
     from ..console import protect_stdout
     from ..envinfo import collect, lines
-    from ..io import write_stdout_json
+    from ..files import write_stdout_json
 
     info = collect(device=not no_device)
     if json_output:

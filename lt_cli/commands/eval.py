@@ -123,7 +123,7 @@ def command(
 ) -> int:
     flags = dict(locals())
     from ..console import require_stdout
-    from ..io import write_stdout_json
+    from ..files import write_stdout_json
     from ..runners import run
 
     config = resolve(flags, config_from_flags)

@@ -40,7 +40,7 @@ def command(
     check: Annotated[bool, typer.Option("--check", help="Only verify the shards (markers, counts, hashes); print a JSON summary.")] = False,
 ) -> int:
     from ..console import log
-    from ..io import write_stdout_json
+    from ..files import write_stdout_json
     from ..merge import merge_shards
 
     result = merge_shards(shards, output, num_shards=num_shards, order=order, verify_only=check)

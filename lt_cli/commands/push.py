@@ -35,7 +35,7 @@ def command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the card on stdout and the files on stderr; send nothing.")] = False,
 ) -> int:
     from ..errors import UsageError
-    from ..io import write_stdout_json
+    from ..files import write_stdout_json
 
     if repo_type not in ("auto", "dataset", "model"):
         raise UsageError(f"--repo-type must be auto, dataset or model, got {repo_type!r}")

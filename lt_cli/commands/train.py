@@ -166,7 +166,7 @@ def command(
     import os
 
     from ..console import require_stdout
-    from ..io import write_stdout_json
+    from ..files import write_stdout_json
     from ..runners import run
 
     config = resolve(flags, config_from_flags)

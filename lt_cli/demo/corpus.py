@@ -189,7 +189,8 @@ class DemoCorpusFiles:
 
 def write_demo_corpus(folder: str | Path, config: DemoCorpusConfig = DemoCorpusConfig()) -> DemoCorpusFiles:
     """Write the four JSONL files of the demo (atomically; identical bytes for the same config)."""
-    from ..io import open_output, write_json
+    from ..files import write_json
+    from ..io import open_output
 
     folder = Path(folder)
     machine, train_docs, heldout_docs = _documents(config)

@@ -5,14 +5,15 @@ Tasks: ``gsm8k`` and ``math`` (few-shot generation, lt's own exemplars in ``task
 reference's exemplars),
 ``nll`` and ``elbo`` (held-out likelihoods on raw documents), plus any task file passed with
 ``task_file`` / ``--task-file``. A new generation task is one JSON file (see
-:mod:`lt_cli.evaluation.registry`); a new Python task is one module calling :func:`register_task`.
+:mod:`lt_cli.evaluation.taskfile`); a new Python task is one module calling :func:`register_task`.
 Generation-task metrics have a top-level ``accuracy`` (the task's headline metric).
 """
 
 from __future__ import annotations
 
 from .config import EvalConfig
-from .registry import GenerationTask, get_task, load_task_file, parse_task_file, register_task, task_names
+from .registry import get_task, register_task, task_names
+from .taskfile import GenerationTask, load_task_file, parse_task_file
 from .runs import run_eval
 
 __all__ = [

@@ -105,7 +105,7 @@ class FinetuneConfig:
 def _finetuned_task(task):
     """The task as the fine-tuned model is prompted: zero-shot, the fine-tuning prompt, no stops."""
     from .finetune_data import finetune_prompt
-    from .registry import GenerationTask
+    from .taskfile import GenerationTask
 
     class FinetunedTask(GenerationTask):
         def question_prompt(self, record, latent):
@@ -216,7 +216,7 @@ RERUN_FREE_FIELDS = frozenset({"output", "keep_models", "batch_size", "device", 
 
 def _check_same_run(out: Path, config: FinetuneConfig) -> None:
     """Refuse to mix two different evaluations in one folder (finished seeds are reused)."""
-    from ..io import read_json
+    from ..files import read_json
 
     saved_path = out / "finetune_config.json"
     if not saved_path.exists():
@@ -259,11 +259,13 @@ def run_finetune_eval(config: FinetuneConfig) -> dict:
     import shutil
 
     from ..console import log
-    from ..io import open_output, read_json, write_json
+    from ..files import read_json, write_json
+    from ..io import open_output
     from .finetune_data import finetune_record
     from .graders import get_grader
     from .metrics import STDERR_METHOD, mean_and_std
-    from .registry import get_task, load_task_file
+    from .registry import get_task
+    from .taskfile import load_task_file
 
     config.validate()
     task = load_task_file(config.task_file) if config.task_file else get_task(config.task)

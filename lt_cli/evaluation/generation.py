@@ -24,8 +24,8 @@ from .. import formats
 from ..errors import RecordError, UsageError
 from ..seeding import derive_seed
 from .graders import GradeResult, Grader, get_grader
-from .registry import GenerationTask
 from .results import print_table, summarize, write_sample_log  # noqa: F401 (re-exported)
+from .taskfile import GenerationTask
 
 Record = dict[str, Any]
 

@@ -193,7 +193,7 @@ def task_spec(task, variant: str, *, data: str | None = None, split: str | None 
             raise UsageError(f"task {task.name} has one exemplar set per {task.exemplars_by}: export it with export_lm_eval")
         chosen = task.exemplar_sets[part]
     else:
-        from .registry import ExemplarSet
+        from .taskfile import ExemplarSet
 
         chosen = ExemplarSet(task.preamble, task.exemplars, task.latent_exemplars)
     available = task.max_shots(latent)
@@ -311,7 +311,7 @@ def _utils_source(lines: list[str]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from ..io import write_bytes_atomic
+    from ..files import write_bytes_atomic
 
     write_bytes_atomic(path, text.encode("utf-8"))
 

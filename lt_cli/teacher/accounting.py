@@ -91,7 +91,7 @@ class TeacherUsage:
     #: True once an API backend's ``usage`` replaced the local counts
     billed: bool = False
     #: an HTTP backend's attempts, retries by cause (429, 5xx, timeouts, connection errors) and
-    #: requests given up (:class:`lt_cli.backends.openai.RetryStats`); None for local backends
+    #: requests given up (:class:`lt_cli.backends.openai_client.RetryStats`); None for local backends
     http: dict[str, Any] | None = None
 
     def add_samples(self, samples: Iterable[Any]) -> None:

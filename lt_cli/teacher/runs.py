@@ -79,7 +79,7 @@ def run_synthesize(run: SynthesizeRun) -> int:
     log(usage_line(usage))
     path = run.stream.sidecar(STATS_SUFFIX)
     if path is not None:
-        from ..io import write_json
+        from ..files import write_json
 
         summary = {"records": stats.records, "outputs": stats.requests, "empty": stats.empty, "truncated": stats.truncated, "usage": usage}
         write_json(path, {"command": "synthesize", "stats": summary, "seconds": round(seconds, 3), "config": asdict(run), "lt_version": __version__})
@@ -94,7 +94,8 @@ def _estimate(run: SynthesizeRun, config, backend_name: str, backend_config, pri
     import orjson
 
     from ..console import err
-    from ..io import read_records, write_stdout_bytes
+    from ..files import write_stdout_bytes
+    from ..io import read_records
     from ..records import validate_document
     from ..stream import report_bad
 

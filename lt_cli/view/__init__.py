@@ -11,7 +11,7 @@ __all__ = ["CandidateView", "ChunkView", "DocumentView", "Filter", "attach_selec
 
 def write_html(documents, path: str, title: str, note: str = "") -> int:
     """Write the HTML view of ``documents`` to ``path`` atomically; the number of documents."""
-    from ..io import write_text
+    from ..files import write_text
     from .html import render_html
 
     docs = list(documents)
