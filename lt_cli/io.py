@@ -332,20 +332,10 @@ def read_record_at(fd: int, offset: int, length: int) -> Record:
     return jsoncodec.loads(os.pread(fd, length, offset))
 
 
-#: whole-file writers that moved to lt_cli.files, still imported from here by modules being
-#: changed on another branch (training/, models.py, tracking.py, bootstrap/runner.py and
-#: tracking.py, estep/runs.py, evaluation/runs.py); drop once those import lt_cli.files
-_MOVED_TO_FILES = ("make_public", "read_json", "to_jsonable", "write_bytes_atomic", "write_json", "write_stdout_bytes", "write_text")
-
-
 def __getattr__(name: str) -> Any:
     # The writer lives in lt_cli.output (it imports this module); re-exported lazily.
     if name in ("OutputWriter", "open_output", "check_output_path"):
         from . import output
 
         return getattr(output, name)
-    if name in _MOVED_TO_FILES:
-        from . import files
-
-        return getattr(files, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,7 +48,7 @@ def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: 
     import tempfile
 
     from .errors import FileError
-    from .io import make_public
+    from .files import make_public
 
     staging = None
     try:

@@ -159,7 +159,7 @@ class _WandB:
             id=run_id, resume="allow", settings=wandb.Settings(console="off"),
         )
         if id_file is not None and run_id is None:
-            from .io import write_bytes_atomic  # renamed over the name: a link planted meanwhile is replaced
+            from .files import write_bytes_atomic  # renamed over the name: a link planted meanwhile is replaced
 
             write_bytes_atomic(id_file, (self.run.id + "\n").encode())
         self._defined: set[str] = set()
@@ -290,7 +290,7 @@ def log_summary(config: TrackingConfig, *, output: str | None, prefix: str, summ
     ``lt sample-thoughts``, ``lt select`` and ``lt eval`` send when run with ``--report-to``."""
     if not config.enabled:
         return
-    from .io import to_jsonable
+    from .files import to_jsonable
 
     folder, name = output_folder(output)
     with open_tracker(config, folder=folder, name=name, run_config=to_jsonable(run_config), resume=False) as tracker:

@@ -41,7 +41,7 @@ def input_identity(config: BootstrapConfig) -> dict[str, Any]:
 def check_inputs(run_dir: Path, config: BootstrapConfig) -> None:
     """Refuse to resume a run folder whose input files changed content (same paths, other data:
     the finished stages were computed from the old content)."""
-    from ..io import read_json, write_json
+    from ..files import read_json, write_json
     from ..provenance import describe_input, content_key
 
     current = input_identity(config)
@@ -64,7 +64,7 @@ def check_config(run_dir: Path, config: BootstrapConfig) -> None:
     """Refuse to resume a run folder whose saved config differs in a field that changes results,
     or whose input files changed content."""
     from ..flags import leaves
-    from ..io import read_json, write_json
+    from ..files import read_json, write_json
 
     check_inputs(run_dir, config)
     path = run_dir / "config.json"
@@ -85,7 +85,7 @@ def write_config_toml(run_dir: Path, config: BootstrapConfig) -> None:
     reruns or resumes the run; either file can be passed back)."""
     from .. import __version__
     from ..configfile import dumps
-    from ..io import write_text
+    from ..files import write_text
     from .config import PRINT_SKIP
 
     header = f"lt bootstrap config of {run_dir} (lt {__version__}); rerun or resume with: lt bootstrap --config {run_dir / 'config.toml'}"
@@ -153,7 +153,7 @@ def _make_launcher(config: BootstrapConfig):
 def dry_run(config: BootstrapConfig) -> list[str]:
     """Every command the run would execute, on stdout (finished stages of an existing run marked)."""
     from ..flags import to_argv
-    from ..io import write_stdout_bytes
+    from ..files import write_stdout_bytes
 
     run_dir = Path(config.run_dir)
     ctx = RunContext(config, run_dir)

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json, write_json
+from ..files import read_json, write_json
 from ..nofollow import check_plain_file
 from ..tracking import Tracker, check_paths, flat_metrics, open_tracker
 from .config import BootstrapConfig

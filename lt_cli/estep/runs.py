@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 from .. import __version__
 from ..errors import LtError, UsageError
-from ..io import write_json
+from ..files import write_json
 from ..provenance import run_identity
 from ..records import document_id, ensure_chunks
 from ..session import backend_session
@@ -168,7 +168,7 @@ def read_stats(output: str) -> dict[str, Any]:
     """The statistics a finished ``lt sample-thoughts`` or ``lt select -o OUTPUT`` wrote."""
     from pathlib import Path
 
-    from ..io import read_json
+    from ..files import read_json
 
     path = Path(f"{output}.{STATS_SUFFIX}")
     if not path.exists():

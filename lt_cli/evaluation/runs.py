@@ -24,7 +24,8 @@ def run_eval(config: EvalConfig) -> dict:
     ``OUTPUT.config.json`` (written atomically; no config beside an output that is not a regular
     file, such as /dev/stdout); with ``--report-to`` the numbers also go to the trackers
     (``eval/TASK/...``)."""
-    from ..io import is_device, write_json
+    from ..io import is_device
+    from ..files import write_json
     from ..tracking import log_summary, preflight
     from . import evaluate
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FileError, UsageError
-from ..io import read_json, write_json
+from ..files import read_json, write_json
 from ..nofollow import check_folder
 from .distributed import DistEnv, barrier, gather_objects
 

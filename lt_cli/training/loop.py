@@ -25,7 +25,7 @@ from typing import Any
 
 from ..console import log, progress, warn
 from ..errors import LtError, UsageError
-from ..io import read_json, write_json
+from ..files import read_json, write_json
 from . import checkpoint as ckpt
 from . import validation
 from .config import TrainConfig, lr_at, resolve_warmup, steps_for_tokens

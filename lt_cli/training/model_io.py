@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..console import log
 from ..errors import UsageError
-from ..io import read_json
+from ..files import read_json
 from ..models import save_model_folder, tokenizer_with_bos
 from . import checkpoint as ckpt
 from .config import TrainConfig

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import dumps, write_bytes_atomic
+from ..files import write_bytes_atomic
+from ..io import dumps
 from ..nofollow import check_plain_file, open_binary_no_follow
 from .config import TrainConfig
 

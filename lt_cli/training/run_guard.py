@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from ..console import warn
 from ..errors import UsageError
-from ..io import read_json, write_json
+from ..files import read_json, write_json
 from . import checkpoint as ckpt
 from .config import DataSource, TrainConfig
 
