@@ -32,9 +32,9 @@ def _link_error(path: str | os.PathLike) -> UsageError:
     )
 
 
-def check_plain_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a regular file, False when it does not exist; a symbolic link or
-    anything else (a FIFO, a folder) there is refused with one line (exit 2). Checks the path
+def _check_kind(path: str | os.PathLike, is_kind, refusal: str) -> bool:
+    """True when ``path`` passes ``is_kind`` (a ``stat.S_IS*``), False when it does not exist; a
+    symbolic link, or anything else there, is refused with one line (exit 2). Checks the path
     itself (``lstat``), never what a link points to."""
     try:
         mode = os.lstat(path).st_mode
@@ -44,26 +44,22 @@ def check_plain_file(path: str | os.PathLike) -> bool:
         raise FileError.from_os(exc, path) from None
     if stat.S_ISLNK(mode):
         raise _link_error(path)
-    if not stat.S_ISREG(mode):
-        raise UsageError(f"{path}: not a regular file (lt creates this file itself; move what is there away)")
+    if not is_kind(mode):
+        raise UsageError(f"{path}: {refusal}")
     return True
+
+
+def check_plain_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a regular file, False when it does not exist; a symbolic link or
+    anything else (a FIFO, a folder) there is refused with one line (exit 2)."""
+    return _check_kind(path, stat.S_ISREG, "not a regular file (lt creates this file itself; move what is there away)")
 
 
 def check_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a real folder, False when it does not exist; a symbolic link (even to
     a folder) or anything else there is refused with one line (exit 2). For folders lt creates
     itself at a predictable name, never for one the user named."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise FileError.from_os(exc, path) from None
-    if stat.S_ISLNK(mode):
-        raise _link_error(path)
-    if not stat.S_ISDIR(mode):
-        raise UsageError(f"{path}: not a folder (lt creates this folder itself; move what is there away)")
-    return True
+    return _check_kind(path, stat.S_ISDIR, "not a folder (lt creates this folder itself; move what is there away)")
 
 
 def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
