@@ -105,9 +105,10 @@ def main() -> None:
     compiled = Counter()
     for code in captured:
         compiled.update(compiled_kernels(code))
-    print(f"eager: {sum(eager.values())} kernel-launching ops per step; compiled ({decoder.mode}): {sum(compiled.values())}", file=sys.stderr)
+    n_eager, n_compiled = sum(eager.values()), sum(compiled.values())
+    print(f"eager: {n_eager} kernel-launching ops per step; compiled ({decoder.mode}): {n_compiled}", file=sys.stderr)
     print(json.dumps({"benchmark": "step_kernels", "layers": args.layers, "rows": args.rows, "device": str(decoder.backend.device),
-                      "eager_ops": sum(eager.values()), "compiled_kernels": sum(compiled.values()), "ratio": round(sum(eager.values()) / max(1, sum(compiled.values())), 2),
+                      "eager_ops": n_eager, "compiled_kernels": n_compiled, "ratio": round(n_eager / max(1, n_compiled), 2),
                       "eager_top": dict(eager.most_common(8)), "compiled_by_kind": dict(compiled.most_common(8))}))
 
 
