@@ -266,3 +266,26 @@ def test_the_sample_cache_keys_the_slot_engine_settings(tiny_model_dir):
     assert backend_identity(slots, sampling=True)["sampler"] == "slots/uncompiled/sdpa"
     assert backend_identity(compiled, sampling=True)["sampler"] == "slots/compiled/flex"
     assert backend_identity(compiled) == backend_identity(dynamic)  # scores do not depend on the sampler
+
+
+def test_compiling_the_step_fuses_its_kernels(tmp_path):
+    """bench/step_kernels.py's count on a 2-layer model: the compiled step keeps every matrix
+    product (7 per layer + the head) and fuses the elementwise work into far fewer kernels."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "step_kernels.py"
+    spec = importlib.util.spec_from_file_location("lt_bench_step_kernels", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = bench.build_model(tmp_path / "model", layers=2)
+    eager = bench.eager_ops(bench.decoder_for(folder, rows=4, compiled=False))
+    assert eager["aten::mm"] == 2 * 7 + 1 and sum(eager.values()) > 80
+    code = "\n".join([
+        "    extern_kernels.mm(buf0, arg1_1, out=buf1)",
+        "    cpp_fused_add_mul_0(buf1, buf2)",
+        "    triton_poi_fused_add_1.run(buf2, buf3, stream=stream0)",
+        "    buf4 = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default(buf3, buf5, buf6)",
+        "    # extern_kernels.mm(comment, not a call)",
+    ])
+    assert bench.compiled_kernels(code) == {"extern_kernels.mm": 1, "fused": 2, "torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default": 1}
