@@ -3,6 +3,7 @@
     python bench/gpu_check.py OUT            # one H200 (CUDA), at most 8 minutes: the real check
     python bench/gpu_check.py --smoke OUT    # the same code on a CPU with tiny shapes (CI runs it)
     python bench/gpu_check.py --parts training,estep --budget-s 300 OUT
+    python bench/gpu_check.py --parts ceilings,estep,engines --budget-s 560 OUT
 
 Writes ``OUT/gpu_check.json`` (every field measured, or null with its reason) and
 ``OUT/gpu_check.md`` (the same as tables), plus ``OUT/logs/`` (one log per command run) and
@@ -17,6 +18,8 @@ order (bench/gpucheck/*.py say what each measures and how):
 * ``estep``: ``lt sample-thoughts`` tokens/s against a per-sample generate loop and against the
   memory-bound limit;
 * ``demo``: ``lt bootstrap --iters 3`` timed, with the claims from its report.json.
+* ``engines`` (only when named in ``--parts``): the E-step at 256 rows under each setting of the
+  slot engine's step (CUDA graph only, compiled, compiled with FlexAttention).
 
 Each part runs in its own process with its own budget; a part that fails, times out, or lacks a
 package or the time to run is recorded and the next one starts. The exit status is 0 when every
