@@ -233,7 +233,7 @@ def default_cache_path(output: str | None) -> str | None:
     """``FILE.cache.sqlite`` next to ``-o FILE``; no cache for stdout, nor for an output that is
     not a regular file (``/dev/null``: a cache beside a device is never right), unless ``--cache``
     is given."""
-    from .io import is_device
+    from .paths import is_device
 
     if output is None or output == "-" or is_device(output):
         return None

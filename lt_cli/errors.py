@@ -93,3 +93,10 @@ class FileError(LtError):
     def from_os(cls, exc: OSError, path: str | os.PathLike | None = None) -> "FileError":
         usage = exc.errno in (errno_codes.EISDIR, errno_codes.ENOTDIR)
         return cls(describe_os_error(exc, path), exit_code=2 if usage else 1)
+
+
+def exception_text(exc: BaseException) -> str:
+    """An exception's whole message on one line (transformers' messages span several; the first
+    alone can stop mid-sentence, as in "... from one of:")."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__

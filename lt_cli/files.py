@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from .errors import FileError
-from .io import is_device
+from .paths import is_device
 
 
 def _current_umask() -> int:

@@ -14,7 +14,7 @@
 * An input that is a directory, unreadable, or named ``.gz`` without being gzip is one error line
   naming the file, before any record is read.
 * Writing records (atomic files, resumable ``FILE.partial``, one writer per output, ``FILE.done``
-  markers) is :mod:`lt_cli.output`; ``open_output`` and ``OutputWriter`` are re-exported here.
+  markers) is :mod:`lt_cli.output`.
   Whole files (one JSON document, a text: configs, metrics, manifests) are :mod:`lt_cli.files`.
 * Files lt creates at predictable paths beside an output (``FILE.lock``, ``FILE.partial``, the
   rejects file, the sample cache) are opened without following links (:mod:`lt_cli.nofollow`).
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import stat
 import sys
 import zlib
 from dataclasses import dataclass
@@ -36,32 +35,12 @@ import orjson
 from . import jsoncodec
 from .errors import FileError, RecordError, UsageError
 from .nofollow import open_binary_no_follow
+from .paths import display_name, is_device, is_hub, is_std
 
 Record = dict[str, Any]
 Validator = Callable[[Record], None]
 
 _DUMP_OPTIONS = jsoncodec.LINE_OPTIONS
-
-
-def is_std(path: str | os.PathLike | None) -> bool:
-    return path is None or str(path) == "-"
-
-
-def is_device(path: str | os.PathLike | None) -> bool:
-    """True for an existing path that is neither a regular file nor a folder: ``/dev/null``, a FIFO,
-    ``/dev/stdout``, ``>(gzip > x)``. Such an output is written as a stream (no temporary file, no
-    rename over it, no sidecar files beside it), never replaced."""
-    if is_std(path):
-        return False
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
-
-
-def display_name(path: str | os.PathLike | None) -> str:
-    return "<stdin>" if is_std(path) else str(path)
 
 
 def dumps(record: Any) -> bytes:
@@ -102,11 +81,6 @@ def parse_shard(value: str | None) -> Shard | None:
 
 
 # --------------------------------------------------------------------------------------- reading
-def is_hub(path: str | os.PathLike | None) -> bool:
-    """``hf://datasets/...``: a Hugging Face Hub dataset split, streamed (:mod:`lt_cli.hub`)."""
-    return isinstance(path, str) and path.startswith("hf://")
-
-
 def input_exists(path: str | os.PathLike) -> bool:
     """An input that can be read: an existing file, or a well-formed Hub spec (not checked online)."""
     if is_hub(path):
@@ -330,12 +304,3 @@ def index_records(path: str | os.PathLike, *, validate: Validator | None = None)
 def read_record_at(fd: int, offset: int, length: int) -> Record:
     """The record at a byte range found by :func:`index_records` (``os.pread``: thread-safe)."""
     return jsoncodec.loads(os.pread(fd, length, offset))
-
-
-def __getattr__(name: str) -> Any:
-    # The writer lives in lt_cli.output (it imports this module); re-exported lazily.
-    if name in ("OutputWriter", "open_output", "check_output_path"):
-        from . import output
-
-        return getattr(output, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

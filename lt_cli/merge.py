@@ -3,7 +3,7 @@
 Why this exists: at cluster scale a stage runs as N independent jobs (an array job, 200 GPUs),
 each writing ``OUT.I.jsonl``. A job that was killed, preempted or is still running leaves a missing
 or half-written shard, and concatenating whatever is there would silently give a smaller dataset.
-So every shard must carry the completion marker that :class:`lt_cli.io.OutputWriter` writes after
+So every shard must carry the completion marker that :class:`lt_cli.output.OutputWriter` writes after
 its atomic rename (``FILE.done``: record count, sha256 of the file, and ``shard: "I/N"``), and the
 merge re-checks the count and the hash while it streams the file.
 
@@ -36,7 +36,8 @@ import orjson
 
 from .errors import LtError, UsageError
 from .files import read_json
-from .io import open_output, parse_shard
+from .io import parse_shard
+from .output import open_output
 
 ORDERS = ("interleave", "concat")
 

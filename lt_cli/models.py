@@ -22,65 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from .errors import LtError, UsageError
+from .errors import LtError, UsageError, exception_text
 from .formats import SPECIAL_TOKENS
-
-
-def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: dict | None = None) -> None:
-    """Write a Hugging Face model folder (weights, config, tokenizer) that other users can read.
-
-    Every model folder lt writes goes through here. transformers writes into a fresh hidden folder
-    lt makes inside ``path`` (``mkdtemp``: a new, unpredictable name, so nothing can be planted
-    in it), and each file is then renamed to its name in ``path``. Why: ``path`` may already hold
-    files (``lt train``'s output holds its checkpoints and metrics), and ``save_pretrained`` opens
-    ``config.json``, ``model.safetensors``... with a plain ``open``, which would write through a
-    symbolic link planted at one of those names; a rename replaces the link instead, as for every
-    file lt rewrites whole (lt_cli/nofollow.py). The files are byte for byte what ``save_pretrained``
-    writes; weight shards of an earlier save that this one did not write are removed, as
-    ``save_pretrained`` does in place. safetensors creates its file 0600; the files get the mode a
-    plain ``open`` gives (io.make_public). A failed save removes the hidden folder.
-    """
-    import shutil
-    import tempfile
-
-    from .errors import FileError
-    from .files import make_public
-
-    staging = None
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".lt-model.", suffix=".tmp", dir=path)
-        model.save_pretrained(staging, state_dict=state_dict)
-        tokenizer.save_pretrained(staging)
-        make_public(staging)
-        written = sorted(os.listdir(staging))
-        for name in written:
-            os.replace(os.path.join(staging, name), os.path.join(path, name))
-        for name in os.listdir(path):
-            if name not in written and _stale_shard(os.path.join(path, name)):
-                os.remove(os.path.join(path, name))
-    except OSError as exc:
-        raise FileError.from_os(exc, path) from None
-    except Exception as exc:  # safetensors reports a failed write (disk full) as its own error type
-        if type(exc).__name__ != "SafetensorError":
-            raise
-        cause = "no space left on device" if "StorageFull" in str(exc) or "os error 28" in str(exc) else _one_line(exc)
-        raise FileError(f"{path}: cannot write the model ({cause})") from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _stale_shard(path: str) -> bool:
-    """A weight shard (``model-00001-of-00003.safetensors``) by the rule ``save_pretrained`` uses
-    to remove an earlier save's shards from the folder it saves into."""
-    name = os.path.basename(path)
-    stem = name.replace(".bin", "").replace(".safetensors", "")
-    return name.startswith("model") and re.fullmatch(r"(.*?)-\d{5}-of-\d{5}", stem) is not None and os.path.isfile(path)
 
 
 #: lt train writes this file into every model folder it produces; its presence marks a model lt trained
@@ -162,12 +108,6 @@ def empty_context_token_id(tokenizer) -> int | None:
     lm-evaluation-harness's prefix token; it only matters when :func:`bos_policy` is False."""
     bos = getattr(tokenizer, "bos_token_id", None)
     return bos if bos is not None else getattr(tokenizer, "eos_token_id", None)
-
-
-def model_cache_dir() -> Path:
-    """Where converted models live: ``$LT_MODEL_CACHE``, else ``~/.cache/lt/models``."""
-    root = os.environ.get("LT_MODEL_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "lt" / "models"
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -304,7 +244,7 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load the tokenizer of {path!r}: {_one_line(exc)}") from None
+        raise UsageError(f"cannot load the tokenizer of {path!r}: {exception_text(exc)}") from None
 
 
 def load_model_and_tokenizer(path: str, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
@@ -318,11 +258,11 @@ def load_model_and_tokenizer(path: str, dtype: str = "auto", device: str = "auto
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype, use_safetensors=None if allow_pickle_weights() else True)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load model {path!r}: {_one_line(exc)}") from None
+        raise UsageError(f"cannot load model {path!r}: {exception_text(exc)}") from None
     except Exception as exc:  # safetensors' own error type (a damaged file the header check missed)
         if type(exc).__name__ != "SafetensorError":
             raise
-        raise UsageError(f"cannot load model {path!r}: damaged safetensors file ({_one_line(exc)})") from None
+        raise UsageError(f"cannot load model {path!r}: damaged safetensors file ({exception_text(exc)})") from None
     model.to(device)
     model.eval()
     return model, tokenizer
@@ -373,10 +313,3 @@ def add_latent_tokens(model, tokenizer, seed: int = 42) -> int:
             out = output_embeddings.weight
             out[index.to(out.device)] = new_rows().to(out.device, out.dtype)
     return len(missing)
-
-
-def _one_line(exc: BaseException) -> str:
-    """The whole message on one line (transformers' messages span several; the first alone can
-    stop mid-sentence, as in "... from one of:")."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text or type(exc).__name__

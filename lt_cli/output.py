@@ -36,7 +36,8 @@ import orjson
 
 from .errors import FileError, UsageError
 from .files import _mkstemp_public, file_sha256, write_json
-from .io import Record, Shard, dumps, is_device, is_std, parse_shard
+from .io import Record, Shard, dumps, parse_shard
+from .paths import is_device, is_std
 from .nofollow import check_plain_file, open_binary_no_follow
 from .locks import OutputLock
 

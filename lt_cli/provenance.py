@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import file_sha256
-from .io import display_name, is_std
+from .paths import display_name, is_std
 
 #: flags that cannot change the bytes of a stream command's output
 FREE_FLAGS = frozenset(
@@ -39,7 +39,7 @@ def file_identity(path: str | os.PathLike | None) -> dict[str, Any]:
     """``{"path", "bytes", "sha256"}`` of a file; stdin and other streams (a pipe, ``<(...)``) get
     ``sha256: None``: they cannot be hashed ahead of reading without consuming them. A Hub dataset
     (``hf://``) is identified by its repository, config, split and resolved commit (``hub``)."""
-    from .io import is_hub
+    from .paths import is_hub
 
     if is_hub(path):
         from .hub import hub_identity

@@ -239,7 +239,7 @@ def _checkpoint_upload(folder: Path, repo_id: str) -> Upload:
 
 
 def _hub_repo(spec: str) -> str | None:
-    from .io import is_hub
+    from .paths import is_hub
     from .training.config import DataSource
 
     path = DataSource.parse(str(spec)).path

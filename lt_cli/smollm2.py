@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import LtError
-from .models import model_cache_dir, save_model_folder
+from .model_folder import model_cache_dir, save_model_folder
 
 #: model names that resolve to something other than a folder or hub id
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")

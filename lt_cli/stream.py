@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from .flags import flag
-from .io import RejectsWriter, Record, Validator, check_input_file, is_device, is_std, parse_shard, read_records
+from .io import RejectsWriter, Record, Validator, check_input_file, parse_shard, read_records
+from .paths import is_device, is_std
 from .nofollow import check_plain_file
 from .output import open_output
 

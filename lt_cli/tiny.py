@@ -87,7 +87,7 @@ def save_tiny_model(path: str | Path, config: TinyModelConfig = TinyModelConfig(
     tokenizer = build_byte_tokenizer()
     model = build_tiny_llama(len(tokenizer), config)
     path.mkdir(parents=True, exist_ok=True)
-    from .models import save_model_folder
+    from .model_folder import save_model_folder
 
     save_model_folder(model, tokenizer, path)
     return path

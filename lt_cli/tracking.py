@@ -271,7 +271,7 @@ def flat_metrics(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
 def output_folder(output: str | None) -> tuple[str, str]:
     """(default tracking folder, default run name) of a command writing ``output``: ``OUTPUT.tracking``
     beside a file output, ``./lt-tracking`` for stdout."""
-    from .io import is_device, is_std
+    from .paths import is_device, is_std
 
     if is_std(output) or is_device(output):
         return "lt-tracking", "lt"

@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from lt_cli.files import write_json  # noqa: E402
-from lt_cli.io import open_output  # noqa: E402
+from lt_cli.output import open_output  # noqa: E402
 
 VAL_EVERY = 1000
 TRAIN_PERIOD = 20

@@ -114,7 +114,7 @@ def test_library_noise_on_fd1_goes_to_stderr():
     """Once records flow to stdout, anything else writing to fd 1 (C code, vLLM, print) lands on stderr."""
     code = (
         "import os\n"
-        "from lt_cli.io import open_output\n"
+        "from lt_cli.output import open_output\n"
         "with open_output('-') as w:\n"
         "    print('noise from print')\n"
         "    os.write(1, b'noise from C\\n')\n"

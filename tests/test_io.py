@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from lt_cli.errors import RecordError, UsageError
-from lt_cli.io import RejectsWriter, open_output, parse_shard, read_all
+from lt_cli.io import RejectsWriter, parse_shard, read_all
+from lt_cli.output import open_output
 from lt_cli.records import document_id, ensure_chunks, validate_raw_document
 
 

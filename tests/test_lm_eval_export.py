@@ -187,7 +187,7 @@ def lt_trained_no_bos(tmp_path_factory) -> Path:
     Qwen's): lt gives it a BOS before every prompt (models.bos_policy); the saved tokenizer must too."""
     from tokenizers import processors
 
-    from lt_cli.models import save_model_folder
+    from lt_cli.model_folder import save_model_folder
     from lt_cli.tiny import build_byte_tokenizer, build_tiny_llama
     from lt_cli.training import TrainConfig, train
 

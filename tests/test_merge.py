@@ -15,7 +15,8 @@ from conftest import FIXTURES, REPO
 
 from lt_cli.errors import LtError, UsageError
 from lt_cli.files import read_json
-from lt_cli.io import open_output, read_all
+from lt_cli.io import read_all
+from lt_cli.output import open_output
 from lt_cli.merge import ShardError, expand_shard_paths, merge_shards
 from lt_cli.chunking import run_chunk
 from lt_cli.stream import StreamArgs

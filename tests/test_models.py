@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lt_cli import models, smollm2
+from lt_cli import model_folder, models, smollm2
 from lt_cli.errors import LtError
 from lt_cli.formats import SPECIAL_TOKENS
 
@@ -145,9 +145,9 @@ def test_add_latent_tokens_saves_and_reloads(tmp_path):
 
 def test_model_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("LT_MODEL_CACHE", str(tmp_path / "cache"))
-    assert models.model_cache_dir() == tmp_path / "cache"
+    assert model_folder.model_cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("LT_MODEL_CACHE")
-    assert models.model_cache_dir().parts[-3:] == (".cache", "lt", "models")
+    assert model_folder.model_cache_dir().parts[-3:] == (".cache", "lt", "models")
 
 
 def test_smollm2_dir_reuses_a_completed_folder(monkeypatch, tmp_path):
@@ -237,7 +237,7 @@ def test_backends_apply_the_bos_rule(tmp_path):
 
     model, tokenizer = _base_model()
     folder = tmp_path / "base"
-    models.save_model_folder(model, tokenizer, folder)
+    model_folder.save_model_folder(model, tokenizer, folder)
     policy = load_backend("hf", BackendConfig(model=str(folder), max_model_len=64))
     with_bos = load_backend("hf", BackendConfig(model=str(folder), add_bos=True, max_model_len=64))
     without = load_backend("hf", BackendConfig(model=str(folder), add_bos=False, max_model_len=64))

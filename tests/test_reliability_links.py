@@ -240,7 +240,7 @@ def test_links_in_a_model_folder_are_replaced_never_written_through(tmp_path):
     """save_pretrained opens config.json, model.safetensors... with a plain open: lt has it write
     into a fresh hidden folder and renames each file into place. The files are those a direct
     save_pretrained writes, byte for byte; shards of an earlier save are removed as it would."""
-    from lt_cli.models import save_model_folder
+    from lt_cli.model_folder import save_model_folder
     from lt_cli.tiny import TinyModelConfig, build_byte_tokenizer, build_tiny_llama
 
     tokenizer = build_byte_tokenizer()

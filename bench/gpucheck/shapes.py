@@ -103,7 +103,7 @@ def model_folder(shape: Shape, root: Path, device: str, *, dtype: str = "bfloat1
     """
     import torch
 
-    from lt_cli.models import save_model_folder
+    from lt_cli.model_folder import save_model_folder
 
     folder = root / shape.key
     if folder.is_dir():  # written under a temporary name and renamed: present means complete

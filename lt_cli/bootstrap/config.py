@@ -297,7 +297,7 @@ def _data_name(data: str) -> str:
     """A run's default name: the --data file's stem, or a Hub dataset's name."""
     from pathlib import Path
 
-    from ..io import is_hub
+    from ..paths import is_hub
 
     if is_hub(data):
         from ..hub import HubSpec

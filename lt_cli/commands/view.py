@@ -72,7 +72,7 @@ def command(
     documents = read_views(input, selected=selected, limit=limit, keep=keep)
     if html:
         from ..console import log
-        from ..io import display_name
+        from ..paths import display_name
         from ..view import write_html
 
         n = write_html(documents, html, title=display_name(input), note=f"filter: {keep.describe()}" if keep else "")

@@ -190,7 +190,7 @@ class DemoCorpusFiles:
 def write_demo_corpus(folder: str | Path, config: DemoCorpusConfig = DemoCorpusConfig()) -> DemoCorpusFiles:
     """Write the four JSONL files of the demo (atomically; identical bytes for the same config)."""
     from ..files import write_json
-    from ..io import open_output
+    from ..output import open_output
 
     folder = Path(folder)
     machine, train_docs, heldout_docs = _documents(config)

@@ -24,7 +24,8 @@ class DemoTask:
     def evaluate(self, config, backend=None) -> dict[str, Any]:
         from ..backends import load_backend
         from ..backends.base import BackendConfig
-        from ..io import open_output, read_all
+        from ..io import read_all
+        from ..output import open_output
         from .accuracy import DemoEvalConfig, evaluate_demo_accuracy
 
         if not config.data:

@@ -18,7 +18,8 @@ Record = dict[str, Any]
 
 def resolve_data_path(data: str, split: str | None) -> Path | str:
     """A JSONL file, ``FOLDER/SPLIT.jsonl``, or a Hub dataset spec (``hf://...``, returned as given)."""
-    from ..io import input_exists, is_hub
+    from ..io import input_exists
+    from ..paths import is_hub
 
     if is_hub(data):
         input_exists(data)

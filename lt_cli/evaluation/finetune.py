@@ -260,7 +260,7 @@ def run_finetune_eval(config: FinetuneConfig) -> dict:
 
     from ..console import log
     from ..files import read_json, write_json
-    from ..io import open_output
+    from ..output import open_output
     from .finetune_data import finetune_record
     from .graders import get_grader
     from .metrics import STDERR_METHOD, mean_and_std

@@ -79,7 +79,7 @@ def write_log(path: str | None, lines: list[Record]) -> None:
     """``--log-samples``: one JSONL line per document (written atomically at the end)."""
     if not path:
         return
-    from ..io import open_output
+    from ..output import open_output
 
     with open_output(path, flag="--log-samples") as writer:
         for line in lines:

@@ -102,7 +102,7 @@ def _local_data(task, data: str | None, split: str | None) -> str | None:
         from .data import resolve_data_path
 
         path = resolve_data_path(data, split)
-        from ..io import is_hub
+        from ..paths import is_hub
 
         if not is_hub(path):
             return str(Path(path).resolve())
@@ -113,7 +113,7 @@ def _hub_data_section(data: str | None, split: str | None) -> dict[str, Any] | N
     """--data hf://datasets/...: lm-eval loads the same Hub dataset itself."""
     if not data:
         return None
-    from ..io import is_hub
+    from ..paths import is_hub
     from .data import resolve_data_path
 
     path = resolve_data_path(data, split)

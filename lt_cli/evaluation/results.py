@@ -44,7 +44,7 @@ def write_sample_log(path: str, grader, results, latent: bool, variant: str) -> 
 
     The file is itself a valid ``--grade`` input (``output`` + ``sample`` + ``index``).
     """
-    from ..io import open_output
+    from ..output import open_output
 
     metric_names = grader.metrics(latent)
     headline = metric_names[0]

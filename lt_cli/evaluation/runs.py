@@ -11,7 +11,7 @@ def check_outputs(config: EvalConfig) -> None:
     start (an existing folder, a parent that is a file)."""
     from pathlib import Path
 
-    from ..io import is_device, is_std
+    from ..paths import is_device, is_std
     from ..output import check_output_path
 
     for flag, path in (("-o", config.output), ("--log-samples", config.log_samples)):
@@ -24,7 +24,7 @@ def run_eval(config: EvalConfig) -> dict:
     ``OUTPUT.config.json`` (written atomically; no config beside an output that is not a regular
     file, such as /dev/stdout); with ``--report-to`` the numbers also go to the trackers
     (``eval/TASK/...``)."""
-    from ..io import is_device
+    from ..paths import is_device
     from ..files import write_json
     from ..tracking import log_summary, preflight
     from . import evaluate

@@ -60,7 +60,8 @@ class DataSource:
     def check_exists(self, flag: str) -> None:
         """A missing file, or a ``FILE:WEIGHT`` whose weight is not a number, as one error line
         (a Hub dataset, ``hf://...``, is only checked for its form: it is read when training starts)."""
-        from ..io import input_exists, is_hub
+        from ..io import input_exists
+        from ..paths import is_hub
 
         if is_hub(self.path):
             input_exists(self.path)

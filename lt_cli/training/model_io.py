@@ -3,7 +3,7 @@
 Training keeps fp32 master weights (bf16 only inside autocast on GPUs) and adds the four latent
 special tokens when the model lacks them, seeded, so the same base model always gets the same new
 rows. The final model is saved in the training precision as a Hugging Face folder through
-``models.save_model_folder``, like every checkpoint lt writes: written into a fresh hidden folder
+``model_folder.save_model_folder``, like every checkpoint lt writes: written into a fresh hidden folder
 inside the output and renamed into place, so a link planted at ``config.json`` or another name
 it writes is replaced, never written through.
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 from ..console import log
 from ..errors import UsageError
 from ..files import read_json
-from ..models import save_model_folder, tokenizer_with_bos
+from ..model_folder import save_model_folder
+from ..models import tokenizer_with_bos
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv
