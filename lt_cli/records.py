@@ -78,10 +78,7 @@ def validate_document(record: Record) -> None:
     if chunks is not None:
         validate_chunks(chunks)
         return
-    if "text" not in record:
-        raise ValueError("missing field 'text'")
-    if not isinstance(record["text"], str):
-        raise ValueError(f"field 'text' must be a string, got {type(record['text']).__name__}")
+    validate_raw_document(record)
 
 
 def validate_raw_document(record: Record) -> None:

@@ -15,24 +15,21 @@ Importing this package is cheap (no torch).
 
 from __future__ import annotations
 
-from .adaptive import STOP_RULES, round_sizes, should_stop
-from .config import SELECT_METHODS, SampleConfig, SampleThoughtsRun, SelectConfig, SelectRun
+from .adaptive import round_sizes, should_stop
+from .config import SELECT_METHODS, STOP_RULES, SampleConfig, SampleThoughtsRun, SelectConfig, SelectRun
 from .propose import candidate_from_sample, chunk_log_p, chunk_prompt, chunk_scoring_pair, fixed_candidate, sample_candidates, score_candidates
 from .runs import read_stats, run_sample_thoughts, run_select
 from .select import (
     choose_index,
     chunk_log_w,
-    effective_sample_size,
-    elbo_n,
     elbo_sample_counts,
     first_candidates,
     is_adaptive,
-    logsumexp,
     select_document,
-    softmax,
     validate_candidates_document,
 )
 from .stats import ComputeStats, SampleStats, SelectionStats
+from .weights import effective_sample_size, elbo_n, logsumexp, softmax
 
 __all__ = [
     "SELECT_METHODS",

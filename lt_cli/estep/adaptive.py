@@ -46,9 +46,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-STOP_RULES = ("coverage", "mass", "repeat", "ess")
-#: the threshold each rule uses when --stop-threshold is not given
-DEFAULT_THRESHOLDS = {"coverage": 0.1, "mass": 0.9, "repeat": 0.9, "ess": 0.9}
+from .config import DEFAULT_THRESHOLDS, STOP_RULES
+from .weights import effective_sample_size
+
 
 
 def round_sizes(k: int, k_max: int, k_step: int | None = None) -> list[int]:
@@ -97,8 +97,6 @@ def should_stop(candidates: Sequence[dict], rule: str, threshold: float | None =
             first.setdefault(c["latent"], float(c["log_p"]))
         return math.fsum(math.exp(v) for v in first.values()) >= threshold
     if rule == "ess":
-        from .select import effective_sample_size
-
         if not math.isfinite(max(log_w)):
             return False  # no usable weight yet
         return effective_sample_size(log_w) >= threshold * len(log_w)

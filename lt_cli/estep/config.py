@@ -21,6 +21,9 @@ from ..session import BackendArgs, CacheArgs
 from ..stream import StreamArgs
 from ..tracking import TrackingConfig
 
+#: adaptive stopping rules (estep/adaptive.py) and the threshold each uses when --stop-threshold is not given
+STOP_RULES = ("coverage", "mass", "repeat", "ess")
+DEFAULT_THRESHOLDS = {"coverage": 0.1, "mass": 0.9, "repeat": 0.9, "ess": 0.9}
 SELECT_METHODS = ("importance", "uniform", "argmax", "first")
 #: samples per chunk: every candidate of a group of documents is held in memory until the group is
 #: written (K = 10**9 would exhaust memory after the model loads), and the paper's K is 1 to 16
@@ -86,8 +89,6 @@ class SampleConfig:
             raise UsageError(f"--docs-per-call must be at least 1, got {self.docs_per_call}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise UsageError(f"--max-prompt-tokens must be at least 1, got {self.max_prompt_tokens}")
-        from .adaptive import STOP_RULES
-
         if self.k_max is not None and self.k_max < self.k:
             raise UsageError(f"--k-max must be at least --k (the first round's samples), got --k-max {self.k_max} with --k {self.k}")
         if self.k_max is not None and self.k == 1 and self.rule in ("mass", "ess"):
@@ -128,8 +129,6 @@ class SampleConfig:
         """The document-level ``estep`` record: what decides the compute its candidates cost."""
         record: dict = {"model_parameters": model_parameters}
         if self.k_max is not None:
-            from .adaptive import DEFAULT_THRESHOLDS
-
             threshold = self.stop_threshold if self.stop_threshold is not None else DEFAULT_THRESHOLDS[self.rule]
             record.update(k=self.k, k_max=self.k_max, k_step=self.k_step, stop_rule=self.rule, stop_threshold=threshold)
         return record

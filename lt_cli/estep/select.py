@@ -15,45 +15,13 @@ from typing import Any, Sequence
 from ..records import document_id
 from ..seeding import derive_seed
 from .config import SELECT_METHODS
+from .weights import effective_sample_size, elbo_n, softmax
 
 Record = dict[str, Any]
 
 #: no log-probability of real text comes near this many nats; larger values (1e308) would
 #: overflow the sums behind ELBO_n and the means, so such records are refused as malformed
 MAX_ABS_LOG = 1e100
-
-
-def logsumexp(values: Sequence[float]) -> float:
-    peak = max(values)
-    if peak == -math.inf:
-        return -math.inf
-    return peak + math.log(math.fsum(math.exp(v - peak) for v in values))
-
-
-def softmax(log_w: Sequence[float]) -> list[float]:
-    """Self-normalised importance weights (max-subtracted, as in the reference)."""
-    peak = max(log_w)
-    if not math.isfinite(peak):
-        raise ValueError("no candidate has a finite log_w")
-    exps = [math.exp(v - peak) for v in log_w]
-    total = math.fsum(exps)
-    return [e / total for e in exps]
-
-
-def elbo_n(log_w: Sequence[float], n: int) -> float:
-    """IWAE bound with the first n samples: ``logsumexp(log_w[:n]) - log n`` (nats)."""
-    if not 1 <= n <= len(log_w):
-        raise ValueError(f"elbo_n needs 1 <= n <= {len(log_w)}, got {n}")
-    return logsumexp(list(log_w[:n])) - math.log(n)
-
-
-def effective_sample_size(log_w: Sequence[float]) -> float:
-    """``1 / sum p_j^2`` for ``p = softmax(log_w)``: 1 (one sample dominates) to K (uniform).
-
-    Not computed by the reference; a diagnostic of how degenerate the resampling is.
-    """
-    p = softmax(log_w)
-    return 1.0 / math.fsum(x * x for x in p)
 
 
 def elbo_sample_counts(k: int) -> list[int]:

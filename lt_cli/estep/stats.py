@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adaptive import unbiased_counts
-from .select import effective_sample_size, elbo_n, elbo_sample_counts, is_adaptive
+from .select import elbo_sample_counts, is_adaptive
+from .weights import effective_sample_size, elbo_n
 
 Record = dict[str, Any]
 

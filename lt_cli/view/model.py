@@ -105,7 +105,8 @@ def _number(value: Any) -> float | None:
 
 
 def _candidates(chunk: dict) -> tuple[list[CandidateView], float | None]:
-    from ..estep.select import chunk_log_w, effective_sample_size, softmax
+    from ..estep.select import chunk_log_w
+    from ..estep.weights import effective_sample_size, softmax
 
     raw = chunk.get("candidates") or []
     log_w = chunk_log_w(chunk) if raw else None
