@@ -11,7 +11,8 @@ from __future__ import annotations
 from .config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEACHER, METHODS, ApiArgs, SynthesizeConfig, SynthesizeRun
 from .prompts import LATENT_SYSTEM, LATENT_USER, NO_PREFIX, WRAP_STYLES, latent_messages, wrap_cot_messages, wrap_messages, wrap_style
 from .runs import run_synthesize
-from .synthesize import SynthesisStats, TeacherRequest, requests_for, synthesize
+from .requests import TeacherRequest, requests_for
+from .synthesize import SynthesisStats, synthesize
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",

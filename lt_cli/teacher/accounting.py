@@ -196,7 +196,7 @@ def estimate(records: Iterable[dict], config, output_ratio: float | None = None,
     """Count what synthesizing ``records`` would send. ``cached_keys(requests) -> set of indices``
     (optional) says which requests the cache already answers; those cost nothing."""
     from ..records import document_text, ensure_chunks
-    from .synthesize import requests_for
+    from .requests import requests_for
 
     params = config.sampling_params()
     result = Estimate()

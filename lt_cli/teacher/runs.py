@@ -137,7 +137,7 @@ class _CachedKeys:
         self.params = params
 
     def __call__(self, requests) -> set[int]:
-        from .synthesize import request_key
+        from .requests import request_key
 
         keys = [request_key(self.identity, request, self.params) for request in requests]
         found = self.cache.get_many(keys)
