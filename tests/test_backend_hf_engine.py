@@ -43,8 +43,8 @@ def _same(a, b) -> None:
 def test_slots_equal_the_dynamic_loop_through_admissions(tiny_model_dir, batch_size, params, monkeypatch):
     prompts = [p + str(i) for i in range(6) for p in PROMPTS]
     admissions = []
-    original_admit = hf_engine.SlotDecoder.admit
-    monkeypatch.setattr(hf_engine.SlotDecoder, "admit", lambda self, slots, *a: (admissions.append(len(slots)), original_admit(self, slots, *a))[1])
+    original_admit = hf_slot_decoder.SlotDecoder.admit
+    monkeypatch.setattr(hf_slot_decoder.SlotDecoder, "admit", lambda self, slots, *a: (admissions.append(len(slots)), original_admit(self, slots, *a))[1])
     slots = _backend(tiny_model_dir, "slots", batch_size).sample(prompts, params)
     dynamic = _backend(tiny_model_dir, "dynamic", batch_size).sample(prompts, params)
     _same(slots, dynamic)
@@ -68,7 +68,7 @@ def test_row_uniforms_are_the_per_step_draws():
     for seed in (0, 1, 2**40 + 3, 2**64 - 1):
         generator = torch.Generator().manual_seed(seed)
         per_step = torch.cat([torch.rand(1, generator=generator, dtype=torch.float64) for _ in range(700)])
-        assert torch.equal(hf_engine.row_uniforms(torch, seed, 700), per_step)
+        assert torch.equal(hf_slot_decoder.row_uniforms(torch, seed, 700), per_step)
 
 
 def _check_stopwatch(decode, vocab: list[int], stops: tuple[str, ...], rng: random.Random, n_sequences: int = 150) -> int:
@@ -143,8 +143,12 @@ def test_equal_prompts_are_prefilled_once(tiny_model_dir, monkeypatch, capsys):
     seeds = [[100 + i] for i in range(len(prompts))]
     params = SamplingParams(n=1, temperature=1.0, max_new_tokens=10)
     prefilled = []
-    original = hf_engine.SlotDecoder.admit
-    monkeypatch.setattr(hf_engine.SlotDecoder, "admit", lambda self, slots, rows, ps, sd: (prefilled.append(len(ps)), original(self, slots, rows, ps, sd))[1])
+    original = hf_slot_decoder.SlotDecoder.admit
+    def counting_admit(self, slots, rows, ps, sd):
+        prefilled.append(len(ps))
+        return original(self, slots, rows, ps, sd)
+
+    monkeypatch.setattr(hf_slot_decoder.SlotDecoder, "admit", counting_admit)
     monkeypatch.setenv("LT_ENGINE_PROFILE", "1")
     slots = _backend(tiny_model_dir, "slots", 16).sample(prompts, params, seeds)
     assert prefilled == [3]
@@ -182,7 +186,7 @@ def test_a_step_that_does_not_compile_falls_back(tiny_model_dir, monkeypatch, ca
             calls.append(decoder.attention)
             if decoder.attention == "flex" or fail_all:
                 raise RuntimeError("no kernel for this")
-            return hf_engine.SlotDecoder._step_ops(decoder)
+            return hf_slot_decoder.SlotDecoder._step_ops(decoder)
         return step
 
     monkeypatch.setattr(hf_slot_decoder, "_compiled_step", fake_compiled)
@@ -241,7 +245,7 @@ def test_bad_step_options_are_refused(tiny_model_dir, options, env, message):
 
 
 def test_step_options_from_the_environment(tiny_model_dir, monkeypatch):
-    from lt_cli.backends.hf_engine import StepOptions
+    from lt_cli.backends.hf_slot_decoder import StepOptions
     from lt_cli.errors import LtError
 
     backend = _backend(tiny_model_dir, "slots", 4)

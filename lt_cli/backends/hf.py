@@ -32,8 +32,7 @@ from typing import Any, Sequence
 from ..console import warn
 from ..errors import LtError
 from .base import BackendConfig, Sample, SamplingParams, fit_prompt_warned, render_chat, resolve_max_model_len
-from .hf_sample import ENGINES, HFSampling, parse_compile
-from .hf_slot_attention import ATTENTIONS
+from .hf_sample import ENGINES, HFSampling, parse_attention, parse_compile
 from .hf_score import DEFAULT_SCORE_BATCH_TOKENS, HFScoring
 
 #: the ``BackendConfig.options`` this backend knows (docs/backends.md)
@@ -60,8 +59,7 @@ class HFBackend(HFSampling, HFScoring):
         if config.options.get("engine", "auto") not in ENGINES:
             raise LtError(f"transformers backend option engine must be one of {', '.join(ENGINES)}, got {config.options['engine']!r}")
         parse_compile(config.options.get("compile", "auto"))
-        if config.options.get("attention", "sdpa") not in ATTENTIONS:
-            raise LtError(f"transformers backend option attention must be one of {', '.join(ATTENTIONS)}, got {config.options['attention']!r}")
+        parse_attention(config.options.get("attention", "sdpa"))
         self.score_batch_tokens = int(config.options.get("score_batch_tokens", DEFAULT_SCORE_BATCH_TOKENS))
         if config.batch_size < 1:
             raise LtError(f"batch_size must be at least 1, got {config.batch_size}")

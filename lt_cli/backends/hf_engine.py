@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .hf_slot_decoder import COLUMN_ALIGN, SlotDecoder, StepOptions, draw_tokens, kv_layout, row_uniforms, slot_kv_bytes
+from .hf_slot_decoder import COLUMN_ALIGN
 from .hf_stops import StopWatch
 
 #: model types whose every layer is plain causal full attention through transformers' attention
@@ -197,4 +197,4 @@ def _sample_with_slots(backend, encoded: list[list[int]], params, seed_rows: lis
             f"{profile['admissions']} admissions ({profile['prefill_prompts']} prompts prefilled) {profile['admit_s']:.3f} s")
 
 
-__all__ = ["SlotDecoder", "StepOptions", "draw_tokens", "kv_layout", "row_uniforms", "sample_with_slots", "slot_kv_bytes", "unsupported_reason"]
+__all__ = ["sample_with_slots", "unsupported_reason"]

@@ -9,7 +9,7 @@
 
 Both draw with the same rule, so they give the same samples: row ``(i, j)`` takes its uniforms from
 its own ``torch.Generator`` seeded by ``seeds[i][j]``, one per generated token in order, inverted
-through the row's CDF (``hf_engine.draw_tokens``); a sample depends only on its own seed, never on
+through the row's CDF (``hf_slot_decoder.draw_tokens``); a sample depends only on its own seed, never on
 its batch or engine. Reported log-probs are those of the distribution sampled from (after
 temperature and top-p); at temperature 0 those of the untempered model. ``options={"engine":
 "slots"|"dynamic"|"auto"}`` (or the environment variable ``LT_HF_ENGINE``) picks the engine
@@ -25,7 +25,8 @@ from typing import Sequence
 
 from ..errors import LtError
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
-from .hf_engine import SlotDecoder, StepOptions, draw_tokens, row_uniforms, sample_with_slots, slot_kv_bytes, unsupported_reason
+from .hf_engine import sample_with_slots, unsupported_reason
+from .hf_slot_decoder import SlotDecoder, StepOptions, draw_tokens, row_uniforms, slot_kv_bytes
 from .hf_slot_attention import ATTENTIONS
 from .hf_stops import StopWatch
 
@@ -45,6 +46,13 @@ def parse_compile(value) -> bool | None:
     if key not in COMPILE_VALUES:
         raise LtError(f"transformers backend: compile must be auto, true or false, got {value!r}")
     return COMPILE_VALUES[key]
+
+
+def parse_attention(value) -> str:
+    """``options["attention"]`` / ``LT_HF_ATTENTION``, checked."""
+    if value not in ATTENTIONS:
+        raise LtError(f"transformers backend: attention must be one of {', '.join(ATTENTIONS)}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -175,10 +183,8 @@ class HFSampling:
         compile_ = options.get("compile", os.environ.get("LT_HF_COMPILE") or "auto")
         attention = options.get("attention", os.environ.get("LT_HF_ATTENTION") or "sdpa")
         flag = parse_compile(compile_)
-        if attention not in ATTENTIONS:
-            raise LtError(f"transformers backend: attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
         return StepOptions(compile=self.device.type == "cuda" if flag is None else flag, graph=bool(options.get("cuda_graphs", True)),
-                           attention=attention)
+                           attention=parse_attention(attention))
 
     def _draw(self, logprobs, uniforms, step: int):
         """One token per row: the row's ``step``-th uniform inverted through its CDF."""
