@@ -309,7 +309,8 @@ def run_lt(ctx: PartContext, state: dict, rows: int, key: str | None = None, env
         n_docs, per_call = p.estep_docs[rows], p.estep_docs_per_call[rows]
         docs = ctx.work / f"estep-docs-{rows}.jsonl"
         docs.write_text("".join(line + "\n" for line in (ctx.work / "estep-docs.jsonl").read_text().splitlines()[:n_docs]))
-        out = ctx.work / ("estep-cand-{rows}.jsonl" if key == f"lt_{rows}" else f"estep-cand-{key}.jsonl").format(rows=rows)
+        name = str(rows) if key == f"lt_{rows}" else key  # the estep part's own files keep their names
+        out = ctx.work / f"estep-cand-{name}.jsonl"
         for stale in (out, out.with_name(out.name + ".partial")):  # a killed earlier run would be resumed
             stale.unlink(missing_ok=True)
         args = ["sample-thoughts", "--model", str(state["folder"]), "--k", str(p.estep_k), "--max-new-tokens", str(p.estep_max_new_tokens),
