@@ -87,12 +87,18 @@ def backend_identity(backend, *, sampling: bool = False) -> dict[str, Any]:
     return identity
 
 
-def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | None], compute: Callable[[list[int]], Sequence[Any]]) -> list[Any]:
+def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | None], compute: Callable[[list[int]], Sequence[Any]],
+                  *, keys_still_hold: Callable[[], bool] | None = None) -> list[Any]:
     """The value of every request: cached ones read, all misses computed by ONE ``compute`` call.
 
     ``keys[i]`` is request i's cache key (None without a cache). ``compute(indices)`` gets the
     positions of the misses, in order, and returns their values in the same order; they are stored
     in one transaction, so a kill keeps all of a call's results or none.
+
+    ``keys_still_hold`` is asked after ``compute``: False when what the keys name changed during the
+    call (the transformers sampler fell back from a step that would not compile), and then this
+    call's values are returned but not stored: the cache never files samples under a sampler that
+    did not draw them. The next call's keys name the fallback.
     """
     cached = cache.get_many(k for k in keys if k is not None) if cache is not None else {}
     missing = [i for i, key in enumerate(keys) if key is None or key not in cached]
@@ -103,6 +109,11 @@ def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | N
             from .errors import LtError
 
             raise LtError(f"backend returned {len(computed)} results for {len(missing)} requests")
+        if cache is not None and keys_still_hold is not None and not keys_still_hold():
+            from .console import warn
+
+            warn(f"the sampler changed during this call; its {len(missing)} results are not cached")
+            cache = None
         fresh = {}
         for i, value in zip(missing, computed):
             values[i] = value

@@ -255,4 +255,8 @@ def run_chunk(stream, config: ChunkingConfig = ChunkingConfig()) -> int:
     from .records import validate_raw_document
     from .stream import map_records
 
+    if config.units == "sentence":
+        # Load the splitter (nltk imports scipy: a second or more) before the output is opened, so a
+        # broken install fails before any file appears and Ctrl-C during the import has nothing to undo.
+        _sentence_tokenizer(config.sentences)
     return map_records(stream, lambda record: chunk_record(record, config), validate=validate_raw_document, description="chunk", marker=bool(stream.shard))

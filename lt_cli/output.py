@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Callable
 import orjson
 
 from .errors import FileError, UsageError
+from .interrupts import raise_if_received
 from .files import _mkstemp_public, file_sha256, write_json
 from .io import Record, Shard, dumps, parse_shard
 from .paths import is_device, is_std
@@ -237,6 +238,7 @@ class OutputWriter:
         """Append one already-serialised JSONL line (newline-terminated) as is: ``lt merge`` copies
         shard lines whose sha256 it verifies, byte for byte, without a parse/dump round trip."""
         assert self._file is not None, "OutputWriter used outside its context"
+        raise_if_received()  # an interrupt a library swallowed stops the stream here
         try:
             self._file.write(line if line.endswith(b"\n") else line + b"\n")
             self.count += 1
@@ -286,6 +288,12 @@ class OutputWriter:
             if ok:
                 self._discard()
                 raise FileError.from_os(exc, self.path) from None
+        if ok:
+            try:
+                raise_if_received()  # nothing is committed after Ctrl-C or SIGTERM
+            except KeyboardInterrupt:
+                self._discard()
+                raise
         if not ok:
             self._discard()
             return

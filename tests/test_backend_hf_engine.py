@@ -195,7 +195,9 @@ def test_a_step_that_does_not_compile_falls_back(tiny_model_dir, monkeypatch, ca
     reference = _backend(tiny_model_dir, "dynamic", 4).sample(PROMPTS, params)
     fail_all = False
     backend = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True, "attention": "flex"})
+    assert backend.sampler_identity() == "slots/compiled/flex"
     _same(backend.sample(PROMPTS, params), reference)
+    assert backend.sampler_identity() == "slots/compiled/sdpa"  # the sample cache files them under what ran
     assert calls[:2] == ["flex", "sdpa"] and backend._decoder_cache[1].attention == "sdpa"
     assert backend._decoder_cache[1].mode == "compiled eager"
     err = capsys.readouterr().err
@@ -206,6 +208,7 @@ def test_a_step_that_does_not_compile_falls_back(tiny_model_dir, monkeypatch, ca
     fail_all = True
     backend = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True})
     _same(backend.sample(PROMPTS, params), reference)
+    assert backend.sampler_identity() == "slots/uncompiled/sdpa"
     assert backend._decoder_cache[1].mode == "eager"
     assert "runs uncompiled, with SDPA attention" in capsys.readouterr().err
     assert hf_slot_decoder._FAILED_COMPILES == {"flex", "sdpa", "uncompiled"}
@@ -258,7 +261,7 @@ def test_step_options_from_the_environment(tiny_model_dir, monkeypatch):
         backend.step_options()
 
 
-def test_the_sample_cache_keys_the_slot_engine_settings(tiny_model_dir):
+def test_the_sample_cache_keys_the_slot_engine_settings(tiny_model_dir, monkeypatch):
     """bf16 samples of the slot engine (compiled or not) differ from the dynamic loop's at rounding
     level, so sample cache keys name the sampler; the dynamic loop's keys are those of before."""
     from lt_cli.cache import backend_identity
@@ -268,7 +271,13 @@ def test_the_sample_cache_keys_the_slot_engine_settings(tiny_model_dir):
     slots = _backend(tiny_model_dir, "slots", 4)
     compiled = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": True, "attention": "flex"})
     assert backend_identity(slots, sampling=True)["sampler"] == "slots/uncompiled/sdpa"
+    monkeypatch.setattr(hf_slot_decoder, "_FAILED_COMPILES", set())
     assert backend_identity(compiled, sampling=True)["sampler"] == "slots/compiled/flex"
+    flex_only = _backend(tiny_model_dir, "slots", 4, options_extra={"compile": False, "attention": "flex"})
+    assert backend_identity(flex_only, sampling=True)["sampler"] == "slots/compiled/flex"  # flex runs only compiled
+    hf_slot_decoder._FAILED_COMPILES.add("flex")  # as after a failed compile in this process
+    assert backend_identity(compiled, sampling=True)["sampler"] == "slots/compiled/sdpa"
+    assert backend_identity(flex_only, sampling=True)["sampler"] == "slots/uncompiled/sdpa"
     assert backend_identity(compiled) == backend_identity(dynamic)  # scores do not depend on the sampler
 
 

@@ -112,6 +112,37 @@ def test_no_score_leaves_weights_missing_and_score_candidates_fills_them():
     assert orjson.dumps(scored) == orjson.dumps(full)
 
 
+def test_samples_drawn_while_the_sampler_changed_are_not_cached(tmp_path, capsys):
+    """A transformers step that fails to compile falls back during the call: the keys, made before
+    it, name a sampler that did not draw the samples, so that call's samples are not stored."""
+
+    class FallingBack(CharBackend):
+        def __init__(self, before: str, after: str):
+            super().__init__()
+            self.now, self.after = before, after
+
+        def sampler_identity(self):
+            return self.now
+
+        def sample(self, prompts, params, seeds=None):
+            self.now = self.after  # the step compiled with flex failed: SDPA drew these
+            return super().sample(prompts, params, seeds)
+
+    cache, config = SampleCache(tmp_path / "c.sqlite"), SampleConfig(k=2, max_new_tokens=12)
+    first = FallingBack("slots/compiled/flex", "slots/compiled/sdpa")
+    drawn = list(sample_candidates(first, docs(2), config, cache))
+    assert "the sampler changed during this call" in capsys.readouterr().err
+    again = FallingBack("slots/compiled/sdpa", "slots/compiled/sdpa")  # the fallback, known up front
+    assert orjson.dumps(list(sample_candidates(again, docs(2), config, cache))) == orjson.dumps(drawn)
+    assert again.sample_calls == first.sample_calls  # nothing was filed under flex, or under sdpa
+    third = FallingBack("slots/compiled/sdpa", "slots/compiled/sdpa")
+    list(sample_candidates(third, docs(2), config, cache))
+    assert third.sample_calls == []  # stored once the keys named the sampler that drew them
+    flex = FallingBack("slots/compiled/flex", "slots/compiled/flex")
+    list(sample_candidates(flex, docs(2), config, cache))
+    assert flex.sample_calls == first.sample_calls
+
+
 def test_raw_and_prechunked_inputs_agree():
     from lt_cli.chunking import chunk_record
 

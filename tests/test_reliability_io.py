@@ -184,8 +184,77 @@ def test_sigterm_cleans_up_like_sigint(tmp_path, signum, code, words):
         time.sleep(0.05)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code and words in err.decode() and "Traceback" not in err.decode()
+    assert proc.returncode == code and words in err.decode() and "Traceback" not in err.decode(), err.decode()[-2000:]
     assert list(tmp_path.iterdir()) == []  # no .tmp, no lock
+
+
+def test_an_interrupt_a_library_swallowed_still_stops_the_output(tmp_path):
+    """A bare ``except:`` where the signal lands must not let the command run on and commit."""
+    from lt_cli import interrupts
+    from lt_cli.output import open_output
+
+    out = tmp_path / "out.jsonl"
+    with interrupts.handling():
+        writer = open_output(out)
+        with pytest.raises(KeyboardInterrupt):
+            with writer:
+                writer.write({"id": "a"})
+                try:  # a library catching everything where Ctrl-C lands
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                except:  # noqa: E722
+                    pass
+                writer.write({"id": "b"})
+    assert list(tmp_path.iterdir()) == []  # nothing committed, no .tmp, no lock
+    with interrupts.handling():  # a recorded signal does not outlive its command
+        interrupts.raise_if_received()
+        with open_output(out) as writer:
+            writer.write({"id": "c"})
+    assert out.read_bytes() == b'{"id":"c"}\n'
+
+
+def test_an_interrupt_caught_by_a_library_still_exits_130_after_cleanup(tmp_path):
+    """Swallowed before any output is open: lt still exits 130, and writes nothing."""
+    script = (
+        "import os, signal, time\n"
+        "from lt_cli.commands.common import run_command\n"
+        "import typer\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        "@run_command\n"
+        "def go() -> int:\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(5)\n"
+        "    except:\n"
+        "        pass\n"
+        "    print('ran on')\n"
+        "    return 0\n"
+        "app()\n"
+    )
+    proc = subprocess.run([LT[0], "-c", script], capture_output=True, env=ENV, cwd=REPO, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == 130 and proc.stderr.decode().strip().endswith("lt: interrupted"), proc.stderr.decode()[-2000:]
+    assert proc.stdout == b"ran on\n"  # the command body ran to its end; lt refused to call that success
+
+
+def test_settle_clears_cpythons_mark_of_an_unhandled_interrupt():
+    """CPython marks an interrupt that left exec() of a string as unhandled, and may kill itself
+    with SIGINT at exit (exit -2, not 130); settle() clears the mark."""
+    import ctypes
+
+    from lt_cli import interrupts
+
+    try:
+        mark = ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except (ValueError, AttributeError):
+        pytest.skip("this Python does not export the mark")
+    try:
+        exec("raise KeyboardInterrupt")
+    except KeyboardInterrupt:
+        pass
+    assert mark.value == 1
+    interrupts.settle()
+    assert mark.value == 0
 
 
 # ------------------------------------------------------------------------------- one writer

@@ -26,7 +26,7 @@ from typing import Sequence
 from ..errors import LtError
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
 from .hf_engine import sample_with_slots, unsupported_reason
-from .hf_slot_decoder import SlotDecoder, StepOptions, draw_tokens, row_uniforms, slot_kv_bytes
+from .hf_slot_decoder import SlotDecoder, StepOptions, draw_tokens, row_uniforms, slot_kv_bytes, step_that_runs
 from .hf_slot_attention import ATTENTIONS
 from .hf_stops import StopWatch
 
@@ -168,11 +168,12 @@ class HFSampling:
 
     def sampler_identity(self) -> str | None:
         """The slot engine's step settings that change bf16 samples at rounding level (part of the
-        sample cache's key, lt_cli/cache.py); None for the dynamic loop, the reference sampler."""
+        sample cache's key, lt_cli/cache.py); None for the dynamic loop, the reference sampler.
+        After a compile fell back in this process, the step the fallback runs."""
         if self.sampling_engine() != "slots":
             return None
-        options = self.step_options()
-        return f"slots/{'compiled' if options.compile else 'uncompiled'}/{options.attention}"
+        compiled, attention_kind = step_that_runs(self.step_options())
+        return f"slots/{'compiled' if compiled else 'uncompiled'}/{attention_kind}"
 
     def step_options(self) -> StepOptions:
         """The slot engine's step settings from the backend options, else the environment

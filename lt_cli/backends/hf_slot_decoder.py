@@ -83,6 +83,24 @@ _COMPILED_STEP = None
 _FAILED_COMPILES: set[str] = set()
 
 
+def _compile_tries(options: StepOptions) -> list[str]:
+    """The attention kinds a new decoder tries to compile the step with, in order, leaving out those
+    that failed in this process (FlexAttention runs only compiled, so it is tried even when compile
+    is off; its fallback is compiled SDPA only when compile is on)."""
+    if not options.compile and options.attention != "flex":
+        return []
+    tries = [options.attention] + (["sdpa"] if options.attention == "flex" and options.compile else [])
+    return [kind for kind in tries if kind not in _FAILED_COMPILES]
+
+
+def step_that_runs(options: StepOptions) -> tuple[bool, str]:
+    """(compiled, attention) of the step a new decoder with ``options`` runs, as far as this process
+    knows: after a compile failed, what the fallback runs. The sample cache keys on it
+    (``sampler_identity``), so samples are filed under the step that drew them."""
+    tries = _compile_tries(options)
+    return (True, tries[0]) if tries else (False, "sdpa")
+
+
 def _compiled_step(torch):
     """``SlotDecoder._step_ops`` compiled once per process (dynamo keys its cache on the function, and
     guards on the decoder's tensor shapes and settings)."""
@@ -137,7 +155,7 @@ class SlotDecoder:
         self.graph = None
         self.compile_s = None
         if options.compile or self.attention == "flex":  # FlexAttention runs only compiled
-            self._compile(compile_sdpa=options.compile)
+            self._compile(options)
         if options.graph and device.type == "cuda":
             self._capture()
         self.mode = ("compiled " if self._step_fn is not SlotDecoder._step_ops else "") + ("cuda-graph" if self.graph else "eager")
@@ -185,12 +203,12 @@ class SlotDecoder:
             with self._slot_attention():
                 self._step_fn(self)
 
-    def _compile(self, *, compile_sdpa: bool) -> None:
+    def _compile(self, options: StepOptions) -> None:
         """Compile the step (one compiled function per process, shared by every decoder: the columns
         and the uniforms per row are marked dynamic, so a new capacity or ``max_new_tokens`` needs no
         new compile; rows, dtype and sampling settings do) and run it once. Flex
-        attention that fails to compile falls back to SDPA, compiled when ``compile_sdpa``, and a
-        step that cannot be compiled at all runs uncompiled with SDPA."""
+        attention that fails to compile falls back to SDPA, compiled when ``options.compile``, and a
+        step that cannot be compiled at all runs uncompiled with SDPA (:func:`step_that_runs`)."""
         import time
 
         from ..console import log, warn
@@ -200,10 +218,7 @@ class SlotDecoder:
             torch._dynamo.mark_dynamic(buffer, 2)
         torch._dynamo.mark_dynamic(self.columns, 0)
         torch._dynamo.mark_dynamic(self.uniforms, 1)  # max_new_tokens
-        tries = [self.attention] + (["sdpa"] if self.attention == "flex" and compile_sdpa else [])
-        for attention_kind in tries:
-            if attention_kind in _FAILED_COMPILES:  # warned once already; a retry would fail again
-                continue
+        for attention_kind in _compile_tries(options):  # kinds that failed before were warned of once
             self.attention = attention_kind
             started = time.perf_counter()
             try:

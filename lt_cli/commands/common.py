@@ -204,12 +204,6 @@ def check_stdin(input_path: str | None) -> None:
         raise UsageError("no input: pass a JSONL file or pipe records into stdin (see --help)")
 
 
-def _raise_terminated(signum, frame) -> None:
-    from ..errors import Terminated
-
-    raise Terminated()
-
-
 def _error_line(message: str, code: int) -> "typer.Exit":
     print(f"lt: error: {message}", file=sys.stderr, flush=True)
     return typer.Exit(code)
@@ -244,37 +238,32 @@ def run_command(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        import signal
-        import threading
-
-        from .. import console
+        from .. import console, interrupts
         from ..errors import FileError, Terminated, describe_os_error
 
         console.guard_std_streams()
         console.quiet_libraries()
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
-            code = func(*args, **kwargs)
+            with interrupts.handling():
+                code = func(*args, **kwargs)
+                interrupts.raise_if_received()  # a library swallowed it: the command still stops
         except LtError as exc:
             raise _error_line(str(exc), exc.exit_code)
         except BrokenPipeError:
             _silence_stdout()
             raise typer.Exit(1)
         except Terminated:
+            interrupts.settle()
             print("lt: terminated (SIGTERM)", file=sys.stderr, flush=True)
             raise typer.Exit(143)
         except KeyboardInterrupt:
+            interrupts.settle()
             print("lt: interrupted", file=sys.stderr, flush=True)
             raise typer.Exit(130)
         except MemoryError:
             raise _error_line("out of memory (lower --batch-size, --docs-per-call or --k, or use a machine with more memory)", 1)
         except OSError as exc:
             raise _error_line(describe_os_error(exc), FileError.from_os(exc).exit_code)
-        finally:
-            if previous is not None:  # in-process callers (tests) get their handler back
-                signal.signal(signal.SIGTERM, previous)
         if code:
             raise typer.Exit(code)
 

@@ -164,7 +164,9 @@ def _sample_chunks(backend: Backend, docs: list[Record], config: SampleConfig, c
         return [candidate_from_sample(samples[0]) for samples in results]
 
     prompt_tokens: dict[tuple[int, int], int | None] = {}
-    candidates = cache_through(cache, "posterior_sample", [r.key for r in requests], draw)
+    candidates = cache_through(cache, "posterior_sample", [r.key for r in requests], draw,
+        keys_still_hold=lambda: backend_identity(backend, sampling=True) == identity,
+    )
     for request, candidate in zip(requests, candidates):
         candidate = dict(candidate)
         prompt_tokens.setdefault((request.doc, request.chunk), candidate.pop("n_prompt_tokens", None))

@@ -87,7 +87,9 @@ def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache,
             stats.count_usage(backend, [samples[0] for samples in results])
         return [{"text": samples[0].text, "finished": samples[0].finish_reason != FINISH_LENGTH} for samples in results]
 
-    replies = cache_through(cache, "teacher", [r.key for r in requests], ask)
+    replies = cache_through(cache, "teacher", [r.key for r in requests], ask,
+        keys_still_hold=lambda: backend_identity(backend, sampling=True) == identity,
+    )
     records: list[Record] = []
     for d, doc in enumerate(docs):
         for p in range(config.passes):
