@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 def make_corpus(path: Path, n_docs: int = 400) -> None:
     """Augmented documents (random layout) from the test fixture, with stand-in latents."""
     from lt_cli.io import read_all
-    from lt_cli.records import ensure_chunks
+    from lt_cli.chunking import ensure_chunks
 
     records = read_all(REPO / "tests" / "fixtures" / "math_docs.jsonl")
     with open(path, "w") as f:

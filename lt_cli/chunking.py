@@ -37,6 +37,7 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 from .errors import UsageError
+from .records import Record, normalise_chunks, validate_raw_document
 
 _PARAGRAPH = re.compile(r"[^\n\r].*?(?:\n\s*\n|\s*$)", re.S)  # the reference's, verbatim
 _WORD = re.compile(r"\s*\S+")
@@ -252,7 +253,6 @@ def prefix_text(chunks: Sequence[dict], index: int, prefix_chunks: int | None, *
 def run_chunk(stream, config: ChunkingConfig = ChunkingConfig()) -> int:
     """``lt chunk``: add ``num_chunks`` and ``chunks`` to every raw document of ``stream``
     (a :class:`lt_cli.stream.StreamArgs`); the exit code. Sharded runs write a completion marker."""
-    from .records import validate_raw_document
     from .stream import map_records
 
     if config.units == "sentence":
@@ -260,3 +260,14 @@ def run_chunk(stream, config: ChunkingConfig = ChunkingConfig()) -> int:
         # broken install fails before any file appears and Ctrl-C during the import has nothing to undo.
         _sentence_tokenizer(config.sentences)
     return map_records(stream, lambda record: chunk_record(record, config), validate=validate_raw_document, description="chunk", marker=bool(stream.shard))
+
+
+def ensure_chunks(record: Record, config: ChunkingConfig = ChunkingConfig()) -> Record:
+    """A chunked copy of ``record``: chunks it exactly as ``lt chunk`` does when it has none."""
+    if record.get("chunks") is not None:
+        out = dict(record)
+        out["chunks"] = [dict(c) for c in record["chunks"]]
+        normalise_chunks(out)
+        out.setdefault("num_chunks", len(out["chunks"]))
+        return out
+    return chunk_record(record, config)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from .chunking import ChunkingConfig, chunk_record
-
 Record = dict[str, Any]
 
 
@@ -41,7 +39,8 @@ def document_id(record: Record) -> str:
 LATENT_FIXED = "latent_fixed"
 
 
-def _normalise_chunks(record: Record) -> None:
+def normalise_chunks(record: Record) -> None:
+    """Accept the reference's ``suffix`` as the name of a chunk's text (in place)."""
     for chunk in record["chunks"]:
         if "text" not in chunk and isinstance(chunk.get("suffix"), str):
             chunk["text"] = chunk.pop("suffix")
@@ -86,14 +85,3 @@ def validate_raw_document(record: Record) -> None:
         raise ValueError("missing field 'text'")
     if not isinstance(record["text"], str):
         raise ValueError(f"field 'text' must be a string, got {type(record['text']).__name__}")
-
-
-def ensure_chunks(record: Record, config: ChunkingConfig = ChunkingConfig()) -> Record:
-    """A chunked copy of ``record``: chunks it exactly as ``lt chunk`` does when it has none."""
-    if record.get("chunks") is not None:
-        out = dict(record)
-        out["chunks"] = [dict(c) for c in record["chunks"]]
-        _normalise_chunks(out)
-        out.setdefault("num_chunks", len(out["chunks"]))
-        return out
-    return chunk_record(record, config)

@@ -157,7 +157,7 @@ def teacher_docs(path, n=3):
 def test_estimate_sends_nothing_and_counts_offline(tmp_path):
     from servers.openai_server import run_openai_server
 
-    from lt_cli.records import ensure_chunks
+    from lt_cli.chunking import ensure_chunks
     from lt_cli.teacher import SynthesizeConfig, requests_for
 
     source = teacher_docs(tmp_path / "docs.jsonl")

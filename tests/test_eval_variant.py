@@ -89,7 +89,7 @@ def test_trained_checkpoint_is_evaluated_with_the_prompts_of_its_layout(tiny_mod
     from lt_cli import console
     from lt_cli.cli import app
     from lt_cli.io import read_all
-    from lt_cli.records import ensure_chunks
+    from lt_cli.chunking import ensure_chunks
     from lt_cli.training import TrainConfig, train
 
     data = tmp_path / "augmented.jsonl"

@@ -10,7 +10,8 @@ import pytest
 from lt_cli.errors import RecordError, UsageError
 from lt_cli.io import RejectsWriter, parse_shard, read_all
 from lt_cli.output import open_output
-from lt_cli.records import document_id, ensure_chunks, validate_raw_document
+from lt_cli.chunking import ensure_chunks
+from lt_cli.records import document_id, validate_raw_document
 
 
 def write_lines(path, lines: list[bytes]):

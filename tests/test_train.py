@@ -16,7 +16,7 @@ import pytest
 from lt_cli import formats
 from lt_cli.errors import RecordError, UsageError
 from lt_cli.io import read_all
-from lt_cli.records import ensure_chunks
+from lt_cli.chunking import ensure_chunks
 from lt_cli.training import TrainConfig, lr_at, steps_for_tokens
 from lt_cli.training.config import DataSource, resolve_warmup
 from lt_cli.training.data import (

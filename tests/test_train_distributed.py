@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lt_cli.io import read_all
-from lt_cli.records import ensure_chunks
+from lt_cli.chunking import ensure_chunks
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 128}

@@ -93,7 +93,7 @@ def _train(tmp_path, tiny_corpus, name: str, **extra) -> tuple[list[float], dict
 @pytest.fixture
 def tiny_corpus(tmp_path):
     from lt_cli.io import read_all
-    from lt_cli.records import ensure_chunks
+    from lt_cli.chunking import ensure_chunks
 
     from conftest import FIXTURES
 

@@ -9,7 +9,7 @@ import pytest
 
 from lt_cli.errors import UsageError
 from lt_cli.io import read_all
-from lt_cli.records import ensure_chunks
+from lt_cli.chunking import ensure_chunks
 from lt_cli.training import TrainConfig, train
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -73,7 +73,7 @@ def _bench_engine():
 def write_docs(path, n: int) -> list[dict]:
     """``n`` raw documents from the test fixture (cycled, fresh ids); returns them chunked."""
     from lt_cli.io import read_all
-    from lt_cli.records import ensure_chunks
+    from lt_cli.chunking import ensure_chunks
 
     source = read_all(REPO / "tests" / "fixtures" / "math_docs.jsonl")
     docs = [{"id": f"estep-{i}", "text": source[i % len(source)]["text"]} for i in range(n)]

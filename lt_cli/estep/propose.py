@@ -39,7 +39,8 @@ from ..backends.base import Backend, Sample, Score
 from ..cache import backend_identity, cache_key, cache_through
 from ..chunking import prefix_text
 from ..errors import LtError
-from ..records import document_id, ensure_chunks, is_latent_fixed
+from ..chunking import ensure_chunks
+from ..records import document_id, is_latent_fixed
 from ..seeding import sample_seed
 from .adaptive import round_sizes, should_stop
 from .config import SampleConfig

@@ -17,7 +17,8 @@ from .. import __version__
 from ..errors import LtError, UsageError
 from ..files import write_json
 from ..provenance import run_identity
-from ..records import document_id, ensure_chunks
+from ..chunking import ensure_chunks
+from ..records import document_id
 from ..session import backend_session
 from ..stream import run_stream
 from ..tracking import log_summary, preflight

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import formats
 from ..errors import RecordError, UsageError
 from ..seeding import derive_seed
 from .graders import GradeResult, Grader, get_grader
 from .results import print_table, summarize, write_sample_log  # noqa: F401 (re-exported)
-from .taskfile import GenerationTask
+
+if TYPE_CHECKING:  # the task calls run_generation_task from its evaluate(): imported for the types only
+    from .taskfile import GenerationTask
 
 Record = dict[str, Any]
 

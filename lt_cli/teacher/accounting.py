@@ -195,7 +195,8 @@ def estimate_lines(data: dict[str, Any]) -> list[str]:
 def estimate(records: Iterable[dict], config, output_ratio: float | None = None, *, cached_keys=None) -> Estimate:
     """Count what synthesizing ``records`` would send. ``cached_keys(requests) -> set of indices``
     (optional) says which requests the cache already answers; those cost nothing."""
-    from ..records import document_text, ensure_chunks
+    from ..chunking import ensure_chunks
+    from ..records import document_text
     from .requests import requests_for
 
     params = config.sampling_params()

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 from ..backends.base import FINISH_LENGTH, Usage
 from ..cache import backend_identity, cache_through
 from ..errors import LtError
-from ..records import document_text, ensure_chunks
+from ..chunking import ensure_chunks
+from ..records import document_text
 from .accounting import TeacherUsage
 from .config import SynthesizeConfig
 from .requests import request_key, requests_for
