@@ -194,6 +194,20 @@ def test_an_interrupt_a_library_swallowed_still_stops_the_output(tmp_path):
     from lt_cli.output import open_output
 
     out = tmp_path / "out.jsonl"
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # however pytest was started
+    try:
+        _swallow_an_interrupt_while_writing(out, interrupts, open_output)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert list(tmp_path.iterdir()) == []  # nothing committed, no .tmp, no lock
+    with interrupts.handling():  # a recorded signal does not outlive its command
+        interrupts.raise_if_received()
+        with open_output(out) as writer:
+            writer.write({"id": "c"})
+    assert out.read_bytes() == b'{"id":"c"}\n'
+
+
+def _swallow_an_interrupt_while_writing(out, interrupts, open_output) -> None:
     with interrupts.handling():
         writer = open_output(out)
         with pytest.raises(KeyboardInterrupt):
@@ -205,12 +219,6 @@ def test_an_interrupt_a_library_swallowed_still_stops_the_output(tmp_path):
                 except:  # noqa: E722
                     pass
                 writer.write({"id": "b"})
-    assert list(tmp_path.iterdir()) == []  # nothing committed, no .tmp, no lock
-    with interrupts.handling():  # a recorded signal does not outlive its command
-        interrupts.raise_if_received()
-        with open_output(out) as writer:
-            writer.write({"id": "c"})
-    assert out.read_bytes() == b'{"id":"c"}\n'
 
 
 def test_an_interrupt_caught_by_a_library_still_exits_130_after_cleanup(tmp_path):
