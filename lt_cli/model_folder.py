@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from .errors import exception_text
+from .interrupts import raise_if_received
 
 
 def model_cache_dir() -> Path:
@@ -48,6 +49,7 @@ def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: 
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         make_public(staging)
+        raise_if_received()  # an interrupt a library swallowed during the save: nothing is renamed in
         written = sorted(os.listdir(staging))
         for name in written:
             os.replace(os.path.join(staging, name), os.path.join(path, name))

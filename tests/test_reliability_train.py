@@ -138,6 +138,59 @@ def test_disk_full_while_saving_the_model_leaves_nothing(tmp_path, inputs, monke
         assert list(disk.iterdir()) == []
 
 
+def _swallow_sigint() -> None:
+    """What a library that catches everything does when Ctrl-C lands in it."""
+    import signal
+    import time
+
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except:  # noqa: E722
+        pass
+
+
+def test_an_interrupt_swallowed_in_training_or_in_the_save_stops_lt_train(tmp_path, inputs, monkeypatch):
+    """lt_cli/interrupts.py: training stops at the next step, a save renames nothing into place;
+    both exit 130 with no model in the output folder."""
+    import signal
+
+    import torch
+    from transformers import PreTrainedModel
+
+    data, tiny = inputs
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # however pytest was started
+    try:
+        clip, steps = torch.nn.utils.clip_grad_norm_, []
+
+        def clip_and_swallow(*args, **kwargs):
+            steps.append(1)
+            if len(steps) == 2:
+                _swallow_sigint()
+            return clip(*args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_and_swallow)
+        out = tmp_path / "run"
+        code, _, err = cli(train_args(out, data, tiny))
+        assert (code, len(steps)) == (130, 2) and "lt: interrupted" in err, err
+        assert not (out / "model.safetensors").exists()
+        monkeypatch.undo()
+
+        save = PreTrainedModel.save_pretrained
+
+        def save_and_swallow(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            _swallow_sigint()
+
+        monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_and_swallow)
+        out = tmp_path / "saved"
+        code, _, err = cli(train_args(out, data, tiny))
+        assert code == 130 and "lt: interrupted" in err, err
+        assert not (out / "model.safetensors").exists() and not list(out.glob(".lt-model.*"))
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
 def test_train_bad_paths_and_a_second_writer(tmp_path, inputs):
     from lt_cli.locks import OutputLock
 

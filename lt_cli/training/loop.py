@@ -26,6 +26,7 @@ from typing import Any
 from ..console import log, progress, warn
 from ..errors import LtError, UsageError
 from ..files import read_json, write_json
+from ..interrupts import raise_if_received
 from . import checkpoint as ckpt
 from . import validation
 from .config import TrainConfig, lr_at, resolve_warmup, steps_for_tokens
@@ -265,6 +266,7 @@ def train(config: TrainConfig) -> TrainResult:
                 if bar is not None:
                     bar.resume(step)
                 while step < total_steps:
+                    raise_if_received()  # an interrupt a library swallowed stops training at the next step
                     step_start = time.perf_counter()
                     input_ids, labels, position = prefetcher.next()
                     n_label_tokens = int((labels != IGNORE_INDEX).sum())
