@@ -35,8 +35,8 @@ from typing import Any, BinaryIO, Callable
 import orjson
 
 from .errors import FileError, UsageError
-from .interrupts import raise_if_received
 from .files import _mkstemp_public, file_sha256, write_json
+from .interrupts import raise_if_received
 from .io import Record, Shard, dumps, parse_shard
 from .paths import is_device, is_std
 from .nofollow import check_plain_file, open_binary_no_follow
