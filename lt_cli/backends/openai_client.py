@@ -26,12 +26,13 @@ import os
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..errors import LtError
 from .base import BackendConfig, Usage
+from .options import options_from_dict
 from .openai_parse import one_line, reply_usage
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -71,28 +72,7 @@ class APIOptions:
 
     @classmethod
     def from_dict(cls, options: dict) -> "APIOptions":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise LtError(f"unknown api backend option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        # LT_API_<OPTION> environment variables fill options not given explicitly (retry policy
-        # for commands that do not expose it as flags, e.g. LT_API_MAX_RETRIES=2)
-        merged = {name: os.environ[f"LT_API_{name.upper()}"] for name in known if f"LT_API_{name.upper()}" in os.environ}
-        merged.update(options)
-        values = {}
-        for key, value in merged.items():
-            default = getattr(cls, key, None)
-            try:
-                if isinstance(default, bool):
-                    value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-                elif isinstance(default, int):
-                    value = int(value)
-                elif isinstance(default, float):
-                    value = float(value)
-            except (TypeError, ValueError):
-                raise LtError(f"api backend option {key}={value!r} is not a number") from None
-            values[key] = value
-        opts = cls(**values)
+        opts = options_from_dict(cls, options, backend="api", env_prefix="LT_API")
         if opts.max_concurrency < 1:
             raise LtError("api backend option max_concurrency must be at least 1")
         if opts.max_retries < 0:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..errors import LtError
@@ -51,6 +51,7 @@ from .base import (
     resolve_max_model_len,
     warn_truncated_pairs,
 )
+from .options import options_from_dict
 
 
 @dataclass
@@ -79,32 +80,7 @@ class VLLMOptions:
 
     @classmethod
     def from_dict(cls, options: dict) -> "VLLMOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise LtError(f"unknown vllm backend option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        # LT_VLLM_<OPTION> environment variables fill options not given explicitly, so commands
-        # without a flag for them still reach them (LT_VLLM_TENSOR_PARALLEL_SIZE=4)
-        merged = {name: os.environ[f"LT_VLLM_{name.upper()}"] for name in known if f"LT_VLLM_{name.upper()}" in os.environ}
-        merged.update(options)
-        values: dict[str, Any] = {}
-        for key, value in merged.items():
-            default = getattr(cls, key)
-            try:
-                if isinstance(default, bool):
-                    value = value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-                elif key in {"max_num_seqs", "max_num_batched_tokens"} and value is not None:
-                    value = int(value)
-                elif key in {"kv_cache_gib"} and value is not None:
-                    value = float(value)
-                elif isinstance(default, int):
-                    value = int(value)
-                elif isinstance(default, float):
-                    value = float(value)
-            except (TypeError, ValueError):
-                raise LtError(f"vllm backend option {key}={value!r} is not a number") from None
-            values[key] = value
-        opts = cls(**values)
+        opts = options_from_dict(cls, options, backend="vllm", env_prefix="LT_VLLM")
         if opts.data_parallel_size != 1:
             raise LtError(
                 "vLLM's offline engine cannot run data_parallel_size > 1 in one process; run one lt process "
