@@ -81,10 +81,23 @@ def backend_identity(backend, *, sampling: bool = False) -> dict[str, Any]:
         "dtype": dtype,
         "max_model_len": getattr(backend, "max_model_len", None),
     }
-    sampler = getattr(backend, "sampler_identity", None) if sampling else None
-    if callable(sampler) and sampler() is not None:
-        identity["sampler"] = sampler()
+    sampler = _sampler(backend) if sampling else None
+    if sampler is not None:
+        identity["sampler"] = sampler
     return identity
+
+
+def _sampler(backend) -> str | None:
+    """The sampler's numerics as the backend reports them (``sampler_identity``), or None."""
+    report = getattr(backend, "sampler_identity", None)
+    return report() if callable(report) else None
+
+
+def same_sampler(backend, identity: dict[str, Any] | None) -> Callable[[], bool]:
+    """For :func:`cache_through`'s ``keys_still_hold``: whether ``backend`` still samples with the
+    sampler that ``identity`` (``backend_identity(backend, sampling=True)``) named when the keys were
+    made. Only the sampler can change during a call (a compile that falls back)."""
+    return lambda: identity is None or _sampler(backend) == identity.get("sampler")
 
 
 def cache_through(cache: "SampleCache | None", kind: str, keys: Sequence[str | None], compute: Callable[[list[int]], Sequence[Any]],

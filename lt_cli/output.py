@@ -288,15 +288,14 @@ class OutputWriter:
             if ok:
                 self._discard()
                 raise FileError.from_os(exc, self.path) from None
-        if ok:
-            try:
-                raise_if_received()  # nothing is committed after Ctrl-C or SIGTERM
-            except KeyboardInterrupt:
-                self._discard()
-                raise
         if not ok:
             self._discard()
             return
+        try:
+            raise_if_received()  # nothing is committed after Ctrl-C or SIGTERM
+        except KeyboardInterrupt:
+            self._discard()
+            raise
         source = self.partial_path if self.resume else self._tmp
         assert source is not None
         compressed: Path | None = None

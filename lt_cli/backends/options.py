@@ -24,7 +24,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 def _number_type(annotation: Any) -> tuple[type | None, bool]:
     """(bool, int, float or None for anything else; whether None is allowed)."""
-    if isinstance(annotation, (types.UnionType,)) or typing.get_origin(annotation) is typing.Union:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
         return (members[0] if len(members) == 1 and members[0] in (bool, int, float) else None), True
     return (annotation if annotation in (bool, int, float) else None), False

@@ -36,10 +36,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from .. import formats
 from ..backends.base import Backend, Sample, Score
-from ..cache import backend_identity, cache_key, cache_through
-from ..chunking import prefix_text
+from ..cache import backend_identity, cache_key, cache_through, same_sampler
+from ..chunking import ensure_chunks, prefix_text
 from ..errors import LtError
-from ..chunking import ensure_chunks
 from ..records import document_id, is_latent_fixed
 from ..seeding import sample_seed
 from .adaptive import round_sizes, should_stop
@@ -165,9 +164,7 @@ def _sample_chunks(backend: Backend, docs: list[Record], config: SampleConfig, c
         return [candidate_from_sample(samples[0]) for samples in results]
 
     prompt_tokens: dict[tuple[int, int], int | None] = {}
-    candidates = cache_through(cache, "posterior_sample", [r.key for r in requests], draw,
-        keys_still_hold=lambda: backend_identity(backend, sampling=True) == identity,
-    )
+    candidates = cache_through(cache, "posterior_sample", [r.key for r in requests], draw, keys_still_hold=same_sampler(backend, identity))
     for request, candidate in zip(requests, candidates):
         candidate = dict(candidate)
         prompt_tokens.setdefault((request.doc, request.chunk), candidate.pop("n_prompt_tokens", None))

@@ -14,10 +14,10 @@ from dataclasses import asdict, replace
 from typing import Any, Iterable, Iterator
 
 from .. import __version__
+from ..chunking import ensure_chunks
 from ..errors import LtError, UsageError
 from ..files import write_json
 from ..provenance import run_identity
-from ..chunking import ensure_chunks
 from ..records import document_id
 from ..session import backend_session
 from ..stream import run_stream

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from ..backends.base import FINISH_LENGTH, Usage
-from ..cache import backend_identity, cache_through
-from ..errors import LtError
+from ..cache import backend_identity, cache_through, same_sampler
 from ..chunking import ensure_chunks
+from ..errors import LtError
 from ..records import document_text
 from .accounting import TeacherUsage
 from .config import SynthesizeConfig
@@ -88,9 +88,7 @@ def _teacher_group(backend, docs: list[Record], config: SynthesizeConfig, cache,
             stats.count_usage(backend, [samples[0] for samples in results])
         return [{"text": samples[0].text, "finished": samples[0].finish_reason != FINISH_LENGTH} for samples in results]
 
-    replies = cache_through(cache, "teacher", [r.key for r in requests], ask,
-        keys_still_hold=lambda: backend_identity(backend, sampling=True) == identity,
-    )
+    replies = cache_through(cache, "teacher", [r.key for r in requests], ask, keys_still_hold=same_sampler(backend, identity))
     records: list[Record] = []
     for d, doc in enumerate(docs):
         for p in range(config.passes):
