@@ -33,6 +33,12 @@ from .formats import SPECIAL_TOKENS
 LT_TRAINED_MARKER = "train_config.json"
 
 
+def text_config(config):
+    """The text decoder's part of a model config: a multimodal config nests it
+    (``get_text_config``), a plain one is it (older configs lack the method)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def trained_by_lt(checkpoint_dir: str | os.PathLike | None) -> bool:
     """True when ``checkpoint_dir`` is a model folder written by ``lt train``."""
     if checkpoint_dir is None:

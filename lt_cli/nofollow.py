@@ -21,6 +21,9 @@ from typing import BinaryIO
 from .errors import FileError, UsageError
 
 
+_NOT_A_FILE = "not a regular file (lt creates this file itself; move what is there away)"
+
+
 def _link_error(path: str | os.PathLike) -> UsageError:
     try:
         target = f" (to {os.readlink(path)})"
@@ -52,7 +55,7 @@ def _check_kind(path: str | os.PathLike, is_kind, refusal: str) -> bool:
 def check_plain_file(path: str | os.PathLike) -> bool:
     """True when ``path`` is a regular file, False when it does not exist; a symbolic link or
     anything else (a FIFO, a folder) there is refused with one line (exit 2)."""
-    return _check_kind(path, stat.S_ISREG, "not a regular file (lt creates this file itself; move what is there away)")
+    return _check_kind(path, stat.S_ISREG, _NOT_A_FILE)
 
 
 def check_folder(path: str | os.PathLike) -> bool:
@@ -75,7 +78,7 @@ def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> in
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UsageError(f"{path}: not a regular file (lt creates this file itself; move what is there away)")
+        raise UsageError(f"{path}: {_NOT_A_FILE}")
     os.set_blocking(fd, True)
     return fd
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from ..console import warn
 from ..errors import LtError
+from ..models import text_config
 from .base import BackendConfig, Sample, SamplingParams, fit_prompt_warned, render_chat, resolve_max_model_len
 from .hf_sample import ENGINES, HFSampling, parse_attention, parse_compile
 from .hf_score import DEFAULT_SCORE_BATCH_TOKENS, HFScoring
@@ -96,7 +97,7 @@ class HFBackend(HFSampling, HFScoring):
             params = inspect.signature(self._decoder.forward).parameters
             self._decoder_cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._head = self.model.get_output_embeddings()
-        self._softcap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        self._softcap = getattr(text_config(self.model.config), "final_logit_softcapping", None)
 
     # ------------------------------------------------------------------ setup helpers
     def _eos_ids(self) -> set[int]:
@@ -112,7 +113,7 @@ class HFBackend(HFSampling, HFScoring):
         return ids
 
     def _max_model_len(self, requested: int | None) -> int:
-        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        limit = getattr(text_config(self.model.config), "max_position_embeddings", None)
         return resolve_max_model_len(int(limit) if limit else None, requested)
 
     # ------------------------------------------------------------------ tokens

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..models import text_config
 from .hf_slot_decoder import COLUMN_ALIGN
 from .hf_stops import StopWatch
 
@@ -49,7 +50,7 @@ SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "olmo",
 
 def unsupported_reason(model) -> str | None:
     """Why the slot engine cannot run ``model`` (None: it can)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model.config)
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         return f"model type {model_type!r} is not one the slot engine knows to be plain full attention"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from ..models import text_config
 from . import hf_slot_attention as attention
 
 #: KV columns are allocated in multiples of this (SDPA's masked kernels want aligned rows, and
@@ -48,7 +49,7 @@ def row_uniforms(torch, seed: int, n: int):
 
 def kv_layout(model) -> tuple[int, int, int]:
     """(layers, kv heads, head dim) of a decoder: the shape of one token's K or V per layer."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model.config)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return config.num_hidden_layers, config.num_key_value_heads or config.num_attention_heads, head_dim
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..errors import LtError
+from ..models import text_config
 from .base import (
     FINISH_EOS,
     FINISH_LENGTH,
@@ -133,8 +134,7 @@ def _model_position_limit(path: str) -> int | None:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError):
         return None
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    limit = getattr(text_config, "max_position_embeddings", None)
+    limit = getattr(text_config(config), "max_position_embeddings", None)
     return int(limit) if limit else None
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 
+from ..models import text_config
+
 IGNORE_INDEX = -100  # the label of positions without a loss (torch's default; training/data.py writes it)
 LOSS_IMPLS = ("auto", "full", "chunked")
 
@@ -27,7 +29,7 @@ def resolve_loss_impl(requested: str, device_type: str, model) -> str:
     if requested == "full":
         return "full"
     head = model.get_output_embeddings()
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model.config)
     plain = type(head).__name__ == "Linear" and not getattr(config, "final_logit_softcapping", None)
     if requested == "chunked":
         if not plain:
