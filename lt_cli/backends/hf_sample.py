@@ -9,7 +9,7 @@
 
 Both draw with the same rule, so they give the same samples: row ``(i, j)`` takes its uniforms from
 its own ``torch.Generator`` seeded by ``seeds[i][j]``, one per generated token in order, inverted
-through the row's CDF (``hf_slot_decoder.draw_tokens``); a sample depends only on its own seed, never on
+through the row's CDF (``hf_slot_decoder.choose_tokens``); a sample depends only on its own seed, never on
 its batch or engine. Reported log-probs are those of the distribution sampled from (after
 temperature and top-p); at temperature 0 those of the untempered model. ``options={"engine":
 "slots"|"dynamic"|"auto"}`` (or the environment variable ``LT_HF_ENGINE``) picks the engine
@@ -26,7 +26,7 @@ from typing import Sequence
 from ..errors import LtError
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sample, SamplingParams, check_sampling_params, expand_seeds
 from .hf_engine import sample_with_slots, unsupported_reason
-from .hf_slot_decoder import SlotDecoder, StepOptions, draw_tokens, row_uniforms, slot_kv_bytes, step_that_runs
+from .hf_slot_decoder import SlotDecoder, StepOptions, choose_tokens, row_uniforms, slot_kv_bytes, step_that_runs
 from .hf_slot_attention import ATTENTIONS
 from .hf_stops import StopWatch
 
@@ -187,10 +187,6 @@ class HFSampling:
         return StepOptions(compile=self.device.type == "cuda" if flag is None else flag, graph=bool(options.get("cuda_graphs", True)),
                            attention=parse_attention(attention))
 
-    def _draw(self, logprobs, uniforms, step: int):
-        """One token per row: the row's ``step``-th uniform inverted through its CDF."""
-        return draw_tokens(self._torch, logprobs, uniforms[:, step].to(logprobs.device))
-
     def _run_sample_batch(self, units: list[_Unit], params, seed_rows, results) -> None:
         torch = self._torch
         with torch.inference_mode():
@@ -213,11 +209,9 @@ class HFSampling:
             stops = StopWatch(self.decode, tuple(params.stop))  # one per batch: it caches its per-token answers
             while active:
                 logprobs = self._process_logits(logits, params)
-                if params.temperature == 0:
-                    chosen = logits.argmax(dim=-1)
-                else:
-                    chosen = self._draw(logprobs, uniforms[active], step)
-                chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
+                # the row's step-th uniform (rows that finished have left ``active``)
+                chosen, chosen_lp = choose_tokens(torch, logits, logprobs, uniforms[active, step].to(logprobs.device), params.temperature)
+                chosen_lp = chosen_lp.tolist()
                 chosen_list = chosen.tolist()
                 keep: list[int] = []
                 positions_now = next_pos.tolist()  # one device sync per step, not one per row

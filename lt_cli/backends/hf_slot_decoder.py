@@ -42,6 +42,13 @@ def draw_tokens(torch, logprobs, u):
     return tokens.clamp_(max=logprobs.shape[-1] - 1)
 
 
+def choose_tokens(torch, logits, logprobs, u, temperature: float):
+    """The token rule of both engines: the greedy token at temperature 0, else the row's uniform
+    ``u`` inverted through its CDF (:func:`draw_tokens`); returns (tokens, their log-probs)."""
+    chosen = logits.argmax(dim=-1) if temperature == 0 else draw_tokens(torch, logprobs, u)
+    return chosen, logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+
+
 def row_uniforms(torch, seed: int, n: int):
     """The ``n`` uniforms a row uses, one per generated token, from its own generator."""
     return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -186,12 +193,9 @@ class SlotDecoder:
             mask = attention.boolean_mask(self.columns, self.write_cols)
         logits = self.backend._call_model(self.input_ids, mask, self.positions, self.cache)[:, -1].float()
         logprobs = self.backend._process_logits(logits, params)
-        if params.temperature == 0:
-            chosen = logits.argmax(dim=-1)
-        else:
-            index = self.token_index.clamp(max=self.uniforms.shape[1] - 1).unsqueeze(1)
-            chosen = draw_tokens(torch, logprobs, self.uniforms.gather(1, index).squeeze(1))
-        self.out_logprobs.copy_(logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1))
+        index = self.token_index.clamp(max=self.uniforms.shape[1] - 1).unsqueeze(1)
+        chosen, chosen_lp = choose_tokens(torch, logits, logprobs, self.uniforms.gather(1, index).squeeze(1), params.temperature)
+        self.out_logprobs.copy_(chosen_lp)
         self.out_tokens.copy_(chosen)
         self.input_ids.copy_(chosen.unsqueeze(1))
         self.positions.add_(1)
@@ -302,11 +306,7 @@ class SlotDecoder:
             del cache
         logits = torch.cat(first_logits)[torch.tensor([r.prompt_index for r in rows], device=device)]
         logprobs = backend._process_logits(logits, params)
-        if params.temperature == 0:
-            chosen = logits.argmax(dim=-1)
-        else:
-            chosen = draw_tokens(torch, logprobs, uniforms[:, 0])
-        chosen_lp = logprobs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+        chosen, chosen_lp = choose_tokens(torch, logits, logprobs, uniforms[:, 0], params.temperature)
         self.input_ids[slot_index] = chosen.unsqueeze(1)
         self.positions[slot_index] = lengths.unsqueeze(1)
         self.token_index[slot_index] = 1
@@ -325,4 +325,4 @@ class SlotDecoder:
             start = end
 
 
-__all__ = ["COLUMN_ALIGN", "SlotDecoder", "StepOptions", "draw_tokens", "kv_layout", "row_uniforms", "slot_kv_bytes"]
+__all__ = ["COLUMN_ALIGN", "SlotDecoder", "StepOptions", "choose_tokens", "draw_tokens", "kv_layout", "row_uniforms", "slot_kv_bytes"]
