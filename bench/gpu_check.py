@@ -11,12 +11,13 @@ Writes ``OUT/gpu_check.json`` (every field measured, or null with its reason) an
 order (bench/gpucheck/*.py say what each measures and how):
 
 * ``ceilings``: device, copy bandwidth, bf16/fp32 matmul rate;
+* ``estep``: ``lt sample-thoughts`` tokens/s against a per-sample generate loop, static-cache
+  ``generate`` and the memory-bound limit (it needs the ceilings, and runs before the parts already
+  measured, so a check short of time keeps it);
 * ``contract``: the backend contract in fp32 on the device (tests/backend_contract.py's checks) and
   bf16 against fp32 (SmolLM2-135M shape);
 * ``training``: ``lt train`` in bf16, TinyLlama-1.1B shape, seq 2048: tokens/s, MFU, ratio to a
   bare PyTorch loop; and the same under ``torchrun`` with FSDP2 on one rank;
-* ``estep``: ``lt sample-thoughts`` tokens/s against a per-sample generate loop and against the
-  memory-bound limit;
 * ``demo``: ``lt bootstrap --iters 3`` timed, with the claims from its report.json.
 * ``engines`` (only when named in ``--parts``): the E-step at 256 rows under each setting of the
   slot engine's step (CUDA graph only, compiled, compiled with FlexAttention).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 import subprocess
 import sys
 
@@ -186,7 +187,10 @@ def test_synthesize_against_openai_compatible_server(tmp_path):
 
 def test_rate_limits_are_retried_shown_and_counted(tmp_path):
     """The server answers 429, 500, 429, then 200s: the progress (stderr) shows the retries, the
-    stats sidecar counts them by cause, and the billed usage is still exact."""
+    stats sidecar counts them by cause, and the billed usage is still exact.
+
+    Requests run concurrently, so the first failure the client counts (the one shown at once; later
+    ones are folded into the totals line) may be the 500 even though the server sent a 429 first."""
     from servers.openai_server import run_openai_server
 
     source = tmp_path / "docs.jsonl"
@@ -197,7 +201,7 @@ def test_rate_limits_are_retried_shown_and_counted(tmp_path):
         result = run_lt(["synthesize", str(source), "-o", str(out), "--model", "teacher-x", "--max-new-tokens", "6"], env=env)
         assert result.returncode == 0, result.stderr.decode()
         stderr = result.stderr.decode()
-        assert "api: POST /chat/completions: HTTP 429" in stderr and "retrying in" in stderr
+        assert re.search(r"api: POST /chat/completions: HTTP (429|500)\b.*retrying in", stderr), stderr
         assert "3 retries (HTTP 429: 2, HTTP 5xx: 1, timeouts: 0, connection errors: 0), 0 requests given up" in stderr
         assert "sk-test-secret-key" not in stderr
         usage = orjson.loads((tmp_path / "teacher.jsonl.stats.json").read_bytes())["stats"]["usage"]
