@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import formats
 from ..errors import RecordError, UsageError
@@ -26,10 +26,27 @@ from ..seeding import derive_seed
 from .graders import GradeResult, Grader, get_grader
 from .results import print_table, summarize, write_sample_log  # noqa: F401 (re-exported)
 
-if TYPE_CHECKING:  # the task calls run_generation_task from its evaluate(): imported for the types only
-    from .taskfile import GenerationTask
-
 Record = dict[str, Any]
+
+
+class PromptedTask(Protocol):
+    """A few-shot generation task as this driver uses it: what it builds prompts with, checks
+    records by, stops on and grades with. ``taskfile.GenerationTask`` is one; declared here, so the
+    driver needs nothing from the task-file module, whose tasks call :func:`run_generation_task`."""
+
+    name: str
+    grader: str
+    data: dict
+
+    def check_record(self, record: Record) -> None: ...
+
+    def max_shots(self, latent: bool) -> int: ...
+
+    def default_shots(self, latent: bool) -> int: ...
+
+    def build_prompt(self, record: Record, latent: bool, n_shots: int | None = None) -> str: ...
+
+    def stop_strings(self, latent: bool) -> list[str]: ...
 
 
 @dataclass
@@ -51,7 +68,7 @@ class ProblemResult:
     grades: list[GradeResult] = field(default_factory=list)
 
 
-def fit_prompt(task: GenerationTask, record: Record, latent: bool, max_shots: int, budget: int | None, count_tokens) -> FittedPrompt:
+def fit_prompt(task: PromptedTask, record: Record, latent: bool, max_shots: int, budget: int | None, count_tokens) -> FittedPrompt:
     """The longest prompt (most exemplars, file order) within ``budget`` tokens; see module docs."""
     n_tokens = None
     for n_shots in range(max_shots, -1, -1):
@@ -94,7 +111,7 @@ def _problem_id(record: Record, index: int) -> str:
     return str(record.get("id", index))
 
 
-def _record_validator(task: GenerationTask, grader: Grader, *, need_inputs: bool, need_output: bool):
+def _record_validator(task: PromptedTask, grader: Grader, *, need_inputs: bool, need_output: bool):
     def validate(record: Record) -> None:
         if need_inputs:
             task.check_record(record)
@@ -160,7 +177,7 @@ def _gold(grader: Grader, record: Record, source: str, index: int) -> Any:
         raise RecordError(source, index + 1, str(exc)) from None
 
 
-def generate_results(task: GenerationTask, grader: Grader, records: list[Record], source: str, config, backend=None,
+def generate_results(task: PromptedTask, grader: Grader, records: list[Record], source: str, config, backend=None,
                      *, keep_long_prompts: bool = False) -> tuple[list[ProblemResult], dict]:
     """Run the model on every problem; returns the graded results and the prompt/generation report.
 
@@ -279,7 +296,7 @@ def generate_results(task: GenerationTask, grader: Grader, records: list[Record]
     return results, report
 
 
-def predictions_results(task: GenerationTask, grader: Grader, config) -> tuple[list[ProblemResult], dict]:
+def predictions_results(task: PromptedTask, grader: Grader, config) -> tuple[list[ProblemResult], dict]:
     """Grade an existing predictions file: one record per problem (``outputs`` list or ``output``),
     or one record per sample (``output`` + ``sample``, grouped by ``index``/``id``)."""
     from .data import read_jsonl
@@ -324,7 +341,7 @@ def predictions_results(task: GenerationTask, grader: Grader, config) -> tuple[l
     return results, report
 
 
-def run_generation_task(task: GenerationTask, config, backend=None) -> dict:
+def run_generation_task(task: PromptedTask, config, backend=None) -> dict:
     """Generate (or read) outputs for a generation task, grade them and return the metrics."""
     grader = get_grader(task.grader)
     if config.grade:
