@@ -103,13 +103,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, stream_device: b
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a UTF-8 text file atomically (config.toml, HTML views)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp_public(path)
-    with os.fdopen(fd, "wb") as f:
-        f.write(text.encode("utf-8"))
-    os.replace(tmp, path)
+    """Write a UTF-8 text file atomically (config.toml, HTML views, lm-eval task files)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def read_json(path: str | os.PathLike) -> Any:

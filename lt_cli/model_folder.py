@@ -16,6 +16,10 @@ from .errors import exception_text
 from .interrupts import raise_if_received
 
 
+#: the hidden folder a save writes into before its files are renamed into place (``mkdtemp``)
+_STAGING_PREFIX, _STAGING_SUFFIX = ".lt-model.", ".tmp"
+
+
 def model_cache_dir() -> Path:
     """Where converted models live: ``$LT_MODEL_CACHE``, else ``~/.cache/lt/models``."""
     root = os.environ.get("LT_MODEL_CACHE")
@@ -45,7 +49,7 @@ def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: 
     staging = None
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".lt-model.", suffix=".tmp", dir=path)
+        staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, suffix=_STAGING_SUFFIX, dir=path)
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         make_public(staging)
@@ -66,6 +70,15 @@ def save_model_folder(model, tokenizer, path: str | os.PathLike, *, state_dict: 
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(path: str | os.PathLike) -> None:
+    """Remove the hidden folders that saves into ``path`` killed with ``kill -9`` left behind. Only
+    for a caller that holds ``path``'s output lock: another writer's save in progress looks the same."""
+    import shutil
+
+    for stale in Path(path).glob(f"{_STAGING_PREFIX}*{_STAGING_SUFFIX}"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _stale_shard(path: str) -> bool:

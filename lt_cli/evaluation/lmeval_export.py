@@ -37,6 +37,7 @@ from typing import Any
 
 from .. import formats
 from ..errors import UsageError
+from ..files import write_text
 
 #: the record field whose value lm-eval logs as the target of a test document, per grader
 GOLD_FIELD = {"gsm8k": "answer", "number": "answer", "math": "solution", "multiple_choice": "answer"}
@@ -310,12 +311,6 @@ def _utils_source(lines: list[str]) -> str:
     return "\n".join(head + sorted(lines)) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    from ..files import write_bytes_atomic
-
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
 def export_lm_eval(task, out_dir: str, *, variants: tuple[str, ...] = ("latent", "raw"), data: str | None = None,
                    split: str | None = None, max_new_tokens: int = 1024, num_fewshot: int | None = None) -> dict[str, Any]:
     """Write the YAMLs and ``utils.py``; returns the lm-eval task names, the files and the include path."""
@@ -334,7 +329,7 @@ def export_lm_eval(task, out_dir: str, *, variants: tuple[str, ...] = ("latent",
             spec = task_spec(task, variant, data=data, split=split, max_new_tokens=max_new_tokens, part=part, dataset=dataset,
                              num_fewshot=num_fewshot)
             path = folder / f"{spec['task']}.yaml"
-            _write_text(path, render_yaml(task, variant, spec))
+            write_text(path, render_yaml(task, variant, spec))
             files.append(str(path))
             part_names.append(spec["task"])
             if dataset.get("lt_filter"):
@@ -344,13 +339,13 @@ def export_lm_eval(task, out_dir: str, *, variants: tuple[str, ...] = ("latent",
             names.append(part_names[0])
         else:  # several lm-eval tasks: one group under the variant's name
             path = folder / f"{task_name(task, variant)}.yaml"
-            _write_text(path, render_group_yaml(task, variant, part_names))
+            write_text(path, render_group_yaml(task, variant, part_names))
             files.append(str(path))
             names.append(task_name(task, variant))
         hooks.add(f"{_process_results_name(task, variant)} = make_process_results({task.grader!r}, latent={variant == 'latent'!r})")
     # utils.py keeps the hooks of earlier exports into the same folder (gsm8k, then math, ...)
     utils = folder / "utils.py"
     kept = {line for line in (utils.read_text().splitlines() if utils.exists() else []) if " = make_" in line and not line.startswith("from ")}
-    _write_text(utils, _utils_source(sorted(kept | hooks)))
+    write_text(utils, _utils_source(sorted(kept | hooks)))
     files.append(str(utils))
     return {"lm_eval_tasks": names, "files": files, "include_path": str(folder)}

@@ -10,13 +10,12 @@ it writes is replaced, never written through.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..console import log
 from ..errors import UsageError
 from ..files import read_json
-from ..model_folder import save_model_folder
+from ..model_folder import remove_stale_staging, save_model_folder
 from ..models import tokenizer_with_bos
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -71,8 +70,7 @@ def save_final_model(output: Path, base_model, model, tokenizer, strategy: str, 
     if save_dtype != torch.float32:
         state = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in state.items()}
         base_model.config.dtype = save_dtype
-    for stale in output.glob(".lt-model.*.tmp"):  # a save killed with kill -9 (the output lock keeps other writers out)
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_staging(output)  # a save killed with kill -9 (the output lock keeps other writers out)
     from transformers.utils import logging as hf_logging
 
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
