@@ -29,11 +29,12 @@ from .hf_engine import sample_with_slots, unsupported_reason
 from .hf_slot_decoder import SlotDecoder, StepOptions, choose_tokens, row_uniforms, slot_kv_bytes, step_that_runs
 from .hf_slot_attention import ATTENTIONS
 from .hf_stops import StopWatch
+from .options import FALSE_WORDS, TRUE_WORDS
 
 #: engines ``options["engine"]`` accepts; "auto" is the slot engine on CUDA when the model allows it
 ENGINES = ("auto", "slots", "dynamic")
 #: what ``options["compile"]`` / ``LT_HF_COMPILE`` accept ("auto": compiled on CUDA)
-COMPILE_VALUES = {"auto": None, "1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+COMPILE_VALUES = {"auto": None, **dict.fromkeys(TRUE_WORDS, True), **dict.fromkeys(FALSE_WORDS, False)}
 #: share of the free GPU memory the slot engine's KV buffers may take
 KV_MEMORY_SHARE = 0.5
 

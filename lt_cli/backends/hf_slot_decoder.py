@@ -241,7 +241,7 @@ class SlotDecoder:
                 log(f"transformers backend: decode step compiled in {self.compile_s:.1f} s ({attention_kind} attention)")
             break
         else:
-            if not _FAILED_COMPILES & {"uncompiled"}:
+            if "uncompiled" not in _FAILED_COMPILES:
                 warn("transformers backend: the decode step runs uncompiled, with SDPA attention")
                 _FAILED_COMPILES.add("uncompiled")
             self._step_fn, self.attention = SlotDecoder._step_ops, "sdpa"

@@ -19,7 +19,9 @@ from ..errors import LtError
 
 T = TypeVar("T")
 
-_TRUE = {"1", "true", "yes", "on"}
+#: words read as true and as false (an option typed ``bool`` takes anything but a true word as false)
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def _number_type(annotation: Any) -> tuple[type | None, bool]:
@@ -46,7 +48,7 @@ def options_from_dict(cls: type[T], options: dict, *, backend: str, env_prefix: 
         kind, optional = _number_type(hints[key])
         try:
             if kind is bool:
-                value = value if isinstance(value, bool) else str(value).lower() in _TRUE
+                value = value if isinstance(value, bool) else str(value).lower() in TRUE_WORDS
             elif kind in (int, float) and not (optional and value is None):
                 value = kind(value)
         except (TypeError, ValueError):
