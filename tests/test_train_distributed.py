@@ -41,7 +41,9 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "LT_PROGRESS_INTERVAL": "3600", "TOKENIZERS_PARALLELISM": "false"}
+    # faulthandler: a worker that aborts (SIGABRT) prints every thread's Python stack into the log
+    return {**os.environ, "OMP_NUM_THREADS": "1", "LT_PROGRESS_INTERVAL": "3600", "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONFAULTHANDLER": "1"}
 
 
 def _train_args(data: Path, tiny: Path, out: Path) -> list[str]:
@@ -70,7 +72,7 @@ def _run_pair(tmp_path: Path, data: Path, tiny: Path, extra: list[str]) -> tuple
          "-m", "lt_cli", *_train_args(data, tiny, double), *extra],
         env=_env(), capture_output=True, text=True, timeout=180,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-8000:]
     assert "on 2 x cpu" in proc.stderr
     assert json.loads(proc.stdout)["steps"] == 8  # only rank 0 writes the result
     return single, double
